@@ -1,7 +1,120 @@
-"""Sync points: named places in code under test where the controller can hold a racer."""
+"""Sync points: named places in code under test where the controller can hold a racer.
+
+Outside a race, :func:`point` is one global lookup and a return. Inside a racer it records where
+the racer is and, when the controller asked to hold that point, reports the arrival and waits for
+leave to pass. Functions that must not import the plugin get points from outside: the racer wraps
+them (``pause_after`` / ``pause_before``) in its own process.
+"""
 
 from __future__ import annotations
+
+import functools
+import importlib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+
+class _Channel(Protocol):
+    def send(self, obj: Any) -> None: ...
+    def recv(self) -> Any: ...
+
+
+class RacerPoints:
+    """A racer's view of the points: which to hold, where it has been this round."""
+
+    def __init__(self, channel: _Channel, held: Mapping[str, int]) -> None:
+        self._channel = channel
+        self._held = dict(held)
+        self._left: Counter[str] = Counter()
+        self.last: str | None = None
+
+    def begin_round(self) -> None:
+        self._left = Counter(self._held)
+        self.last = None
+
+    def reach(self, name: str) -> None:
+        self.last = name
+        if self._left[name] > 0:
+            self._left[name] -= 1
+            self._channel.send(("at", name))
+            reply = self._channel.recv()
+            if reply != ("pass", name):
+                raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
+
+
+_racer: RacerPoints | None = None
 
 
 def point(name: str) -> None:
     """Mark a sync point. Outside a race this returns at once and does nothing."""
+    racer = _racer
+    if racer is not None:
+        racer.reach(name)
+
+
+def activate(racer: RacerPoints | None) -> None:
+    """Make this process a racer (or stop being one): only racer processes ever call this."""
+    global _racer
+    _racer = racer
+
+
+def last_point() -> str | None:
+    return _racer.last if _racer is not None else None
+
+
+def pause_point_name(where: str, target: str) -> str:
+    """The point that ``pause_after`` / ``pause_before`` adds around ``target``."""
+    return f"{where} {target}"
+
+
+def parse_target(target: str) -> tuple[str, list[str]]:
+    """Split ``package.module:Class.function`` into the module and the attribute path."""
+    module, sep, attrs = target.partition(":")
+    if not sep or not module or not attrs or not all(attrs.split(".")):
+        raise ValueError(
+            f"cannot pause at {target!r}: name the function as 'package.module:function' "
+            "(or 'package.module:Class.method')"
+        )
+    return module, attrs.split(".")
+
+
+def resolve_target(target: str) -> tuple[Any, str, Any]:
+    """Import ``target``'s module; return the owner object, the attribute name and the function."""
+    module_name, attrs = parse_target(target)
+    try:
+        owner: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot pause at {target!r}: {exc}") from exc
+    for attr in attrs[:-1]:
+        owner = getattr(owner, attr, None)
+        if owner is None:
+            raise ValueError(f"cannot pause at {target!r}: {module_name} has no {attr!r}")
+    fn: Any = (
+        owner.__dict__.get(attrs[-1])  # keeps staticmethod / classmethod wrappers
+        if isinstance(owner, type)
+        else getattr(owner, attrs[-1], None)
+    )
+    if fn is None or not (callable(fn) or isinstance(fn, (staticmethod, classmethod))):
+        raise ValueError(f"cannot pause at {target!r}: no function {attrs[-1]!r} there")
+    return owner, attrs[-1], fn
+
+
+def install_pause(target: str, where: str) -> None:
+    """Wrap ``target`` in this process so that it passes a point before or after its body."""
+    owner, attr, fn = resolve_target(target)
+    name = pause_point_name(where, target)
+    wrapper_kind = type(fn) if isinstance(fn, (staticmethod, classmethod)) else None
+    inner: Callable[..., Any] = fn.__func__ if wrapper_kind is not None else fn
+
+    @functools.wraps(inner)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        if where == "before":
+            point(name)
+            return inner(*args, **kwargs)
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            point(name)
+
+    setattr(owner, attr, wrapper_kind(paused) if wrapper_kind is not None else paused)

@@ -6,16 +6,24 @@ processes; every process opens its own connections from it.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
+
+_shared: dict[tuple[int, Database], Any] = {}
+"""One open connection per process and database, for the convenience methods.
+
+Opening a connection per call costs more than the statement (SQLite checkpoints its WAL when
+the last connection closes); the handle itself stays a plain address, so it still pickles.
+"""
 
 
 class Database(ABC):
     """A database that every racer and the test process can reach.
 
-    The convenience methods open a short-lived autocommit connection per call: they are meant
-    for schema set-up, ``reset`` and ``check``, not for the code under test.
+    The convenience methods share one autocommit connection per process: they are meant for
+    schema set-up, ``reset`` and ``check``, not for the code under test, which opens its own.
     """
 
     backend: ClassVar[str]
@@ -31,12 +39,22 @@ class Database(ABC):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows (an empty list for statements without rows)."""
-        conn = self.connect()
-        try:
-            cur = conn.execute(sql, params)
-            rows = cur.fetchall() if cur.description is not None else []
-            return [tuple(row) for row in rows]
-        finally:
+        cur = self.shared_connection().execute(sql, params)
+        rows = cur.fetchall() if cur.description is not None else []
+        return [tuple(row) for row in rows]
+
+    def shared_connection(self) -> Any:
+        """This process's connection for the convenience methods, opened on first use."""
+        key = (os.getpid(), self)
+        conn = _shared.get(key)
+        if conn is None:
+            conn = _shared[key] = self.connect()
+        return conn
+
+    def close(self) -> None:
+        """Close this process's shared connection, if it has one (fixtures do at teardown)."""
+        conn = _shared.pop((os.getpid(), self), None)
+        if conn is not None:
             conn.close()
 
     @abstractmethod

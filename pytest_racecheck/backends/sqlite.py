@@ -32,7 +32,8 @@ class SqliteDatabase(Database):
         mode = journal_mode.lower()
         if mode not in JOURNAL_MODES:
             raise ValueError(
-                f"unknown SQLite journal mode {journal_mode!r}: use one of {', '.join(JOURNAL_MODES)}"
+                f"unknown SQLite journal mode {journal_mode!r}: "
+                f"use one of {', '.join(JOURNAL_MODES)}"
             )
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
@@ -52,11 +53,7 @@ class SqliteDatabase(Database):
         return sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
 
     def executescript(self, sql: str) -> None:
-        conn = self.connect()
-        try:
-            conn.executescript(sql)
-        finally:
-            conn.close()
+        self.shared_connection().executescript(sql)
 
     def files(self) -> list[Path]:
         """The database file and its journal or WAL companions, where present."""

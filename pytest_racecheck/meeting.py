@@ -1,0 +1,247 @@
+"""The controller's side of sync points: when a racer held at a point may pass.
+
+A coordinator is told what racers do (arrived at a point, finished, blocked in the database) and
+answers with the racers to let pass. ``meet_at`` holds every racer at one point until all are
+there; a schedule lets racers pass points one step at a time, in a given order, in the style of
+PostgreSQL's isolation tester. A racer blocked in the database, waiting for a lock that another
+racer holds, can make no progress until that racer moves: both policies count it as arrived.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pytest_racecheck.points import pause_point_name
+
+PROBE_INTERVAL_S = 0.001
+"""How often the controller asks whether racers are blocked, while a meeting waits on them."""
+
+
+class BlockedProbe(Protocol):
+    """Tells which running racers are blocked waiting for a lock."""
+
+    def blocked(self, pids: Mapping[int, int], apps: Mapping[str, int]) -> set[int]:
+        """Racer indexes blocked now; ``pids`` maps index to pid, ``apps`` app name to index."""
+        ...
+
+
+class Coordinator:
+    """No points held: racers run freely. The base of the other policies."""
+
+    def held_points(self, racer: int) -> dict[str, int]:
+        return {}
+
+    def start_round(self) -> None:
+        pass
+
+    def arrived(self, racer: int, name: str) -> list[int]:
+        return [racer]
+
+    def finished(self, racer: int) -> list[int]:
+        return []
+
+    def blocked(self, racers: set[int]) -> list[int]:
+        return []
+
+    def poll_interval(self) -> float | None:
+        """Seconds between blocked probes while the policy waits; None when it need not probe."""
+        return None
+
+    def describe_wait(self) -> str:
+        return ""
+
+    def trace(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass
+class MeetAt(Coordinator):
+    """Every racer reaches ``name`` (or returns, or blocks) before any passes it."""
+
+    name: str
+    processes: int
+    held: set[int] = field(default_factory=set)
+    done: set[int] = field(default_factory=set)
+    waiting_in_db: set[int] = field(default_factory=set)
+    met: bool = False
+
+    def held_points(self, racer: int) -> dict[str, int]:
+        return {self.name: 1}
+
+    def start_round(self) -> None:
+        self.held, self.done, self.waiting_in_db, self.met = set(), set(), set(), False
+
+    def arrived(self, racer: int, name: str) -> list[int]:
+        if self.met:
+            return [racer]
+        self.held.add(racer)
+        self.waiting_in_db.discard(racer)
+        return self._meet()
+
+    def finished(self, racer: int) -> list[int]:
+        self.done.add(racer)
+        self.held.discard(racer)
+        return self._meet()
+
+    def blocked(self, racers: set[int]) -> list[int]:
+        self.waiting_in_db = racers - self.held - self.done
+        return self._meet()
+
+    def _meet(self) -> list[int]:
+        if self.met or len(self.held | self.done | self.waiting_in_db) < self.processes:
+            return []
+        self.met = True
+        return sorted(self.held)
+
+    def poll_interval(self) -> float | None:
+        return PROBE_INTERVAL_S if self.held and not self.met else None
+
+    def describe_wait(self) -> str:
+        if self.met:
+            return ""
+        missing = set(range(self.processes)) - self.held - self.done - self.waiting_in_db
+        return f"racers {sorted(missing)} to reach point {self.name!r}" if missing else ""
+
+
+STEP = re.compile(r"^\s*(\d+)\s*:\s*(\S.*?)\s*$")
+
+
+def parse_schedule(steps: Sequence[str], processes: int) -> list[tuple[int, str]]:
+    """``["0:checked", "1:checked"]`` into ``[(0, "checked"), (1, "checked")]``, checked."""
+    if isinstance(steps, str) or not steps:
+        raise ValueError(
+            "race(): schedule must be a non-empty list of 'racer:point' steps, "
+            f"e.g. ['0:checked', '1:checked'], got {steps!r}"
+        )
+    parsed = []
+    for step in steps:
+        match = STEP.match(step) if isinstance(step, str) else None
+        if match is None:
+            raise ValueError(
+                f"race(): schedule step {step!r} is not 'racer:point', e.g. '0:checked'"
+            )
+        racer = int(match.group(1))
+        if racer >= processes:
+            raise ValueError(
+                f"race(): schedule step {step!r} names racer {racer}, but racers are numbered "
+                f"0 to {processes - 1}"
+            )
+        parsed.append((racer, match.group(2)))
+    return parsed
+
+
+@dataclass
+class Schedule(Coordinator):
+    """Racers pass points one step at a time, in the order of ``steps``.
+
+    Before each step every racer is still: held at a point, finished, or blocked in the
+    database. A step whose racer is blocked cannot run now; it is marked as waiting on a lock,
+    the schedule moves on, and the racer passes that point as soon as it gets there.
+    """
+
+    steps: list[tuple[int, str]]
+    processes: int
+    position: int = 0
+    at: dict[int, str] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+    waiting_in_db: set[int] = field(default_factory=set)
+    owed: set[tuple[int, str]] = field(default_factory=set)
+    log: list[str] = field(default_factory=list)
+
+    def held_points(self, racer: int) -> dict[str, int]:
+        return dict(Counter(name for r, name in self.steps if r == racer))
+
+    def start_round(self) -> None:
+        self.position, self.at, self.done = 0, {}, set()
+        self.waiting_in_db, self.owed, self.log = set(), set(), []
+
+    def arrived(self, racer: int, name: str) -> list[int]:
+        self.waiting_in_db.discard(racer)
+        if (racer, name) in self.owed:
+            self.owed.discard((racer, name))
+            self.log.append(f"{racer}:{name}   (after waiting on a lock)")
+            return [racer]
+        self.at[racer] = name
+        return self._advance()
+
+    def finished(self, racer: int) -> list[int]:
+        self.done.add(racer)
+        self.at.pop(racer, None)
+        self.waiting_in_db.discard(racer)
+        return self._advance()
+
+    def blocked(self, racers: set[int]) -> list[int]:
+        self.waiting_in_db = racers - set(self.at) - self.done
+        return self._advance()
+
+    def _still(self) -> bool:
+        return len(set(self.at) | self.done | self.waiting_in_db) == self.processes
+
+    def _advance(self) -> list[int]:
+        released: list[int] = []
+        while self.position < len(self.steps) and self._still():
+            racer, name = self.steps[self.position]
+            self.position += 1
+            if self.at.get(racer) == name:
+                del self.at[racer]
+                self.log.append(f"{racer}:{name}")
+                released.append(racer)
+                break  # let it run until it is still again
+            if racer in self.waiting_in_db:
+                self.owed.add((racer, name))
+                self.log.append(f"{racer}:{name}   waits on a lock")
+            elif racer in self.done:
+                self.log.append(f"{racer}:{name}   skipped: racer {racer} had returned")
+            else:
+                where = self.at.get(racer)
+                self.log.append(f"{racer}:{name}   skipped: racer {racer} was held at {where!r}")
+        if self.position >= len(self.steps):
+            released.extend(sorted(self.at))
+            for racer in sorted(self.at):
+                self.log.append(f"{racer}:{self.at[racer]}   (schedule done, released)")
+            self.at.clear()
+        return released
+
+    def poll_interval(self) -> float | None:
+        return PROBE_INTERVAL_S if self.position < len(self.steps) and not self._still() else None
+
+    def describe_wait(self) -> str:
+        if self.position >= len(self.steps):
+            return ""
+        racer, name = self.steps[self.position]
+        return f"step {self.position + 1} ({racer}:{name}) of the schedule"
+
+    def trace(self) -> tuple[str, ...]:
+        return tuple(self.log)
+
+
+def make_coordinator(
+    processes: int,
+    meet_at: str | None = None,
+    pause_after: str | None = None,
+    pause_before: str | None = None,
+    schedule: Sequence[str] | None = None,
+) -> Coordinator:
+    """The policy that the race's arguments ask for; conflicting arguments are refused."""
+    pauses = [(w, t) for w, t in (("after", pause_after), ("before", pause_before)) if t]
+    chosen = [n for n, v in (("meet_at", meet_at), ("schedule", schedule)) if v] + [
+        f"pause_{w}" for w, _ in pauses
+    ]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"race(): use one of meet_at, pause_after, pause_before, schedule; got {chosen}"
+        )
+    if schedule:
+        return Schedule(parse_schedule(schedule, processes), processes)
+    if pauses:
+        where, target = pauses[0]
+        return MeetAt(pause_point_name(where, target), processes)
+    if meet_at is not None:
+        if not isinstance(meet_at, str) or not meet_at:
+            raise ValueError(f"race(): meet_at must be a point name, got {meet_at!r}")
+        return MeetAt(meet_at, processes)
+    return Coordinator()

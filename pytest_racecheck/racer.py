@@ -1,0 +1,111 @@
+"""What runs inside each racer process.
+
+A racer is started once per race and serves every round: it loads the test's function, warms
+up, then loops: wait at the gate, call the function, send the outcome. It never outlives its
+controller: a watchdog thread ends it when the controller's process is gone, and it ignores
+Ctrl-C so that the controller alone decides how a race ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dill
+
+from pytest_racecheck import points
+from pytest_racecheck.barrier import GateClosed, StartGate
+from pytest_racecheck.outcomes import Outcome, RaisedError
+
+WATCHDOG_S = 0.2
+
+
+@dataclass(frozen=True)
+class RacerSetup:
+    """What the controller sends each racer before the first round."""
+
+    call: bytes  # dill pickle of (fn, args, kwargs)
+    held_points: dict[str, int] = field(default_factory=dict)
+    pause_after: tuple[str, ...] = ()
+    pause_before: tuple[str, ...] = ()
+    app_name: str = ""
+
+
+class ReturnValueNotSendable(Exception):
+    """The racer's function returned a value that cannot be pickled to the controller."""
+
+
+def _watch_controller(controller_pid: int) -> None:
+    while True:
+        time.sleep(WATCHDOG_S)
+        if os.getppid() != controller_pid:
+            os._exit(70)
+
+
+def racer_main(index: int, channel: Any, gate: StartGate, controller_pid: int) -> None:
+    """The racer's whole life; the entry point of its process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_controller, args=(controller_pid,), daemon=True).start()
+
+    def controller_alive() -> bool:
+        return os.getppid() == controller_pid
+
+    kind, setup = channel.recv()
+    assert kind == "setup", kind
+    try:
+        fn, args, kwargs = _load(setup)
+    except BaseException as exc:
+        channel.send(("setup_error", RaisedError.from_exception(exc)))
+        return
+    racer_points = points.RacerPoints(channel, setup.held_points)
+    points.activate(racer_points)
+    channel.send(("ready", os.getpid()))
+    try:
+        while True:
+            generation = gate.wait(index, controller_alive)
+            if generation == 0:  # the warm-up pass: exercise the gate, call nothing
+                channel.send(("warm", 0))
+                continue
+            racer_points.begin_round()
+            released = time.monotonic_ns()
+            value: Any = None
+            error: RaisedError | None = None
+            try:
+                value = fn(*args, **kwargs)
+            except BaseException as exc:
+                error = RaisedError.from_exception(exc)
+            ended = time.monotonic_ns()
+            outcome = Outcome(index, value, error, released, ended, racer_points.last)
+            try:
+                channel.send(("result", generation, outcome))
+            except Exception as exc:
+                unsendable = ReturnValueNotSendable(
+                    f"{type(value).__name__} {_short_repr(value)} cannot be pickled: {exc}"
+                )
+                error = RaisedError.from_exception(unsendable)
+                channel.send(("result", generation, Outcome(index, None, error, released, ended)))
+    except GateClosed:
+        pass
+    finally:
+        points.activate(None)
+
+
+def _load(setup: RacerSetup) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    if setup.app_name:
+        # libpq reads PGAPPNAME: the racer's PostgreSQL sessions name themselves, so the
+        # controller can find them in pg_stat_activity without the code under test's help.
+        os.environ["PGAPPNAME"] = setup.app_name
+    for target in setup.pause_after:
+        points.install_pause(target, "after")
+    for target in setup.pause_before:
+        points.install_pause(target, "before")
+    return dill.loads(setup.call)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
