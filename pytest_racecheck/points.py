@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 
@@ -104,8 +104,10 @@ def install_pause(target: str, where: str) -> None:
     """Wrap ``target`` in this process so that it passes a point before or after its body."""
     owner, attr, fn = resolve_target(target)
     name = pause_point_name(where, target)
-    wrapper_kind = type(fn) if isinstance(fn, (staticmethod, classmethod)) else None
-    inner: Callable[..., Any] = fn.__func__ if wrapper_kind is not None else fn
+    wrapper_kind: Any = None
+    inner: Any = fn
+    if isinstance(fn, (staticmethod, classmethod)):
+        wrapper_kind, inner = type(fn), fn.__func__
 
     @functools.wraps(inner)
     def paused(*args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,13 @@ import dill
 import multiprocess as _multiprocess
 import multiprocess.connection
 
+# Imported here, not lazily by multiprocess on first use, so that every race in a process
+# pickles against the same classes (pytester's in-process runs unload modules imported later).
+import multiprocess.heap
+import multiprocess.popen_spawn_posix
+import multiprocess.sharedctypes
+import multiprocess.synchronize
+
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.meeting import BlockedProbe, Coordinator, make_coordinator
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round

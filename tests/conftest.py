@@ -1,0 +1,49 @@
+"""Shared helpers for the plugin's own tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TAG_VAR = "RACECHECK_TEST_TAG"
+
+
+def tagged_processes(tag: str) -> list[tuple[int, str]]:
+    """Processes whose environment carries ``tag``: everything a tagged run started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            if f"{TAG_VAR}={tag}".encode() not in environ.split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found.append((int(entry.name), cmdline))
+    return found
+
+
+@pytest.fixture
+def run_tag(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Tag the processes a pytester subprocess run starts; fail if any survives the test."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG_VAR, tag)
+    yield tag
+    # multiprocess's resource tracker serves the whole test process and ends with it.
+    left = [
+        p for p in tagged_processes(tag) if p[0] != os.getpid() and "resource_tracker" not in p[1]
+    ]
+    assert not left, f"processes left behind by the run: {left}"
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytester whose runs see this checkout's package first (racers import it too)."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    return pytester
