@@ -3,6 +3,7 @@
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
 from pytest_racecheck.points import point
 from pytest_racecheck.race import RaceError, RacerDied, RacerSetupFailed, RaceTimeout
+from pytest_racecheck.racer import current_racer
 
 __all__ = [
     "Outcome",
@@ -13,5 +14,6 @@ __all__ = [
     "RacerSetupFailed",
     "RaisedError",
     "Round",
+    "current_racer",
     "point",
 ]

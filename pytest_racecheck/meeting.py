@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pytest_racecheck.points import pause_point_name
+from pytest_racecheck.points import pause_point_name, resolve_target
 
 PROBE_INTERVAL_S = 0.001
 """How often the controller asks whether racers are blocked, while a meeting waits on them."""
@@ -239,6 +239,7 @@ def make_coordinator(
         return Schedule(parse_schedule(schedule, processes), processes)
     if pauses:
         where, target = pauses[0]
+        resolve_target(target)  # a wrong name fails here, not in every racer
         return MeetAt(pause_point_name(where, target), processes)
     if meet_at is not None:
         if not isinstance(meet_at, str) or not meet_at:

@@ -172,24 +172,28 @@ class Race:
             "start_method": start_method,
         }
         chosen = {**self.settings, **{k: v for k, v in given.items() if v is not None}}
-        spec = RaceSpec(
-            fn=fn,
-            args=args,
-            kwargs=kwargs,
-            reset=reset,
-            check=check,
-            meet_at=meet_at,
-            pause_after=pause_after,
-            pause_before=pause_before,
-            schedule=schedule,
-            **chosen,
-        )
+        try:
+            spec = RaceSpec(
+                fn=fn,
+                args=args,
+                kwargs=kwargs,
+                reset=reset,
+                check=check,
+                meet_at=meet_at,
+                pause_after=pause_after,
+                pause_before=pause_before,
+                schedule=schedule,
+                **chosen,
+            )
+        except (TypeError, ValueError) as exc:
+            raise exc.with_traceback(None) from None  # bad input: the message says it all
         try:
             result = run_race(spec, probe=self._probe())
         except RaceError as exc:
             if exc.result is not None:
                 self._record(exc.result, "broke down")
-            raise
+            # The report starts at the test's race() call: the harness's frames say nothing.
+            raise exc.with_traceback(None) from None
         self._record(result, "ran")
         return result
 
@@ -362,6 +366,8 @@ class SummaryTable:
             hist = race.get("histogram") or []
             top = f"{hist[0][0]}  ({hist[0][1]}x)" if hist else "-"
             rounds = f"{race['rounds']}/{race['rounds_requested']}"
+            if race.get("status") == "broke down":
+                verdict = f"{verdict} (race broke down)"
             table.append(
                 (nodeid, verdict, rounds, str(race["processes"]), f"{race['elapsed_s']:.2f}s", top)
             )

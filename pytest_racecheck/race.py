@@ -83,6 +83,12 @@ class RaceSpec:
     def __post_init__(self) -> None:
         validate(self)
 
+    def coordinator(self) -> Coordinator:
+        """The sync point policy these arguments ask for (raises ValueError if they conflict)."""
+        return make_coordinator(
+            self.processes, self.meet_at, self.pause_after, self.pause_before, self.schedule
+        )
+
     @property
     def fn_name(self) -> str:
         return getattr(self.fn, "__qualname__", None) or repr(self.fn)
@@ -116,6 +122,7 @@ def validate(spec: RaceSpec) -> None:
         value = getattr(spec, name)
         if value is not None and not callable(value):
             raise TypeError(f"race(): {name} must be a callable or None, got {value!r}")
+    spec.coordinator()
 
 
 def pickle_call(spec: RaceSpec) -> bytes:
@@ -158,9 +165,7 @@ def run_race(spec: RaceSpec, probe: BlockedProbe | None = None) -> RaceResult:
     """Run the race described by ``spec``; raise RaceError if the race itself breaks down."""
     call = pickle_call(spec)
     token = f"racecheck-{uuid.uuid4().hex[:8]}"
-    coordinator = make_coordinator(
-        spec.processes, spec.meet_at, spec.pause_after, spec.pause_before, spec.schedule
-    )
+    coordinator = spec.coordinator()
     result = RaceResult(
         fn_name=spec.fn_name,
         processes=spec.processes,

@@ -23,6 +23,13 @@ from pytest_racecheck.outcomes import Outcome, RaisedError
 
 WATCHDOG_S = 0.2
 
+_current: int | None = None
+
+
+def current_racer() -> int | None:
+    """This racer's number (0 to processes - 1), or None outside a racer process."""
+    return _current
+
 
 @dataclass(frozen=True)
 class RacerSetup:
@@ -48,6 +55,8 @@ def _watch_controller(controller_pid: int) -> None:
 
 def racer_main(index: int, channel: Any, gate: StartGate, controller_pid: int) -> None:
     """The racer's whole life; the entry point of its process."""
+    global _current
+    _current = index
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_controller, args=(controller_pid,), daemon=True).start()
 

@@ -1,0 +1,268 @@
+"""A race never hangs, never leaks a process, and says which racer broke it and how.
+
+Each misbehaving racer here misbehaves deterministically (it is chosen by its number), so
+these tests do not depend on timing; the timeouts are far above what a healthy race needs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+
+import multiprocess
+import pytest
+
+from pytest_racecheck import RacerDied, RaceTimeout, RacerSetupFailed
+from pytest_racecheck.race import RaceSpec, run_race
+
+
+def _no_racers_left() -> None:
+    assert [p for p in multiprocess.active_children() if p.name.startswith("racecheck")] == []
+
+
+def returns_one() -> int:
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"processes": 1}, "processes must be at least 2"),
+        ({"processes": "4"}, "processes must be an int"),
+        ({"rounds": 0}, "rounds must be at least 1"),
+        ({"timeout": -1}, "timeout must be more than 0 seconds"),
+        ({"timeout": 0}, "timeout must be more than 0 seconds"),
+        ({"start_method": "thread"}, "unknown start method 'thread': use one of spawn"),
+        ({"fn": 42}, "race() needs a callable"),
+        ({"reset": "DELETE FROM runs"}, "reset must be a callable or None"),
+        ({"check": 1}, "check must be a callable or None"),
+        ({"meet_at": "a", "schedule": ["0:a"]}, "use one of meet_at, pause_after"),
+        ({"schedule": ["zero:a"]}, "schedule step 'zero:a' is not 'racer:point'"),
+        ({"schedule": ["5:a"]}, "names racer 5, but racers are numbered 0 to 3"),
+        ({"pause_after": "no_colon_here"}, "name the function as 'package.module:function'"),
+    ],
+)
+def test_bad_arguments_fail_before_any_process_starts(
+    kwargs: dict[str, object], message: str
+) -> None:
+    spec = {"fn": returns_one, "processes": 4, **kwargs}
+    with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_race(RaceSpec(**spec))  # type: ignore[arg-type]
+    _no_racers_left()
+
+
+def test_unpicklable_function_is_refused_before_start(tmp_path) -> None:
+    conn = sqlite3.connect(tmp_path / "db.sqlite3")
+
+    def uses_open_connection() -> object:
+        return conn.execute("SELECT 1").fetchone()
+
+    with pytest.raises(TypeError, match="cannot send .*uses_open_connection.* open connections"):
+        run_race(RaceSpec(fn=uses_open_connection, processes=2, rounds=1))
+    _no_racers_left()
+    conn.close()
+
+
+def test_racer_that_raises_is_an_outcome_naming_the_racer(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_racecheck import current_racer
+
+        def attempt():
+            if current_racer() == 2:
+                raise KeyError("racer two broke")
+            return "ok"
+
+        def test_raises(race):
+            result = race(attempt, processes=3, rounds=2)
+            assert result.histogram() == [("ok x2, raised KeyError x1", 2)]
+            result.assert_exactly_one("ok")
+        """
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*2 racers returned 'ok'; racer 2 raised KeyError: 'racer two broke'*",
+            "*racer 2 traceback:*",
+            "*KeyError: 'racer two broke'*",
+        ]
+    )
+
+
+def test_allowed_exceptions_do_not_fail(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_racecheck import current_racer
+
+        class Refused(Exception):
+            pass
+
+        def attempt():
+            if current_racer() != 0:
+                raise Refused()
+            return "created"
+
+        def test_allowed(race):
+            race(attempt, processes=3, rounds=2).assert_exactly_one("created", allowed=[Refused])
+        """
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+
+
+DIE_IN_ROUND_TWO = """
+import os, signal
+from pytest_racecheck import current_racer
+
+def attempt(marker):
+    if current_racer() == 1 and os.path.exists(marker):
+        {how}
+    open(marker, "a").close()
+    return "ok"
+
+def test_dies(race, tmp_path):
+    race(attempt, str(tmp_path / "marker"), processes=3, rounds=5, timeout=60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("os._exit(3)", "*racer 1 (pid *) exited with status 3 while running attempt in round *"),
+        (
+            "os.kill(os.getpid(), signal.SIGKILL)",
+            "*racer 1 (pid *) was killed by SIGKILL while running attempt in round *",
+        ),
+    ],
+    ids=["exit", "killed"],
+)
+def test_racer_that_dies_fails_the_test_naming_it(
+    pytester: pytest.Pytester, run_tag: str, how: str, expected: str
+) -> None:
+    pytester.makepyfile(DIE_IN_ROUND_TWO.format(how=how))
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [f"E   *RacerDied: {expected}", "*racecheck summary*", "*test_dies*failed (race broke down)*"]
+    )
+
+
+def test_hanging_racer_times_out_naming_it(pytester: pytest.Pytester, run_tag: str) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        from pytest_racecheck import current_racer
+
+        def attempt():
+            if current_racer() == 0:
+                time.sleep(3600)
+            return "ok"
+
+        def test_hangs(race):
+            race(attempt, processes=2, rounds=3, timeout=3)
+        """
+    )
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess()
+    assert time.monotonic() - started < 60  # a generous bound: the point is "it ends"
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *RaceTimeout: race of attempt timed out after 3 s in round 1:",
+            "E  *racer 0 (pid *) had not returned from attempt",
+        ]
+    )
+
+
+def test_racer_that_cannot_load_the_function_names_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_racecheck import RacerSetupFailed
+
+        class Unloadable:
+            def __reduce__(self):
+                return (_explode, ())
+
+        def _explode():
+            raise RuntimeError("cannot be rebuilt here")
+
+        def attempt(arg):
+            return "ok"
+
+        def test_unloadable(race):
+            with pytest.raises(RacerSetupFailed, match="racer 0 .*could not load attempt"):
+                race(attempt, Unloadable(), processes=2, rounds=1)
+        """
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+
+
+def test_unsendable_return_value_is_an_outcome(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import threading
+
+        def attempt():
+            return (i for i in range(3))  # generators cannot be pickled
+
+        def test_unsendable(race):
+            result = race(attempt, processes=2, rounds=1)
+            assert result.histogram() == [("raised ReturnValueNotSendable x2", 1)]
+        """
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+
+
+def test_ctrl_c_stops_racers(pytester: pytest.Pytester, run_tag: str, tmp_path) -> None:
+    started = tmp_path / "started"
+    pytester.makepyfile(
+        f"""
+        import time
+
+        def attempt():
+            open({str(started)!r}, "a").close()
+            time.sleep(3600)
+
+        def test_interrupted(race):
+            race(attempt, processes=3, rounds=1, timeout=600)
+        """
+    )
+    proc = pytester.popen(
+        [*pytester._getpytestargs(), "-p", "no:cacheprovider"],
+        stdout=open(tmp_path / "out", "w"),
+        stderr=open(tmp_path / "err", "w"),
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "racers never started"
+        assert proc.poll() is None, (tmp_path / "out").read_text()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(60) != 0
+    assert "KeyboardInterrupt" in (tmp_path / "out").read_text()
+
+
+def test_run_race_leaves_no_children_after_failure() -> None:
+    def hang() -> None:
+        time.sleep(3600)
+
+    with pytest.raises(RaceTimeout):
+        run_race(RaceSpec(fn=hang, processes=2, rounds=1, timeout=2))
+    _no_racers_left()
+
+
+def test_racer_died_exception_carries_partial_result() -> None:
+    def die() -> None:
+        os._exit(9)
+
+    with pytest.raises(RacerDied) as info:
+        run_race(RaceSpec(fn=die, processes=2, rounds=3, timeout=30))
+    assert info.value.result is not None and info.value.result.rounds == []
+    _no_racers_left()
+
+
+def test_setup_failure_is_a_race_error() -> None:
+    assert issubclass(RacerSetupFailed, Exception)
