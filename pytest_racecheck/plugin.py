@@ -121,15 +121,17 @@ def _marker_settings(node: pytest.Item) -> dict[str, Any]:
     if marker is None:
         return {}
     if marker.args:
-        raise pytest.UsageError(
+        pytest.fail(
             f"{node.nodeid}: @pytest.mark.race takes keyword arguments only "
-            f"({', '.join(SETTINGS)}), got {marker.args!r}"
+            f"({', '.join(SETTINGS)}), got {marker.args!r}",
+            pytrace=False,
         )
     unknown = set(marker.kwargs) - set(SETTINGS)
     if unknown:
-        raise pytest.UsageError(
+        pytest.fail(
             f"{node.nodeid}: @pytest.mark.race got unknown argument(s) {sorted(unknown)}; "
-            f"it takes {', '.join(SETTINGS)}"
+            f"it takes {', '.join(SETTINGS)}",
+            pytrace=False,
         )
     return dict(marker.kwargs)
 
@@ -250,9 +252,10 @@ def sqlite_db(
     options = dict(marker.kwargs) if marker is not None else {}
     unknown = set(options) - {"journal_mode", "busy_timeout"}
     if unknown:
-        raise pytest.UsageError(
+        pytest.fail(
             f"@pytest.mark.sqlite_db got unknown argument(s) {sorted(unknown)}; "
-            "it takes journal_mode and busy_timeout"
+            "it takes journal_mode and busy_timeout",
+            pytrace=False,
         )
     return make_sqlite_db(**options)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-RUN_MANAGER = '''
+RUN_MANAGER = """
 import sqlite3
 import threading
 
@@ -46,9 +46,9 @@ class RunManager:
                     conn.execute("COMMIT")
         finally:
             conn.close()
-'''
+"""
 
-CONTRACT_TEST = '''
+CONTRACT_TEST = """
 import pytest
 from run_manager import SCHEMA, RunAlreadyActive, RunManager
 
@@ -74,9 +74,9 @@ def test_one_active_run(race, sqlite_db):
         timeout=60,
     )
     result.assert_exactly_one("created")
-'''
+"""
 
-MODULE_LEVEL_TEST = '''
+MODULE_LEVEL_TEST = """
 from run_manager import SCHEMA, RunAlreadyActive, RunManager
 
 
@@ -93,7 +93,7 @@ def test_module_level(race, sqlite_db):
     result = race(attempt, sqlite_db.path, strategy={strategy!r}, processes=4, rounds=30,
                   reset=lambda: sqlite_db.execute("DELETE FROM runs"))
     result.assert_exactly_one("created")
-'''
+"""
 
 
 @pytest.mark.parametrize("form", [CONTRACT_TEST, MODULE_LEVEL_TEST], ids=["closure", "module"])

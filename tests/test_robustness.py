@@ -14,7 +14,7 @@ import time
 import multiprocess
 import pytest
 
-from pytest_racecheck import RacerDied, RaceTimeout, RacerSetupFailed
+from pytest_racecheck import RacerDied, RacerSetupFailed, RaceTimeout
 from pytest_racecheck.race import RaceSpec, run_race
 
 
@@ -48,7 +48,9 @@ def test_bad_arguments_fail_before_any_process_starts(
     kwargs: dict[str, object], message: str
 ) -> None:
     spec = {"fn": returns_one, "processes": 4, **kwargs}
-    with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        (TypeError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
         run_race(RaceSpec(**spec))  # type: ignore[arg-type]
     _no_racers_left()
 
@@ -59,7 +61,7 @@ def test_unpicklable_function_is_refused_before_start(tmp_path) -> None:
     def uses_open_connection() -> object:
         return conn.execute("SELECT 1").fetchone()
 
-    with pytest.raises(TypeError, match="cannot send .*uses_open_connection.* open connections"):
+    with pytest.raises(TypeError, match=r"cannot send .*uses_open_connection.* open connections"):
         run_race(RaceSpec(fn=uses_open_connection, processes=2, rounds=1))
     _no_racers_left()
     conn.close()
@@ -145,7 +147,11 @@ def test_racer_that_dies_fails_the_test_naming_it(
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        [f"E   *RacerDied: {expected}", "*racecheck summary*", "*test_dies*failed (race broke down)*"]
+        [
+            f"E   *RacerDied: {expected}",
+            "*racecheck summary*",
+            "*test_dies*failed (race broke down)*",
+        ]
     )
 
 
@@ -230,11 +236,10 @@ def test_ctrl_c_stops_racers(pytester: pytest.Pytester, run_tag: str, tmp_path) 
             race(attempt, processes=3, rounds=1, timeout=600)
         """
     )
-    proc = pytester.popen(
-        [*pytester._getpytestargs(), "-p", "no:cacheprovider"],
-        stdout=open(tmp_path / "out", "w"),
-        stderr=open(tmp_path / "err", "w"),
-    )
+    with open(tmp_path / "out", "w") as out:
+        proc = pytester.popen(
+            [*pytester._getpytestargs(), "-p", "no:cacheprovider"], stdout=out, stderr=out
+        )
     deadline = time.monotonic() + 60
     while not started.exists():
         assert time.monotonic() < deadline, "racers never started"
