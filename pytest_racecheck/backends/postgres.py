@@ -729,7 +729,8 @@ def _make_template(root: Path) -> None:
 
     dsn = _make_conninfo("", host=str(root), port=str(_PORT), user=SUPERUSER, dbname="postgres")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {TEMPLATE} IS_TEMPLATE true")
+        strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+        conn.execute(f"CREATE DATABASE {TEMPLATE} IS_TEMPLATE true{strategy}")
 
 
 def _run_server_tool(cmd: Sequence[str], account: pwd.struct_passwd | None, cwd: Path) -> None:
@@ -1215,7 +1216,9 @@ def _parse_server_url(url: str) -> dict[str, str]:
     try:
         return _parse_conninfo(text)
     except psycopg.Error as exc:
-        raise PostgresSetupError(f"invalid PostgreSQL URL {shown!r} {source}: {exc}") from exc
+        raise PostgresSetupError(
+            f"invalid PostgreSQL URL {shown!r} {source}: {str(exc).strip()}; use {example}"
+        ) from exc
 
 
 def _mask(text: str) -> str:
@@ -1240,7 +1243,7 @@ def _url(params: Mapping[str, str], scheme: str) -> str:
     if user:
         netloc = quote(user, safe="")
         if password:
-            netloc += ":" + quote(password, safe="")
+            netloc += ":" + quote(password, safe="*")  # sub-delims may stay; *** reads better
         netloc += "@"
     query: dict[str, str] = {}
     if host.startswith("/") or host.startswith("@") or "," in host:
