@@ -1,11 +1,11 @@
 """Reference "start one run" strategies, on SQLite and PostgreSQL.
 
-Every strategy answers the question of ORIGIN.md: how do several *processes* make sure that at
-most one run is active? Each is a function that a racer calls once per round with a database
-handle. It opens its own connection, tries to start a run, closes the connection and returns an
-outcome: :data:`CREATED` when this call created the active run, :data:`REFUSED` when a run was
-already active (or the lock that guards starting one was held). The values are the same on both
-databases, so one test body runs on both.
+Every strategy answers the question this project comes from: how do several *processes* make
+sure that at most one run is active? Each is a function that a racer calls once per round with a
+database handle. It opens its own connection, tries to start a run, closes the connection and
+returns an outcome: :data:`CREATED` when this call created the active run, :data:`REFUSED` when a
+run was already active (or the lock that guards starting one was held). The values are the same on
+both databases, so one test body runs on both.
 
 ``naive`` and ``in_process_lock`` (the original bug) race; ``A``, ``B``, ``C`` and ``lease`` do
 not. ``lease_as_first_written`` is the lease as it is usually first written, and races.
@@ -644,7 +644,7 @@ def lease_release_as_first_written(db: Database, name: str, token: str) -> bool:
 def lease_as_first_written(
     db: Database, *, name: str = DEFAULT_LEASE, ttl_seconds: float = 1800
 ) -> RunOutcome:
-    """BROKEN on purpose: the lease of ORIGIN.md section 2 as it is usually first written.
+    """BROKEN on purpose: the lease as it is usually first written.
 
     Acquire by check-then-act (a loser can crash with a unique violation), create the run
     without a fence, release by name. Compare with :func:`lease`.
