@@ -85,6 +85,7 @@ class Round:
     check_error: RaisedError | None = None
     has_check: bool = False
     trace: tuple[str, ...] = ()
+    waited_on_lock: frozenset[int] = frozenset()
 
     @property
     def release_skew_ns(self) -> int:
@@ -152,7 +153,7 @@ class RaceResult:
     def format_round(self, rnd: Round) -> str:
         """A round racer by racer: outcome, time from the first release, duration, last point."""
         first = min(o.released_ns for o in rnd.outcomes)
-        rows = [("racer", "outcome", "released", "took", "last point")]
+        rows = [("racer", "outcome", "released", "took", "last point", "waited on a lock")]
         for o in sorted(rnd.outcomes, key=lambda o: o.racer):
             outcome = str(o.error) if o.error is not None else repr(o.value)
             rows.append(
@@ -162,8 +163,11 @@ class RaceResult:
                     f"+{(o.released_ns - first) / 1e6:.3f} ms",
                     f"{o.duration_ns / 1e6:.3f} ms",
                     o.last_point or "-",
+                    "yes" if o.racer in rnd.waited_on_lock else "-",
                 )
             )
+        if not rnd.waited_on_lock:  # only known while racers were held at points
+            rows = [r[:-1] for r in rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [
             "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

@@ -210,10 +210,11 @@ def run_race(spec: RaceSpec, probe: BlockedProbe | None = None) -> RaceResult:
             for racer in racers:
                 racer.finished, racer.at_point, racer.released_ns = False, None, None
             gate.arm(number)
+            waited: set[int] = set()
             outcomes = _collect_round(
-                racers, number, deadline, result, spec, coordinator, probe, apps
+                racers, number, deadline, result, spec, coordinator, probe, apps, waited
             )
-            result.rounds.append(_judge(number, outcomes, spec, coordinator))
+            result.rounds.append(_judge(number, outcomes, spec, coordinator, waited))
     finally:
         result.elapsed_s = time.monotonic() - started
         shutdown(racers, gate)
@@ -221,7 +222,11 @@ def run_race(spec: RaceSpec, probe: BlockedProbe | None = None) -> RaceResult:
 
 
 def _judge(
-    number: int, outcomes: dict[int, Outcome], spec: RaceSpec, coordinator: Coordinator
+    number: int,
+    outcomes: dict[int, Outcome],
+    spec: RaceSpec,
+    coordinator: Coordinator,
+    waited: set[int],
 ) -> Round:
     check_value: Any = None
     check_error: RaisedError | None = None
@@ -237,6 +242,7 @@ def _judge(
         check_error=check_error,
         has_check=spec.check is not None,
         trace=coordinator.trace(),
+        waited_on_lock=frozenset(waited),
     )
 
 
@@ -311,6 +317,7 @@ def _collect_round(
     coordinator: Coordinator,
     probe: BlockedProbe | None,
     apps: Mapping[str, int],
+    waited: set[int],
 ) -> dict[int, Outcome]:
     outcomes: dict[int, Outcome] = {}
     by_index = {r.index: r for r in racers}
@@ -322,6 +329,7 @@ def _collect_round(
         ready = _wait(running, deadline, poll)
         if not ready and poll is not None and probe is not None:
             blocked = {i for i in probe.blocked(running_pids(running), apps) if i in by_index}
+            waited |= blocked
             _pass(by_index, coordinator.blocked(blocked))
             continue
         for racer in running:

@@ -1,0 +1,205 @@
+"""Deterministic races: sync points, meet_at, pause_after, schedules, racers blocked in the DB.
+
+Why these verdicts never depend on timing: with ``meet_at="checked"`` no racer may write
+before every racer has checked (or is provably waiting on a lock, or has returned), so a
+check-then-act without a lock creates one run per racer in *every* round, and a correct lock
+makes the others wait at the lock instead of at the point. The assertions are exact counts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_racecheck import point, runs
+from pytest_racecheck.meeting import MeetAt, Schedule, parse_schedule
+
+
+def test_point_outside_a_race_does_nothing() -> None:
+    assert point("anywhere") is None
+
+
+@pytest.mark.parametrize("strategy", [runs.naive, runs.in_process_lock], ids=["naive", "lock"])
+def test_meet_at_catches_check_then_act_in_every_round(race, race_db, strategy) -> None:
+    runs.create_schema(race_db)
+    result = race(
+        strategy,
+        race_db,
+        processes=4,
+        rounds=3,
+        meet_at="checked",
+        reset=lambda: runs.reset(race_db),
+        check=lambda: runs.active_count(race_db),
+    )
+    assert result.counts(runs.CREATED) == [4, 4, 4]
+    assert [r.check for r in result.rounds] == [4, 4, 4]
+    assert all(o.last_point == "checked" for r in result.rounds for o in r.outcomes)
+    with pytest.raises(AssertionError, match="failed in 3 of 3 rounds"):
+        result.assert_exactly_one(runs.CREATED)
+
+
+FIXES = [
+    pytest.param(runs.A, {"form": "catch"}, True, id="A"),
+    pytest.param(runs.B, {}, False, id="B"),
+    pytest.param(runs.C, {}, False, id="C"),
+    pytest.param(runs.lease, {}, False, id="lease"),
+]
+
+
+@pytest.mark.parametrize(("strategy", "kwargs", "unique"), FIXES)
+def test_fixes_pass_with_a_meeting_at_their_check(race, race_db, strategy, kwargs, unique):
+    runs.create_schema(race_db, unique_active=unique)
+    result = race(
+        strategy,
+        race_db,
+        processes=4,
+        rounds=5,
+        meet_at="checked",
+        timeout=60,
+        reset=lambda: runs.reset(race_db),
+        check=lambda: runs.active_count(race_db) == 1,
+        **kwargs,
+    )
+    result.assert_exactly_one(runs.CREATED)
+
+
+def test_lock_waiters_are_seen_as_blocked(race, race_db) -> None:
+    """B holds the lock at the point: the others must be found waiting on it, not timed out."""
+    runs.create_schema(race_db)
+    result = race(
+        runs.B,
+        race_db,
+        processes=3,
+        rounds=3,
+        meet_at="checked",
+        timeout=60,
+        reset=lambda: runs.reset(race_db),
+    )
+    result.assert_exactly_one(runs.CREATED)
+    for rnd in result.rounds:
+        holder = [o.racer for o in rnd.outcomes if o.value == runs.CREATED]
+        assert rnd.waited_on_lock == frozenset({0, 1, 2}) - set(holder)
+
+
+RUN_MANAGER_PAUSE = """
+import sqlite3
+import threading
+
+_lock = threading.Lock()
+
+def get_active_run(conn):
+    return conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchone()
+
+def start_run(path):
+    with _lock:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+        try:
+            if get_active_run(conn) is not None:
+                return "refused"
+            conn.execute("INSERT INTO runs(status) VALUES ('running')")
+            return "created"
+        finally:
+            conn.close()
+"""
+
+
+def test_pause_after_needs_no_change_to_the_code(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        manager=RUN_MANAGER_PAUSE,
+        test_pause="""
+        import manager
+
+        def test_pause(race, sqlite_db):
+            sqlite_db.executescript("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)")
+            result = race(manager.start_run, sqlite_db.path, processes=3, rounds=3,
+                          pause_after="manager:get_active_run",
+                          reset=lambda: sqlite_db.execute("DELETE FROM runs"))
+            assert result.counts("created") == [3, 3, 3]
+            assert {o.last_point for r in result.rounds for o in r.outcomes} == {
+                "after manager:get_active_run"}
+        """,
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+
+
+def test_pause_before_and_bad_target(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        manager=RUN_MANAGER_PAUSE,
+        test_pause="""
+        import pytest
+        import manager
+
+        def test_before(race, sqlite_db):
+            sqlite_db.executescript("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)")
+            result = race(manager.start_run, sqlite_db.path, processes=2, rounds=2,
+                          pause_before="manager:get_active_run",
+                          reset=lambda: sqlite_db.execute("DELETE FROM runs"))
+            assert result.counts("created") == [2, 2]
+
+        def test_missing(race):
+            with pytest.raises(ValueError, match="no function 'nope' there"):
+                race(print, processes=2, pause_after="manager:nope")
+        """,
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=2)
+
+
+def test_schedule_runs_one_interleaving_and_reports_it(race, sqlite_db) -> None:
+    runs.create_schema(sqlite_db)
+    result = race(
+        runs.naive,
+        sqlite_db,
+        processes=2,
+        rounds=2,
+        schedule=["1:checked", "0:checked"],
+        reset=lambda: runs.reset(sqlite_db),
+    )
+    assert result.counts(runs.CREATED) == [2, 2]
+    assert result.rounds[0].trace == ("1:checked", "0:checked")
+    with pytest.raises(AssertionError, match=r"(?s)interleaving:\n\s+1:checked\n\s+0:checked"):
+        result.assert_exactly_one(runs.CREATED)
+
+
+def test_schedule_marks_a_step_that_waits_on_a_lock(race, race_db) -> None:
+    runs.create_schema(race_db)
+    result = race(
+        runs.C,
+        race_db,
+        processes=2,
+        rounds=2,
+        timeout=60,
+        schedule=["0:checked", "1:checked"],
+        reset=lambda: runs.reset(race_db),
+        check=lambda: runs.active_count(race_db) == 1,
+    )
+    result.assert_exactly_one(runs.CREATED)
+    for rnd in result.rounds:
+        holder = next(o.racer for o in rnd.outcomes if o.value == runs.CREATED)
+        other = 1 - holder
+        assert f"{other}:checked   waits on a lock" in rnd.trace or (
+            f"{other}:checked   skipped: racer {other} had returned" in rnd.trace
+        ), rnd.trace
+
+
+# The policies themselves, fed events directly: no processes needed to check their rules.
+
+
+def test_meet_at_releases_when_everyone_is_accounted_for() -> None:
+    meet = MeetAt("checked", 3)
+    meet.start_round()
+    assert meet.arrived(0, "checked") == []
+    assert meet.poll_interval() is not None
+    assert meet.finished(2) == []
+    assert meet.blocked({1}) == [0]
+    assert meet.arrived(1, "checked") == [1]  # late arrivals pass at once
+    assert meet.poll_interval() is None
+
+
+def test_schedule_waits_for_stillness_before_each_step() -> None:
+    sched = Schedule(parse_schedule(["0:a", "1:a", "0:b"], 2), 2)
+    assert sched.held_points(0) == {"a": 1, "b": 1}
+    sched.start_round()
+    assert sched.arrived(0, "a") == []  # racer 1 is still running
+    assert sched.arrived(1, "a") == [0]
+    assert sched.arrived(0, "b") == [1]
+    assert sched.finished(1) == [0]
+    assert sched.trace() == ("0:a", "1:a", "0:b")
