@@ -340,8 +340,6 @@ class PostgresProvider:
         admin.setdefault("connect_timeout", "10")
         try:
             provider = cls(admin, template=template, file_copy=False)
-        except PostgresSetupError:
-            raise
         except Exception as exc:
             raise PostgresSetupError(
                 f"cannot connect to the PostgreSQL server at {_display(params)}: "
@@ -381,8 +379,9 @@ class PostgresProvider:
             name = self._spare_names.pop(0) if self._spare_names else None
         if name is None:
             name = self._new_database(self._admin)
+        db = PostgresDatabase(dsn=_make_conninfo("", **self._base, dbname=name), name=name)
         self._refill_spares()
-        return PostgresDatabase(dsn=_make_conninfo("", **self._base, dbname=name), name=name)
+        return db
 
     def drop_database(self, db: PostgresDatabase) -> None:
         """Drop a database this provider created, ending the sessions still connected to it."""
@@ -640,6 +639,7 @@ def _start(
         "owners": [owner],
         "created": time.time(),
     }
+    launch: subprocess.Popen[bytes] | None = None
     with _root_lock(root, timeout=10) as held:
         if not held:  # nobody else knows this directory yet
             raise PostgresSetupError(f"could not lock the new server directory {root}")
@@ -693,7 +693,11 @@ def _start(
             _write_json(root / _STATE_NAME, state)
         except BaseException as exc:
             log = _tail(root / _LOG_NAME)
+            if launch is not None and launch.poll() is None:
+                launch.kill()  # the watchdog's short-lived parent, if it has not exited yet
             _destroy(root, state)
+            if launch is not None:
+                launch.wait()
             if isinstance(exc, PostgresSetupError) and log:
                 raise PostgresSetupError(f"{exc}\nserver log:\n{log}") from exc
             raise
@@ -912,7 +916,7 @@ def _launch_watchdog(root: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-I", "-c", _WATCHDOG_CODE, backends, str(root), str(WATCHDOG_INTERVAL)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         cwd="/",
         start_new_session=True,
     )
@@ -920,14 +924,14 @@ def _launch_watchdog(root: Path) -> subprocess.Popen[bytes]:
 
 def _watchdog_pid(launch: subprocess.Popen[bytes]) -> int:
     """The watchdog's pid, which its short-lived parent prints before it exits."""
-    assert launch.stdout is not None
-    line = launch.stdout.readline()
-    launch.stdout.close()
-    launch.wait(timeout=30)
+    out, err = launch.communicate(timeout=60)
     try:
-        return int(line)
+        return int(out)
     except ValueError:
-        raise PostgresSetupError("the throwaway server's watchdog did not start") from None
+        raise PostgresSetupError(
+            "the throwaway server's watchdog did not start: "
+            + (err.decode(errors="replace").strip() or f"exit status {launch.returncode}")
+        ) from None
 
 
 def _watchdog_main(argv: Sequence[str]) -> None:
