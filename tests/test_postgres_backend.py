@@ -361,22 +361,34 @@ def test_a_sigkilled_owners_server_is_swept_by_the_next_acquire(
 
 
 @needs_proc
-def test_the_sweep_leaves_live_servers_and_other_directories_alone(
-    provider: PostgresProvider,
-) -> None:
-    foreign = Path(tempfile.mkdtemp(prefix=pg.SERVER_DIR_PREFIX))
+def test_the_sweep_takes_only_dead_runs_of_this_machine(provider: PostgresProvider) -> None:
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()  # its pid now names nobody
+
+    def fake_server(**state: Any) -> Path:
+        root = Path(tempfile.mkdtemp(prefix=pg.SERVER_DIR_PREFIX))
+        (root / ".racecheck-pg.lock").touch()
+        owners = [{"id": "x", "pid": gone_pid.pid, "start": None}]
+        record = {"kind": "pytest-racecheck-postgres", "owners": owners, **state}
+        (root / "state.json").write_text(json.dumps(record))
+        return root
+
+    here = Path(f"/proc/{os.getpid()}/ns/pid").readlink()
+    dead_run = fake_server(pid_namespace=str(here))
+    other_container = fake_server(pid_namespace="pid:[1]")
+    not_ours = Path(tempfile.mkdtemp(prefix=pg.SERVER_DIR_PREFIX))
     try:
-        (foreign / "data").mkdir()
-        old = time.time() - 3600
-        os.utime(foreign, (old, old))
-        pg.sweep_stale_servers()
-        assert foreign.exists()
-        assert provider.server is not None and live(provider.server.pid)
+        removed = pg.sweep_stale_servers()
+        assert dead_run in removed and not dead_run.exists()
+        assert other_container.exists() and not_ours.exists()
+        assert provider.server is not None and provider.server.root.exists()
         assert provider.create_database().scalar("SELECT 1") == 1
     finally:
-        for child in foreign.iterdir():
-            child.rmdir()
-        foreign.rmdir()
+        for root in (dead_run, other_container, not_ours):
+            if root.exists():
+                for child in root.iterdir():
+                    child.unlink()
+                root.rmdir()
 
 
 # --- external servers -------------------------------------------------------------------------

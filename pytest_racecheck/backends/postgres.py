@@ -76,7 +76,7 @@ _LOG_NAME = "server.log"
 _KIND = "pytest-racecheck-postgres"
 _SHARED_LOCK_TIMEOUT = 300.0
 _ORPHAN_DIR_AGE = 60.0
-_SERVER_PROGRAMS = frozenset({"postgres", "postmaster", "initdb", "pg_ctl", "sh"})
+_SERVER_PROGRAMS = frozenset({"postgres", "postmaster", "initdb", "pg_ctl"})
 _ENABLE_HINT = (
     "install PostgreSQL's server binaries (Debian/Ubuntu: apt-get install postgresql; "
     "macOS: brew install postgresql) and pass --racecheck-postgres-bin DIR if initdb is not on "
@@ -582,6 +582,19 @@ def _server_base() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def _pid_namespace() -> str | None:
+    """Which pids we see: a /tmp shared between containers must not make their runs look dead."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _foreign(state: Mapping[str, Any]) -> bool:
+    """Started where its owners' pids mean something else (another container sharing /tmp)."""
+    return state.get("pid_namespace") != _pid_namespace()
+
+
 def _current_owner() -> dict[str, Any]:
     pid = os.getpid()
     return {"id": secrets.token_hex(8), "pid": pid, "start": _proc_start(pid)}
@@ -638,6 +651,7 @@ def _start(
         "watchdog": None,
         "owners": [owner],
         "created": time.time(),
+        "pid_namespace": _pid_namespace(),
     }
     launch: subprocess.Popen[bytes] | None = None
     with _root_lock(root, timeout=10) as held:
@@ -809,7 +823,7 @@ def sweep_stale_servers(base: Path | None = None) -> list[Path]:
         if not _exists(root / _LOCK_NAME):
             continue  # not ours, or not ours to enter
         state = _read_state(root)
-        if state is not None and _live_owners(state):
+        if state is not None and (_foreign(state) or _live_owners(state)):
             continue
         with _root_lock(root, timeout=0) as held:
             if not held:
@@ -822,7 +836,7 @@ def sweep_stale_servers(base: Path | None = None) -> list[Path]:
                     continue
                 if age < _ORPHAN_DIR_AGE:
                     continue  # being created right now
-            elif state.get("kind") != _KIND or _live_owners(state):
+            elif _foreign(state) or _live_owners(state):
                 continue
             _destroy(root, state)
             removed.append(root)
