@@ -378,8 +378,8 @@ def test_the_sweep_takes_only_dead_runs_of_this_machine(provider: PostgresProvid
     other_container = fake_server(pid_namespace="pid:[1]")
     not_ours = Path(tempfile.mkdtemp(prefix=pg.SERVER_DIR_PREFIX))
     try:
-        removed = pg.sweep_stale_servers()
-        assert dead_run in removed and not dead_run.exists()
+        pg.sweep_stale_servers()  # (under xdist another worker's sweep may get there first)
+        assert not dead_run.exists()
         assert other_container.exists() and not_ours.exists()
         assert provider.server is not None and provider.server.root.exists()
         assert provider.create_database().scalar("SELECT 1") == 1
