@@ -89,13 +89,16 @@ _lock = threading.Lock()
 def get_active_run(conn):
     return conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchone()
 
+def create_run(conn):
+    conn.execute("INSERT INTO runs(status) VALUES ('running')")
+
 def start_run(path):
     with _lock:
         conn = sqlite3.connect(path, isolation_level=None, timeout=5)
         try:
             if get_active_run(conn) is not None:
                 return "refused"
-            conn.execute("INSERT INTO runs(status) VALUES ('running')")
+            create_run(conn)
             return "created"
         finally:
             conn.close()
@@ -129,9 +132,10 @@ def test_pause_before_and_bad_target(pytester: pytest.Pytester) -> None:
         import manager
 
         def test_before(race, sqlite_db):
+            # Held before the write, every racer has already checked: all of them create.
             sqlite_db.executescript("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)")
             result = race(manager.start_run, sqlite_db.path, processes=2, rounds=2,
-                          pause_before="manager:get_active_run",
+                          pause_before="manager:create_run",
                           reset=lambda: sqlite_db.execute("DELETE FROM runs"))
             assert result.counts("created") == [2, 2]
 
