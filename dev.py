@@ -27,7 +27,7 @@ STAMP = VENV / ".racecheck-installed"
 
 
 def ensure_environment() -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (dev.py may be run by any python3)
         sys.exit(f"pytest-racecheck needs Python 3.10 or newer, this is {sys.version.split()[0]}")
     if not PYTHON.exists():
         print(f"dev.py: creating {VENV}", flush=True)

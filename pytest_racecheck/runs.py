@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -189,17 +189,22 @@ def _outcome(attempt: Callable[[], object]) -> RunOutcome:
     return CREATED
 
 
+# Each process keeps one connection per database (the handle's shared connection), as a worker
+# with a connection pool does: connecting per call would make every round pay for a new
+# PostgreSQL backend, and nothing about the race needs a fresh connection. Every strategy leaves
+# the connection outside any transaction; the guards below make sure of it.
+
+
 @contextmanager
 def _sqlite(db: Database) -> Iterator[sqlite3.Connection]:
-    """One connection per call, closed afterwards: nothing outlives a round."""
-    conn = db.connect()
-    try:
-        # The handle opens with isolation_level=None; insist, because in Python's default mode
-        # sqlite3 begins transactions on its own and never puts a SELECT inside one.
-        conn.isolation_level = None
-        yield conn
-    finally:
-        conn.close()
+    """This process's connection, outside any transaction."""
+    conn: sqlite3.Connection = db.shared_connection()
+    # The handle opens with isolation_level=None; insist, because in Python's default mode
+    # sqlite3 begins transactions on its own and never puts a SELECT inside one.
+    conn.isolation_level = None
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    yield conn
 
 
 @contextmanager
@@ -217,10 +222,15 @@ def _sqlite_transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
 
 @contextmanager
 def _postgres(db: Database) -> Iterator[psycopg.Connection[Any]]:
-    """One autocommit connection per call, closed afterwards."""
-    with closing(db.connect()) as conn:
-        conn.autocommit = True  # transactions are begun explicitly below
-        yield conn
+    """This process's autocommit connection, outside any transaction."""
+    conn: psycopg.Connection[Any] = db.shared_connection()
+    if conn.closed or conn.broken:
+        db.close()
+        conn = db.shared_connection()
+    conn.autocommit = True  # transactions are begun explicitly below
+    if conn.info.transaction_status != 0:  # not IDLE: left by an interrupted call
+        conn.rollback()
+    yield conn
 
 
 @contextmanager

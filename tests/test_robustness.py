@@ -199,7 +199,8 @@ def test_racer_that_cannot_load_the_function_names_it(pytester: pytest.Pytester)
             return "ok"
 
         def test_unloadable(race):
-            with pytest.raises(RacerSetupFailed, match=r"racer \\d .*could not load attempt: RuntimeError: cannot be rebuilt here"):
+            expected = r"racer \\d .*could not load attempt: RuntimeError: cannot be rebuilt"
+            with pytest.raises(RacerSetupFailed, match=expected):
                 race(attempt, Unloadable(), processes=2, rounds=1)
         """
     )

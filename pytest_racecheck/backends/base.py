@@ -6,13 +6,15 @@ processes; every process opens its own connections from it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-_shared: dict[tuple[int, Database], Any] = {}
-"""One open connection per process and database, for the convenience methods.
+_shared: dict[tuple[int, int, Database], Any] = {}
+"""One open connection per process, thread and database, for the convenience methods.
 
 Opening a connection per call costs more than the statement (SQLite checkpoints its WAL when
 the last connection closes); the handle itself stays a plain address, so it still pickles.
@@ -45,17 +47,20 @@ class Database(ABC):
 
     def shared_connection(self) -> Any:
         """This process's connection for the convenience methods, opened on first use."""
-        key = (os.getpid(), self)
+        key = (os.getpid(), threading.get_ident(), self)
         conn = _shared.get(key)
         if conn is None:
             conn = _shared[key] = self.connect()
         return conn
 
     def close(self) -> None:
-        """Close this process's shared connection, if it has one (fixtures do at teardown)."""
-        conn = _shared.pop((os.getpid(), self), None)
-        if conn is not None:
-            conn.close()
+        """Close this process's shared connections, if any (fixtures do at teardown)."""
+        pid = os.getpid()
+        for key in [k for k in _shared if k[0] == pid and k[2] == self]:
+            conn = _shared.pop(key)
+            # sqlite3 refuses a close from another thread; the garbage collector closes it.
+            with contextlib.suppress(Exception):
+                conn.close()
 
     @abstractmethod
     def executescript(self, sql: str) -> None:
