@@ -207,3 +207,23 @@ def test_schedule_waits_for_stillness_before_each_step() -> None:
     assert sched.arrived(0, "b") == [1]
     assert sched.finished(1) == [0]
     assert sched.trace() == ("0:a", "1:a", "0:b")
+
+
+def test_schedule_catches_the_lease_as_first_written(race, race_db) -> None:
+    """Both racers find the lock free; racer 0 takes it and waits at its run check; racer 1 then
+    inserts the lock row as well and crashes on the unique violation instead of bailing."""
+    runs.create_schema(race_db)
+    result = race(
+        runs.lease_as_first_written,
+        race_db,
+        processes=2,
+        rounds=3,
+        timeout=60,
+        schedule=["0:lease_checked", "1:lease_checked", "0:checked", "1:checked"],
+        reset=lambda: runs.reset(race_db),
+    )
+    for rnd in result.rounds:
+        assert rnd.outcomes[0].value == runs.CREATED
+        assert rnd.outcomes[1].error is not None, rnd.outcomes[1]
+    with pytest.raises(AssertionError, match="racer 1 raised"):
+        result.assert_exactly_one(runs.CREATED)
