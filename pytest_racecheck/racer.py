@@ -8,6 +8,7 @@ Ctrl-C so that the controller alone decides how a race ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import dill
 
 from pytest_racecheck import points
+from pytest_racecheck.backends.base import Database
 from pytest_racecheck.barrier import GateClosed, StartGate
 from pytest_racecheck.outcomes import Outcome, RaisedError
 
@@ -70,6 +72,9 @@ def racer_main(index: int, channel: Any, gate: StartGate, controller_pid: int) -
     except BaseException as exc:
         channel.send(("setup_error", RaisedError.from_exception(exc)))
         return
+    # A database that cannot be reached now fails the first round, where it is reported.
+    with contextlib.suppress(Exception):
+        _warm_up(fn, args, kwargs)
     racer_points = points.RacerPoints(channel, setup.held_points)
     points.activate(racer_points)
     channel.send(("ready", os.getpid()))
@@ -113,6 +118,27 @@ def _load(setup: RacerSetup) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     for target in setup.pause_before:
         points.install_pause(target, "before")
     return dill.loads(setup.call)
+
+
+def _warm_up(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Connect before the first release, so the first round races like the others.
+
+    Any database handle among the arguments or the function's captured values opens this
+    process's shared connection now (importing its driver): the reference strategies use that
+    connection, and other code at least finds the driver imported.
+    """
+    cells = [c.cell_contents for c in getattr(fn, "__closure__", None) or () if _filled(c)]
+    for value in (*args, *kwargs.values(), *cells):
+        if isinstance(value, Database):
+            value.shared_connection()
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 (an empty cell raises)
+    except ValueError:
+        return False
+    return True
 
 
 def _short_repr(value: Any) -> str:
