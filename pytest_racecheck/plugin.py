@@ -281,16 +281,11 @@ def _postgres_setting(config: pytest.Config, name: str, env: str | None = None) 
 def _racecheck_postgres(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[_PostgresSource]:
+    # psycopg is imported lazily there: without it, throwaway() says how to install it, and an
+    # explicit URL without it is an error rather than a skip.
+    from pytest_racecheck.backends import postgres
+
     config = request.config
-    try:
-        from pytest_racecheck.backends import postgres
-    except ImportError as exc:
-        yield _PostgresSource(
-            skip_reason=(
-                f"PostgreSQL tests need psycopg ({exc}): pip install 'pytest-racecheck[postgres]'"
-            )
-        )
-        return
     url = _postgres_setting(config, "postgres_url", POSTGRES_ENV)
     if url is not None:
         provider = postgres.PostgresProvider.external(url)
