@@ -91,17 +91,18 @@ class RunManagerA(RunManager):
             raise RunAlreadyActive("another process created the active run first") from exc
 
 
-class RunManagerB(RunManager):
-    """Fix B: ``BEGIN IMMEDIATE`` takes SQLite's write lock before the check.
+class _LockedStart(RunManager):
+    """Check and create in one explicit transaction, opened by ``begin``."""
 
-    The connection is opened with ``isolation_level=None`` so that Python's sqlite3 does not
-    begin transactions on its own: the check then runs inside the locked transaction.
-    """
+    begin: tuple[str, ...] = ()
 
     def start_run(self) -> int:
+        # isolation_level=None: Python's sqlite3 begins no transaction on its own, so the
+        # statements in ``begin`` are exactly what SQLite sees, and the check runs inside them.
         conn = sqlite3.connect(self.db_path, timeout=5, isolation_level=None)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            for statement in self.begin:
+                conn.execute(statement)
             try:
                 active_run = get_active_run(conn)
                 point("checked")
@@ -117,28 +118,17 @@ class RunManagerB(RunManager):
             conn.close()
 
 
-class RunManagerC(RunManager):
+class RunManagerB(_LockedStart):
+    """Fix B: ``BEGIN IMMEDIATE`` takes SQLite's write lock before the check."""
+
+    begin = ("BEGIN IMMEDIATE",)
+
+
+class RunManagerC(_LockedStart):
     """Fix C: every starter writes the guard row first, so starters queue on SQLite's lock.
 
     Writing is what takes the lock on SQLite (there is no SELECT ... FOR UPDATE); a deferred
     transaction that reads first and writes later would fail with SQLITE_BUSY instead of waiting.
     """
 
-    def start_run(self) -> int:
-        conn = sqlite3.connect(self.db_path, timeout=5, isolation_level=None)
-        try:
-            conn.execute("BEGIN")
-            try:
-                conn.execute("UPDATE start_guard SET bumps = bumps + 1 WHERE id = 1")
-                active_run = get_active_run(conn)
-                point("checked")
-                if active_run is not None:
-                    raise RunAlreadyActive(f"run {active_run} is already active")
-                run_id = create_run(conn)
-                conn.execute("COMMIT")
-                return run_id
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
+    begin = ("BEGIN", "UPDATE start_guard SET bumps = bumps + 1 WHERE id = 1")

@@ -1,8 +1,15 @@
 """Race the run manager's start_run across processes: the original fails, A, B and C hold.
 
 The original is an expected failure that must fail (``strict=True``): if the harness ever
-stopped catching it, this suite would go red. With 8 racers released together, the original
-creates several runs in most rounds (see docs/benchmarks.md), so 50 rounds never all pass.
+stopped catching it, this suite would go red. Each strategy is raced two ways:
+
+- ``stress``: 8 racers released together, 50 rounds. The original creates several runs in most
+  rounds, so 50 rounds never all pass.
+- ``paused``: ``pause_after="run_manager:get_active_run"`` holds each racer right after its
+  check, without touching the code under test, until every racer has checked (or is waiting on
+  a database lock, or has returned). The original then creates one run per racer in every
+  round: 3 rounds give a verdict that cannot vary. A, B and C make the others wait on the lock
+  (or fail at the unique index) instead, and pass.
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ from run_manager import (
 MANAGERS = {"original": RunManager, "A": RunManagerA, "B": RunManagerB, "C": RunManagerC}
 
 
-@pytest.mark.race(processes=8, rounds=50)
+HOW = {
+    "stress": {"processes": 8, "rounds": 50},
+    "paused": {"processes": 4, "rounds": 3, "pause_after": "run_manager:get_active_run"},
+}
+
+
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize(
     "strategy",
     [
@@ -31,7 +44,7 @@ MANAGERS = {"original": RunManager, "A": RunManagerA, "B": RunManagerB, "C": Run
         "C",
     ],
 )
-def test_one_active_run(race, sqlite_db, strategy):
+def test_one_active_run(race, sqlite_db, strategy, how):
     sqlite_db.executescript(SCHEMA)
     if strategy == "A":
         sqlite_db.execute(UNIQUE_ACTIVE)
@@ -49,5 +62,6 @@ def test_one_active_run(race, sqlite_db, strategy):
         reset=lambda: sqlite_db.execute("DELETE FROM runs"),
         check=lambda: sqlite_db.scalar("SELECT count(*) FROM runs WHERE status='running'") == 1,
         timeout=60,
+        **HOW[how],
     )
     result.assert_exactly_one("created")
