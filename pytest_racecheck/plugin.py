@@ -360,6 +360,9 @@ class SummaryTable:
         if not self.rows:
             return
         table = [("test", "verdict", "rounds", "racers", "time", "most frequent outcome")]
+        # Node ids are not paths ("a/b.py::t[x/y]"): compare characters, then cut at a "/".
+        shared = os.path.commonprefix([nodeid for nodeid, _, _ in self.rows])  # noqa: RUF071
+        shared = shared[: shared.rfind("/", 0, max(shared.find("::"), 0) or None) + 1]
         for nodeid, verdict, race in self.rows:
             hist = race.get("histogram") or []
             top = f"{hist[0][0]}  ({hist[0][1]}x)" if hist else "-"
@@ -367,10 +370,17 @@ class SummaryTable:
             if race.get("status") == "broke down":
                 verdict = f"{verdict} (race broke down)"
             table.append(
-                (nodeid, verdict, rounds, str(race["processes"]), f"{race['elapsed_s']:.2f}s", top)
+                (
+                    nodeid[len(shared) :],
+                    verdict,
+                    rounds,
+                    str(race["processes"]),
+                    f"{race['elapsed_s']:.2f}s",
+                    top,
+                )
             )
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
-        terminalreporter.write_sep("=", "racecheck summary")
+        terminalreporter.write_sep("=", f"racecheck summary {shared}".rstrip())
         for row in table:
             cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
             terminalreporter.write_line("  ".join([*cells, row[-1]]))
