@@ -24,7 +24,7 @@ from typing import Any
 from pytest_racecheck import point, runs
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, ServerProbe, SleepingProbe
+from pytest_racecheck.blocking import AnyProbe, ServerProbe, SqliteLockProbe
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceSpec, run_race
 
@@ -108,7 +108,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = SqliteDatabase.create(Path(tmp) / "bench.sqlite3")
-        probe = AnyProbe([SleepingProbe()])
+        probe = AnyProbe([SqliteLockProbe(sqlite.path)])
         bench_db("sqlite", sqlite, rounds, probe)
         sqlite.close()
 
@@ -127,7 +127,7 @@ def main() -> None:
             f"max {max(times):.1f} ms (20 created and dropped)"
         )
         db = provider.create_database()
-        probe = AnyProbe([SleepingProbe(), ServerProbe(provider.blocked_application_names)])
+        probe = AnyProbe([ServerProbe(provider.blocked_application_names)])
         bench_db("postgres", db, rounds, probe)
         provider.drop_database(db)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pytest_racecheck import runs
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, ServerProbe, SleepingProbe
+from pytest_racecheck.blocking import AnyProbe, ServerProbe, SqliteLockProbe
 from pytest_racecheck.race import RaceSpec, run_race
 
 MEET = {"processes": 4, "meet_at": "checked"}
@@ -59,8 +59,9 @@ def verdict(db: Any, probe: Any, strategy: Any, unique: bool, how: dict[str, Any
 def main() -> None:
     times = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     with tempfile.TemporaryDirectory() as tmp:
+        sqlite = SqliteDatabase.create(Path(tmp) / "v.sqlite3")
         backends: list[tuple[str, Any, Any]] = [
-            ("sqlite", SqliteDatabase.create(Path(tmp) / "v.sqlite3"), AnyProbe([SleepingProbe()]))
+            ("sqlite", sqlite, AnyProbe([SqliteLockProbe(sqlite.path)]))
         ]
         provider = None
         from pytest_racecheck.backends import postgres
@@ -69,7 +70,7 @@ def main() -> None:
         if bindir is not None:
             provider = postgres.PostgresProvider.throwaway(Path(tmp), bindir)
             pg = provider.create_database()
-            probe = AnyProbe([SleepingProbe(), ServerProbe(provider.blocked_application_names)])
+            probe = AnyProbe([ServerProbe(provider.blocked_application_names)])
             backends.append(("postgres", pg, probe))
         try:
             for name, strategy, unique, broken, how in CASES:

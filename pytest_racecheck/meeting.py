@@ -5,6 +5,10 @@ answers with the racers to let pass. ``meet_at`` holds every racer at one point 
 there; a schedule lets racers pass points one step at a time, in a given order, in the style of
 PostgreSQL's isolation tester. A racer blocked in the database, waiting for a lock that another
 racer holds, can make no progress until that racer moves: both policies count it as arrived.
+
+What a probe says about blocked racers is true at the instant of the probe only: a racer that
+arrives or returns may have released a lock that others were waiting for. So every such event
+forgets the last probe, and only a fresh one can count a racer as blocked again.
 """
 
 from __future__ import annotations
@@ -79,12 +83,13 @@ class MeetAt(Coordinator):
         if self.met:
             return [racer]
         self.held.add(racer)
-        self.waiting_in_db.discard(racer)
+        self.waiting_in_db = set()
         return self._meet()
 
     def finished(self, racer: int) -> list[int]:
         self.done.add(racer)
         self.held.discard(racer)
+        self.waiting_in_db = set()
         return self._meet()
 
     def blocked(self, racers: set[int]) -> list[int]:
@@ -98,7 +103,7 @@ class MeetAt(Coordinator):
         return sorted(self.held)
 
     def poll_interval(self) -> float | None:
-        return PROBE_INTERVAL_S if self.held and not self.met else None
+        return PROBE_INTERVAL_S if (self.held or self.done) and not self.met else None
 
     def describe_wait(self) -> str:
         if self.met:
@@ -160,7 +165,7 @@ class Schedule(Coordinator):
         self.waiting_in_db, self.owed, self.log = set(), set(), []
 
     def arrived(self, racer: int, name: str) -> list[int]:
-        self.waiting_in_db.discard(racer)
+        self.waiting_in_db = set()
         if (racer, name) in self.owed:
             self.owed.discard((racer, name))
             self.log.append(f"{racer}:{name}   (after waiting on a lock)")
@@ -171,7 +176,7 @@ class Schedule(Coordinator):
     def finished(self, racer: int) -> list[int]:
         self.done.add(racer)
         self.at.pop(racer, None)
-        self.waiting_in_db.discard(racer)
+        self.waiting_in_db = set()
         return self._advance()
 
     def blocked(self, racers: set[int]) -> list[int]:

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, ServerProbe, SleepingProbe
+from pytest_racecheck.blocking import AnyProbe, ServerProbe, SleepingProbe, SqliteLockProbe
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceError, RaceSpec, run_race
 
@@ -200,8 +200,9 @@ class Race:
         return result
 
     def _probe(self) -> AnyProbe:
-        extra = self._request.node.stash.get(probes_key, [])
-        return AnyProbe([SleepingProbe(), *extra])
+        """How to tell racers blocked on a lock: ask the test's databases, or guess by sleep."""
+        registered = self._request.node.stash.get(probes_key, [])
+        return AnyProbe(registered or [SleepingProbe()])
 
     def _record(self, result: RaceResult, status: str) -> None:
         self.results.append(result)
@@ -223,10 +224,11 @@ def _remove(paths: Sequence[Path]) -> None:
 
 @pytest.fixture
 def make_sqlite_db(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., SqliteDatabase]]:
     """Make fresh SQLite databases; each is deleted after the test."""
     made: list[SqliteDatabase] = []
+    lock_probes: list[SqliteLockProbe] = []
 
     def make(journal_mode: str = "wal", busy_timeout: float = 5.0) -> SqliteDatabase:
         directory = tmp_path_factory.mktemp("racecheck-sqlite")
@@ -234,9 +236,13 @@ def make_sqlite_db(
             directory / "race.sqlite3", journal_mode=journal_mode, busy_timeout=busy_timeout
         )
         made.append(db)
+        lock_probes.append(SqliteLockProbe(db.path))
+        request.node.stash.setdefault(probes_key, []).append(lock_probes[-1])
         return db
 
     yield make
+    for probe in lock_probes:
+        probe.close()
     for db in made:
         db.close()
         _remove(db.files())

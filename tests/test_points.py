@@ -227,3 +227,36 @@ def test_schedule_catches_the_lease_as_first_written(race, race_db) -> None:
         assert rnd.outcomes[1].error is not None, rnd.outcomes[1]
     with pytest.raises(AssertionError, match="racer 1 raised"):
         result.assert_exactly_one(runs.CREATED)
+
+
+def write_then_count(db) -> int:
+    conn = db.connect()
+    try:
+        conn.execute("INSERT INTO t (v) VALUES (1)")  # racers queue on SQLite's write lock
+        point("wrote")
+        return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("how", ["meet_at", "schedule"])
+def test_a_sleeper_whose_lock_was_released_is_waited_for(race, sqlite_db, how) -> None:
+    """SQLite's busy handler keeps sleeping after the lock is released: such a racer is about to
+    write, not blocked, and no racer may pass before it has. (A probe that took every sleeper
+    for a waiter let racers pass early in most rounds.)"""
+    sqlite_db.execute("CREATE TABLE t (v INTEGER)")
+    points = (
+        {"meet_at": "wrote"} if how == "meet_at" else {"schedule": [f"{i}:wrote" for i in range(6)]}
+    )
+    result = race(
+        write_then_count,
+        sqlite_db,
+        processes=6,
+        rounds=20,
+        timeout=120,
+        reset=lambda: sqlite_db.execute("DELETE FROM t"),
+        **points,
+    )
+    result.assert_outcomes([6])
+    if how == "schedule":
+        assert all(r.trace[:6] == tuple(f"{i}:wrote" for i in range(6)) for r in result.rounds)
