@@ -33,6 +33,13 @@ def noop() -> int:
     return 1
 
 
+def rss_mib() -> float:
+    """This process's resident memory (Linux), as a racer sees it from inside."""
+    with open("/proc/self/status") as status:
+        line = next(ln for ln in status if ln.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -97,6 +104,10 @@ def main() -> None:
     cost = timeit.timeit(lambda: point("checked"), number=loops) / loops
     base = timeit.timeit(lambda: None, number=loops) / loops
     print(f"point() outside a race: {(cost - base) * 1e9:.0f} ns per call (call overhead removed)")
+
+    sizes = [o.value for o in race(None, rss_mib, 3).rounds[-1].outcomes]
+    print(f"memory: each racer {statistics.median(sizes):.0f} MiB resident (median of 8), "
+          f"the controller (this process) {rss_mib():.0f} MiB")
 
     bare = race(None, noop, rounds)
     print(f"8 racers start-up (spawn, to first release): {bare.startup_s:.2f} s")
