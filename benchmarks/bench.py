@@ -106,8 +106,10 @@ def main() -> None:
     print(f"point() outside a race: {(cost - base) * 1e9:.0f} ns per call (call overhead removed)")
 
     sizes = [o.value for o in race(None, rss_mib, 3).rounds[-1].outcomes]
-    print(f"memory: each racer {statistics.median(sizes):.0f} MiB resident (median of 8), "
-          f"the controller (this process) {rss_mib():.0f} MiB")
+    print(
+        f"memory: each racer {statistics.median(sizes):.0f} MiB resident (median of 8), "
+        f"the controller (this process) {rss_mib():.0f} MiB"
+    )
 
     bare = race(None, noop, rounds)
     print(f"8 racers start-up (spawn, to first release): {bare.startup_s:.2f} s")
