@@ -141,8 +141,6 @@ class _Racer:
     index: int
     process: Any
     channel: Any
-    pid: int | None = None
-    released_ns: int | None = None
     at_point: str | None = None
     finished: bool = False
 
@@ -208,7 +206,7 @@ def run_race(spec: RaceSpec, probe: BlockedProbe | None = None) -> RaceResult:
                 spec.reset()
             coordinator.start_round()
             for racer in racers:
-                racer.finished, racer.at_point, racer.released_ns = False, None, None
+                racer.finished, racer.at_point = False, None
             gate.arm(number)
             waited: set[int] = set()
             outcomes = _collect_round(
@@ -303,8 +301,6 @@ def _await_all(
                     raise RaceError(
                         f"{racer.describe()} sent {message!r:.200} while {doing}", result
                     )
-                if expected == "ready":
-                    racer.pid = message[1]
                 del waiting[racer.index]
 
 
@@ -396,4 +392,5 @@ def shutdown(racers: list[_Racer], gate: StartGate) -> None:
         for racer in alive:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
-        racer.process.close() if racer.process.exitcode is not None else None
+        if racer.process.exitcode is not None:
+            racer.process.close()
