@@ -26,6 +26,7 @@ SETTINGS: dict[str, tuple[type, str]] = {
 POSTGRES_ENV = "RACECHECK_POSTGRES_URL"
 
 settings_key = pytest.StashKey[dict[str, Any]]()
+soak_key = pytest.StashKey[int]()
 probes_key = pytest.StashKey[list[Any]]()
 
 
@@ -42,6 +43,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "@pytest.mark.race overrides it",
         )
         parser.addini(f"racecheck_{name}", f"{text} (default {DEFAULTS[name]})", default=None)
+    group.addoption(
+        "--racecheck-soak",
+        dest="racecheck_soak",
+        default=None,
+        metavar="N",
+        help="multiply every race's rounds and timeout by N, whatever set them (a CI soak run)",
+    )
+    parser.addini(
+        "racecheck_soak", "multiply every race's rounds and timeout by this", default=None
+    )
     group.addoption(
         "--racecheck-postgres-url",
         dest="racecheck_postgres_url",
@@ -85,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "database",
     )
     config.stash[settings_key] = _run_settings(config)
+    config.stash[soak_key] = _soak(config)
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
         config.pluginmanager.register(SummaryTable(), "racecheck-summary")
 
@@ -114,6 +126,24 @@ def _run_settings(config: pytest.Config) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"racecheck settings: {exc}") from None
     return settings
+
+
+def _soak(config: pytest.Config) -> int:
+    """The soak factor: command line over ini, 1 when neither sets it."""
+    for raw, source in (
+        (config.getoption("racecheck_soak"), "--racecheck-soak"),
+        (config.getini("racecheck_soak"), "ini racecheck_soak"),
+    ):
+        if raw in (None, ""):
+            continue
+        try:
+            factor = int(raw)
+        except ValueError:
+            factor = 0
+        if factor < 1:
+            raise pytest.UsageError(f"{source} must be a whole number of at least 1, got {raw!r}")
+        return factor
+    return 1
 
 
 def _marker_settings(node: pytest.Item) -> dict[str, Any]:
@@ -174,6 +204,10 @@ class Race:
             "start_method": start_method,
         }
         chosen = {**self.settings, **{k: v for k, v in given.items() if v is not None}}
+        soak = self._request.config.stash[soak_key]
+        if soak > 1 and isinstance(chosen["rounds"], int):  # a bad value is reported as given
+            chosen["rounds"] *= soak
+            chosen["timeout"] *= soak
         try:
             spec = RaceSpec(
                 fn=fn,

@@ -159,3 +159,16 @@ def test_suite_runs_under_xdist(pytester: pytest.Pytester, run_tag: str) -> None
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*racecheck summary*", "*::test_race?0?*passed*3/3*"])
+
+
+def test_soak_multiplies_rounds_whatever_set_them(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--racecheck-soak=3", marker="@pytest.mark.race(rounds=4, processes=2)")
+    result.stdout.fnmatch_lines(["RAN 2 12"])
+
+
+def test_soak_from_ini_and_bad_soak(pytester: pytest.Pytester) -> None:
+    result = run(pytester, args=", rounds=2, processes=2", ini="racecheck_soak = 2")
+    result.stdout.fnmatch_lines(["RAN 2 4"])
+    bad = run(pytester, "--racecheck-soak=0")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--racecheck-soak must be a whole number of at least 1, got '0'*"])
