@@ -3,9 +3,10 @@
 Every strategy answers the question this project comes from: how do several *processes* make
 sure that at most one run is active? Each is a function that a racer calls once per round with a
 database handle. It works on its process's own connection (the handle's shared connection, kept
-between calls as a pooled worker's would be), tries to start a run and returns an outcome: :data:`CREATED` when this call created the active run, :data:`REFUSED` when a
-run was already active (or the lock that guards starting one was held). The values are the same on
-both databases, so one test body runs on both.
+between calls as a pooled worker's would be), tries to start a run and returns an outcome:
+:data:`CREATED` when this call created the active run, :data:`REFUSED` when a run was already
+active (or the lock that guards starting one was held). The values are the same on both
+databases, so one test body runs on both.
 
 ``naive`` and ``in_process_lock`` (the original bug) race; ``A``, ``B``, ``C`` and ``lease`` do
 not. ``lease_as_first_written`` is the lease as it is usually first written, and races.
