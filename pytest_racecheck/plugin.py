@@ -30,49 +30,61 @@ soak_key = pytest.StashKey[int]()
 probes_key = pytest.StashKey[list[Any]]()
 
 
+def _add_setting(
+    parser: pytest.Parser, group: Any, name: str, help: str, metavar: str | None = None
+) -> None:
+    """``--racecheck-NAME`` and the ini key ``racecheck_NAME``, which it overrides."""
+    group.addoption(
+        "--racecheck-" + name.replace("_", "-"),
+        dest=f"racecheck_{name}",
+        default=None,
+        metavar=metavar or name.upper(),
+        help=f"{help} (also ini racecheck_{name})",
+    )
+    parser.addini(f"racecheck_{name}", help, default=None)
+
+
+def _setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
+    """The raw value of a setting and where it came from: command line over ini, or None."""
+    cli = config.getoption(f"racecheck_{name}")
+    if cli is not None:
+        return cli, "--racecheck-" + name.replace("_", "-")
+    ini = config.getini(f"racecheck_{name}")
+    if ini not in (None, ""):
+        return ini, f"ini racecheck_{name}"
+    return None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("racecheck", "cross-process race checks (pytest-racecheck)")
     for name, (_kind, text) in SETTINGS.items():
-        flag = "--racecheck-" + name.replace("_", "-")
-        group.addoption(
-            flag,
-            dest=f"racecheck_{name}",
-            default=None,
-            metavar=name.upper(),
-            help=f"{text} (default {DEFAULTS[name]}); a race() argument or "
-            "@pytest.mark.race overrides it",
+        _add_setting(
+            parser,
+            group,
+            name,
+            f"{text} (default {DEFAULTS[name]}); a race() argument or @pytest.mark.race "
+            "overrides it",
         )
-        parser.addini(f"racecheck_{name}", f"{text} (default {DEFAULTS[name]})", default=None)
-    group.addoption(
-        "--racecheck-soak",
-        dest="racecheck_soak",
-        default=None,
+    _add_setting(
+        parser,
+        group,
+        "soak",
+        "multiply every race's rounds and timeout by N, whatever set them (a CI soak run)",
         metavar="N",
-        help="multiply every race's rounds and timeout by N, whatever set them (a CI soak run)",
     )
-    parser.addini(
-        "racecheck_soak", "multiply every race's rounds and timeout by this", default=None
+    _add_setting(
+        parser,
+        group,
+        "postgres_url",
+        f"use this PostgreSQL server instead of a throwaway one (also env {POSTGRES_ENV})",
+        metavar="URL",
     )
-    group.addoption(
-        "--racecheck-postgres-url",
-        dest="racecheck_postgres_url",
-        default=None,
-        help=f"use this PostgreSQL server instead of a throwaway one (also ini "
-        f"racecheck_postgres_url, env {POSTGRES_ENV})",
-    )
-    parser.addini(
-        "racecheck_postgres_url",
-        "PostgreSQL server to use instead of a throwaway one",
-        default=None,
-    )
-    group.addoption(
-        "--racecheck-postgres-bin",
-        dest="racecheck_postgres_bin",
-        default=None,
-        help="directory with PostgreSQL's initdb and pg_ctl for the throwaway server",
-    )
-    parser.addini(
-        "racecheck_postgres_bin", "directory with PostgreSQL's initdb and pg_ctl", default=None
+    _add_setting(
+        parser,
+        group,
+        "postgres_bin",
+        "directory with PostgreSQL's initdb and pg_ctl for the throwaway server",
+        metavar="DIR",
     )
     group.addoption(
         "--racecheck-require-postgres",
@@ -115,12 +127,9 @@ def _run_settings(config: pytest.Config) -> dict[str, Any]:
     """The run-wide settings: command line over ini over the built-in defaults."""
     settings = dict(DEFAULTS)
     for name in SETTINGS:
-        ini = config.getini(f"racecheck_{name}")
-        if ini not in (None, ""):
-            settings[name] = _convert(name, ini, f"ini racecheck_{name}")
-        cli = config.getoption(f"racecheck_{name}")
-        if cli is not None:
-            settings[name] = _convert(name, cli, "--racecheck-" + name.replace("_", "-"))
+        found = _setting(config, name)
+        if found is not None:
+            settings[name] = _convert(name, *found)
     try:
         RaceSpec(fn=print, **{k: settings[k] for k in SETTINGS})
     except (TypeError, ValueError) as exc:
@@ -129,21 +138,15 @@ def _run_settings(config: pytest.Config) -> dict[str, Any]:
 
 
 def _soak(config: pytest.Config) -> int:
-    """The soak factor: command line over ini, 1 when neither sets it."""
-    for raw, source in (
-        (config.getoption("racecheck_soak"), "--racecheck-soak"),
-        (config.getini("racecheck_soak"), "ini racecheck_soak"),
-    ):
-        if raw in (None, ""):
-            continue
-        try:
-            factor = int(raw)
-        except ValueError:
-            factor = 0
-        if factor < 1:
-            raise pytest.UsageError(f"{source} must be a whole number of at least 1, got {raw!r}")
-        return factor
-    return 1
+    """The soak factor, 1 when nothing sets it."""
+    found = _setting(config, "soak")
+    if found is None:
+        return 1
+    raw, source = found
+    factor = int(raw) if str(raw).strip().isdigit() else 0
+    if factor < 1:
+        raise pytest.UsageError(f"{source} must be a whole number of at least 1, got {raw!r}")
+    return factor
 
 
 def _marker_settings(node: pytest.Item) -> dict[str, Any]:
@@ -311,10 +314,10 @@ class _PostgresSource:
 
 
 def _postgres_setting(config: pytest.Config, name: str, env: str | None = None) -> str | None:
-    value = config.getoption(f"racecheck_{name}") or config.getini(f"racecheck_{name}") or None
-    if value is None and env is not None:
-        value = os.environ.get(env) or None
-    return value
+    found = _setting(config, name)
+    if found is not None and str(found[0]).strip():
+        return str(found[0])
+    return (os.environ.get(env) or None) if env is not None else None
 
 
 @pytest.fixture(scope="session")
