@@ -20,28 +20,35 @@ def test_uses_postgres(postgres_db):
 """
 
 
-def test_without_postgres_the_tests_skip_saying_how_to_enable(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("args", "outcome", "message"),
+    [
+        (
+            (),
+            {"skipped": 1},
+            "*no PostgreSQL available: install the server binaries*RACECHECK_POSTGRES_URL*",
+        ),
+        (
+            ("--racecheck-require-postgres",),
+            {"errors": 1},
+            "*--racecheck-require-postgres: no PostgreSQL available*",
+        ),
+    ],
+    ids=["skips-saying-how-to-enable", "require-turns-it-into-an-error"],
+)
+def test_without_postgres(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    outcome: dict[str, int],
+    message: str,
 ) -> None:
     monkeypatch.delenv("RACECHECK_POSTGRES_URL", raising=False)
     pytester.makeconftest(NO_BINARIES)
     pytester.makepyfile(USES_POSTGRES)
-    result = pytester.runpytest_subprocess("-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(
-        ["*no PostgreSQL available: install the server binaries*RACECHECK_POSTGRES_URL*"]
-    )
-
-
-def test_require_postgres_turns_the_skip_into_a_failure(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("RACECHECK_POSTGRES_URL", raising=False)
-    pytester.makeconftest(NO_BINARIES)
-    pytester.makepyfile(USES_POSTGRES)
-    result = pytester.runpytest_subprocess("--racecheck-require-postgres")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*--racecheck-require-postgres: no PostgreSQL available*"])
+    result = pytester.runpytest_subprocess("-rs", *args)
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines([message])
 
 
 @pytest.mark.parametrize("how", ["option", "env"])
