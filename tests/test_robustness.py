@@ -14,7 +14,7 @@ import time
 import multiprocess
 import pytest
 
-from pytest_racecheck import RacerDied, RacerSetupFailed, RaceTimeout
+from pytest_racecheck import RacerDied, RaceTimeout
 from pytest_racecheck.race import RaceSpec, run_race
 
 
@@ -268,7 +268,3 @@ def test_racer_died_exception_carries_partial_result() -> None:
         run_race(RaceSpec(fn=die, processes=2, rounds=3, timeout=30))
     assert info.value.result is not None and info.value.result.rounds == []
     _no_racers_left()
-
-
-def test_setup_failure_is_a_race_error() -> None:
-    assert issubclass(RacerSetupFailed, Exception)
