@@ -1,51 +1,80 @@
-"""Telling whether a racer is blocked, waiting for a lock another racer holds.
+"""Telling whether a racer is blocked: waiting for something another racer holds.
 
-PostgreSQL knows which sessions wait on a lock (``pg_blocking_pids``): ask the server. SQLite
-has no server: a racer waiting out the busy timeout sleeps inside the database call, between
-attempts to take the lock, so a racer whose main thread sleeps in ``nanosleep`` *may* be waiting.
-It is waiting only if the lock is held at that moment: a sleeper whose lock was just released
-will take it when it wakes up, and a meeting must wait for it.
+A meeting, a schedule and the explorer all wait until every racer is *still*: held at a point,
+finished, or blocked. A racer blocked on a lock can make no progress until another racer
+moves, so counting it as still is what keeps correct locking from deadlocking a meeting.
+
+Three kinds of evidence, each a probe:
+
+- PostgreSQL knows which sessions wait on a lock (``pg_blocking_pids``): ask the server, by
+  the backend pids racers report when they first use a connection, or by ``application_name``.
+- SQLite has no server: a racer waiting out the busy timeout sleeps inside the database call,
+  between attempts to take the lock. It is waiting only if the write lock is held at that
+  moment; a sleeper whose lock was just released will take it when it wakes up.
+- Anything else (a file lock, ``flock``, a semaphore, a socket): the racer is asleep in the
+  kernel and its CPU time does not advance. Two looks a few milliseconds apart that find it
+  asleep with the same CPU time count it as blocked. A racer held at a point is never probed.
+
+Every probe answers for one instant; the coordinators forget an answer as soon as any racer
+arrives somewhere or returns, and ask again.
 """
 
 from __future__ import annotations
 
 import platform
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pytest_racecheck import procfs
 
 SLEEP_SYSCALLS = {
     "x86_64": {35, 230},  # nanosleep, clock_nanosleep
     "aarch64": {101, 115},
 }
 
+IDLE_AFTER_S = 0.003
+"""How long a racer must sleep without using CPU before it counts as blocked."""
+
+
+@dataclass(frozen=True)
+class RacerView:
+    """What a probe may know about one racer that is running (not held at a point)."""
+
+    index: int
+    pid: int
+    app_name: str = ""
+    backend_pids: frozenset[int] = frozenset()
+
+
+class BlockedProbe(Protocol):
+    """Tells which running racers are blocked."""
+
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
+        """Indexes of the racers in ``racers`` that are blocked now."""
+        ...
+
 
 class SleepingProbe:
-    """Racers whose main thread sleeps in the kernel (Linux ``/proc``).
+    """Racers whose main thread sleeps in ``nanosleep`` (Linux ``/proc``).
 
     SQLite's busy handler sleeps between attempts to take a lock; a racer held at a sync point
-    waits in a pipe read instead, and one running Python code does not sleep at all. On its own
-    this over-counts (a sleeper may be about to get a lock that was just released, or be in
-    ``time.sleep``): it is the fallback for a race on a SQLite file the plugin did not make.
+    waits in a pipe read instead, and one running Python code does not sleep at all.
     """
 
     def __init__(self) -> None:
         self.syscalls = SLEEP_SYSCALLS.get(platform.machine(), set())
+        if not self.available:
+            procfs.warn_unavailable("telling a racer that waits for a SQLite lock")
 
-    def blocked(self, pids: Mapping[int, int], apps: Mapping[str, int]) -> set[int]:
-        found = set()
-        for index, pid in pids.items():
-            try:
-                with open(f"/proc/{pid}/syscall") as f:
-                    first = f.read().split(" ", 1)[0]
-            except OSError:
-                continue
-            if first.isdigit() and int(first) in self.syscalls:
-                found.add(index)
-        return found
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
+        return {r.index for r in racers if procfs.syscall_number(r.pid) in self.syscalls}
 
     @property
     def available(self) -> bool:
-        return bool(self.syscalls)
+        return bool(self.syscalls) and procfs.available()
 
 
 class SqliteLockProbe:
@@ -70,13 +99,13 @@ class SqliteLockProbe:
         self._conn.execute("ROLLBACK")
         return False
 
-    def blocked(self, pids: Mapping[int, int], apps: Mapping[str, int]) -> set[int]:
-        sleeping = self._sleeping.blocked(pids, apps)
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
+        sleeping = self._sleeping.blocked(racers)
         if not sleeping or not self.write_lock_held():
             return set()
         # A sleeper may have woken and taken the lock itself in between: it is the holder, not
         # a waiter. Count only the racers still asleep after the lock was seen held.
-        return sleeping & self._sleeping.blocked(pids, apps)
+        return sleeping & self._sleeping.blocked(racers)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -85,26 +114,94 @@ class SqliteLockProbe:
 
 
 class ServerProbe:
-    """Racers whose database sessions wait on a lock, as the server reports it."""
+    """Racers whose PostgreSQL sessions wait on a lock, found by application name."""
 
     def __init__(self, blocked_application_names: Callable[[str], set[str]]) -> None:
         self._names = blocked_application_names
 
-    def blocked(self, pids: Mapping[int, int], apps: Mapping[str, int]) -> set[int]:
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
+        apps = {r.app_name: r.index for r in racers if r.app_name}
         if not apps:
             return set()
         race_token = next(iter(apps)).rsplit("-", 1)[0]
         return {apps[name] for name in self._names(race_token) if name in apps}
 
 
+class BackendProbe:
+    """Racers whose PostgreSQL backends wait on another session's lock, found by backend pid.
+
+    Racers report the pid of every backend they talk to, so this works on any server the
+    probe can reach, made by the plugin or not. ``connect`` opens an autocommit connection to
+    any database of that server.
+    """
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._conn: Any = None
+
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
+        owner = {pid: r.index for r in racers for pid in r.backend_pids}
+        if not owner:
+            return set()
+        if self._conn is None:
+            self._conn = self._connect()
+        rows = self._conn.execute(
+            "SELECT pid FROM unnest(%s::int[]) AS pid WHERE cardinality(pg_blocking_pids(pid)) > 0",
+            (list(owner),),
+        ).fetchall()
+        return {owner[row[0]] for row in rows}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass
+class IdleProbe:
+    """Racers asleep in the kernel whose CPU time has not moved for :data:`IDLE_AFTER_S`.
+
+    This is what catches waits outside the database: ``flock``, a file lock, a semaphore. It
+    also counts a racer that sleeps on purpose (``time.sleep``) or waits for a slow query's
+    answer: the others then go on, which changes the interleaving but never the verdict of
+    correct code, and never hangs.
+    """
+
+    idle_after_s: float = IDLE_AFTER_S
+    _seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not procfs.available():
+            procfs.warn_unavailable("telling a racer that waits outside the database")
+
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
+        now = time.monotonic()
+        found: set[int] = set()
+        current = {r.pid for r in racers}
+        for pid in [p for p in self._seen if p not in current]:
+            del self._seen[pid]  # held at a point, or done, since the last look: start again
+        for racer in racers:
+            state = procfs.thread_state(racer.pid)
+            cpu = procfs.cpu_time_ns(racer.pid)
+            if state not in ("S", "D") or cpu is None:
+                self._seen.pop(racer.pid, None)
+                continue
+            seen = self._seen.get(racer.pid)
+            if seen is None or seen[0] != cpu:
+                self._seen[racer.pid] = (cpu, now)
+            elif now - seen[1] >= self.idle_after_s:
+                found.add(racer.index)
+        return found
+
+
 class AnyProbe:
     """A racer is blocked when any probe says so."""
 
-    def __init__(self, probes: Sequence[object]) -> None:
+    def __init__(self, probes: Sequence[BlockedProbe]) -> None:
         self.probes = list(probes)
 
-    def blocked(self, pids: Mapping[int, int], apps: Mapping[str, int]) -> set[int]:
+    def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         found: set[int] = set()
         for probe in self.probes:
-            found |= probe.blocked(pids, apps)  # type: ignore[attr-defined]
+            found |= probe.blocked(racers)
         return found

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pytest_racecheck.points import pause_point_name, resolve_target
 
@@ -25,22 +24,32 @@ PROBE_INTERVAL_S = 0.001
 """How often the controller asks whether racers are blocked, while a meeting waits on them."""
 
 
-class BlockedProbe(Protocol):
-    """Tells which running racers are blocked waiting for a lock."""
-
-    def blocked(self, pids: Mapping[int, int], apps: Mapping[str, int]) -> set[int]:
-        """Racer indexes blocked now; ``pids`` maps index to pid, ``apps`` app name to index."""
-        ...
-
-
 class Coordinator:
     """No points held: racers run freely. The base of the other policies."""
+
+    hold_all = False
+    """Hold racers at every point they reach, whatever its name (explore mode)."""
 
     def held_points(self, racer: int) -> dict[str, int]:
         return {}
 
     def start_round(self) -> None:
         pass
+
+    def end_round(self) -> None:
+        pass
+
+    def exhausted(self) -> bool:
+        """No round is left to run (explore mode, after the last interleaving)."""
+        return False
+
+    def targets_reached(self) -> dict[str, int]:
+        """Each held target, with the number of rounds in which some racer reached it."""
+        return {}
+
+    def steps_taken(self) -> tuple[str, ...]:
+        """This round's steps in the ``schedule=`` format, for replay."""
+        return ()
 
     def arrived(self, racer: int, name: str) -> list[int]:
         return [racer]
@@ -72,14 +81,24 @@ class MeetAt(Coordinator):
     done: set[int] = field(default_factory=set)
     waiting_in_db: set[int] = field(default_factory=set)
     met: bool = False
+    reached_rounds: int = 0
+    reached: bool = False
 
     def held_points(self, racer: int) -> dict[str, int]:
         return {self.name: 1}
 
     def start_round(self) -> None:
         self.held, self.done, self.waiting_in_db, self.met = set(), set(), set(), False
+        self.reached = False
+
+    def end_round(self) -> None:
+        self.reached_rounds += self.reached
+
+    def targets_reached(self) -> dict[str, int]:
+        return {self.name: self.reached_rounds}
 
     def arrived(self, racer: int, name: str) -> list[int]:
+        self.reached = True
         if self.met:
             return [racer]
         self.held.add(racer)
@@ -113,29 +132,44 @@ class MeetAt(Coordinator):
 
 
 STEP = re.compile(r"^\s*(\d+)\s*:\s*(\S.*?)\s*$")
+JOINT = " & "
+"""Joins the parts of a step that releases several racers at once: '0:INSERT runs & 1:...'."""
+
+Step = tuple[tuple[int, str], ...]
 
 
-def parse_schedule(steps: Sequence[str], processes: int) -> list[tuple[int, str]]:
-    """``["0:checked", "1:checked"]`` into ``[(0, "checked"), (1, "checked")]``, checked."""
+def format_step(parts: Sequence[tuple[int, str]]) -> str:
+    return JOINT.join(f"{racer}:{name}" for racer, name in parts)
+
+
+def parse_schedule(steps: Sequence[str], processes: int) -> list[Step]:
+    """``["0:checked", "1:checked & 2:checked"]`` into racer/point pairs, checked."""
     if isinstance(steps, str) or not steps:
         raise ValueError(
             "race(): schedule must be a non-empty list of 'racer:point' steps, "
             f"e.g. ['0:checked', '1:checked'], got {steps!r}"
         )
-    parsed = []
+    parsed: list[Step] = []
     for step in steps:
-        match = STEP.match(step) if isinstance(step, str) else None
-        if match is None:
-            raise ValueError(
-                f"race(): schedule step {step!r} is not 'racer:point', e.g. '0:checked'"
-            )
-        racer = int(match.group(1))
-        if racer >= processes:
-            raise ValueError(
-                f"race(): schedule step {step!r} names racer {racer}, but racers are numbered "
-                f"0 to {processes - 1}"
-            )
-        parsed.append((racer, match.group(2)))
+        parts = step.split(JOINT) if isinstance(step, str) else [None]
+        pairs = []
+        for part in parts:
+            match = STEP.match(part) if isinstance(part, str) else None
+            if match is None:
+                raise ValueError(
+                    f"race(): schedule step {step!r} is not 'racer:point' (or several joined "
+                    f"by {JOINT.strip()!r}), e.g. '0:checked'"
+                )
+            racer = int(match.group(1))
+            if racer >= processes:
+                raise ValueError(
+                    f"race(): schedule step {step!r} names racer {racer}, but racers are "
+                    f"numbered 0 to {processes - 1}"
+                )
+            pairs.append((racer, match.group(2)))
+        if len({r for r, _ in pairs}) != len(pairs):
+            raise ValueError(f"race(): schedule step {step!r} names a racer twice")
+        parsed.append(tuple(pairs))
     return parsed
 
 
@@ -145,10 +179,11 @@ class Schedule(Coordinator):
 
     Before each step every racer is still: held at a point, finished, or blocked in the
     database. A step whose racer is blocked cannot run now; it is marked as waiting on a lock,
-    the schedule moves on, and the racer passes that point as soon as it gets there.
+    the schedule moves on, and the racer passes that point as soon as it gets there. A step of
+    several racers releases them together.
     """
 
-    steps: list[tuple[int, str]]
+    steps: list[Step]
     processes: int
     position: int = 0
     at: dict[int, str] = field(default_factory=dict)
@@ -156,13 +191,14 @@ class Schedule(Coordinator):
     waiting_in_db: set[int] = field(default_factory=set)
     owed: set[tuple[int, str]] = field(default_factory=set)
     log: list[str] = field(default_factory=list)
+    taken: list[str] = field(default_factory=list)
 
     def held_points(self, racer: int) -> dict[str, int]:
-        return dict(Counter(name for r, name in self.steps if r == racer))
+        return dict(Counter(name for step in self.steps for r, name in step if r == racer))
 
     def start_round(self) -> None:
         self.position, self.at, self.done = 0, {}, set()
-        self.waiting_in_db, self.owed, self.log = set(), set(), []
+        self.waiting_in_db, self.owed, self.log, self.taken = set(), set(), [], []
 
     def arrived(self, racer: int, name: str) -> list[int]:
         self.waiting_in_db = set()
@@ -189,21 +225,29 @@ class Schedule(Coordinator):
     def _advance(self) -> list[int]:
         released: list[int] = []
         while self.position < len(self.steps) and self._still():
-            racer, name = self.steps[self.position]
+            step = self.steps[self.position]
             self.position += 1
-            if self.at.get(racer) == name:
-                del self.at[racer]
-                self.log.append(f"{racer}:{name}")
-                released.append(racer)
-                break  # let it run until it is still again
-            if racer in self.waiting_in_db:
-                self.owed.add((racer, name))
-                self.log.append(f"{racer}:{name}   waits on a lock")
-            elif racer in self.done:
-                self.log.append(f"{racer}:{name}   skipped: racer {racer} had returned")
-            else:
-                where = self.at.get(racer)
-                self.log.append(f"{racer}:{name}   skipped: racer {racer} was held at {where!r}")
+            ready = [(r, n) for r, n in step if self.at.get(r) == n]
+            for racer, name in step:
+                if (racer, name) in ready:
+                    continue
+                if racer in self.waiting_in_db:
+                    self.owed.add((racer, name))
+                    self.log.append(f"{racer}:{name}   waits on a lock")
+                elif racer in self.done:
+                    self.log.append(f"{racer}:{name}   skipped: racer {racer} had returned")
+                else:
+                    where = self.at.get(racer)
+                    self.log.append(
+                        f"{racer}:{name}   skipped: racer {racer} was held at {where!r}"
+                    )
+            if ready:
+                for racer, _ in ready:
+                    del self.at[racer]
+                    released.append(racer)
+                self.log.append(format_step(ready))
+                self.taken.append(format_step(ready))
+                break  # let them run until every racer is still again
         if self.position >= len(self.steps):
             released.extend(sorted(self.at))
             for racer in sorted(self.at):
@@ -217,11 +261,14 @@ class Schedule(Coordinator):
     def describe_wait(self) -> str:
         if self.position >= len(self.steps):
             return ""
-        racer, name = self.steps[self.position]
-        return f"step {self.position + 1} ({racer}:{name}) of the schedule"
+        step = format_step(self.steps[self.position])
+        return f"step {self.position + 1} ({step}) of the schedule"
 
     def trace(self) -> tuple[str, ...]:
         return tuple(self.log)
+
+    def steps_taken(self) -> tuple[str, ...]:
+        return tuple(self.taken)
 
 
 def make_coordinator(

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, ServerProbe, SleepingProbe, SqliteLockProbe
+from pytest_racecheck.blocking import AnyProbe, IdleProbe, ServerProbe, SqliteLockProbe
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceError, RaceSpec, run_race
 
@@ -239,7 +239,7 @@ class Race:
     def _probe(self) -> AnyProbe:
         """How to tell racers blocked on a lock: ask the test's databases, or guess by sleep."""
         registered = self._request.node.stash.get(probes_key, [])
-        return AnyProbe(registered or [SleepingProbe()])
+        return AnyProbe([*registered, IdleProbe()])
 
     def _record(self, result: RaceResult, status: str) -> None:
         self.results.append(result)

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_racecheck.protocol import At, Pass
+
 
 class _Channel(Protocol):
     def send(self, obj: Any) -> None: ...
@@ -23,9 +25,10 @@ class _Channel(Protocol):
 class RacerPoints:
     """A racer's view of the points: which to hold, where it has been this round."""
 
-    def __init__(self, channel: _Channel, held: Mapping[str, int]) -> None:
+    def __init__(self, channel: _Channel, held: Mapping[str, int], hold_all: bool = False) -> None:
         self._channel = channel
         self._held = dict(held)
+        self._hold_all = hold_all
         self._left: Counter[str] = Counter()
         self.last: str | None = None
 
@@ -35,12 +38,17 @@ class RacerPoints:
 
     def reach(self, name: str) -> None:
         self.last = name
-        if self._left[name] > 0:
+        if self._hold_all:
+            self._hold(name)
+        elif self._left[name] > 0:
             self._left[name] -= 1
-            self._channel.send(("at", name))
-            reply = self._channel.recv()
-            if reply != ("pass", name):
-                raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
+            self._hold(name)
+
+    def _hold(self, name: str) -> None:
+        self._channel.send(At(name))
+        reply = self._channel.recv()
+        if reply != Pass(name):
+            raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
 
 
 _racer: RacerPoints | None = None

@@ -8,11 +8,12 @@ the call to :func:`run_race`, whether it passes, fails, times out or is interrup
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +29,25 @@ import multiprocess.sharedctypes
 import multiprocess.synchronize
 
 from pytest_racecheck.barrier import StartGate
-from pytest_racecheck.meeting import BlockedProbe, Coordinator, make_coordinator
+from pytest_racecheck.blocking import BlockedProbe, RacerView
+from pytest_racecheck.explore import Explorer, make_search
+from pytest_racecheck.meeting import Coordinator, make_coordinator
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
-from pytest_racecheck.racer import RacerSetup, racer_main
+from pytest_racecheck.protocol import (
+    At,
+    BackendPid,
+    Message,
+    Pass,
+    Ready,
+    Result,
+    Setup,
+    SetupError,
+    Warm,
+    is_message,
+)
+from pytest_racecheck.racer import racer_main
+from pytest_racecheck.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
 
-START_METHODS = ("spawn", "fork", "forkserver")
 SHUTDOWN_GRACE_S = 0.5
 """How long racers get to leave through the gate before they are terminated, then killed."""
 
@@ -59,7 +74,11 @@ class RaceTimeout(RaceError):
 
 
 class RacerSetupFailed(RaceError):
-    """A racer could not load the function it was to race."""
+    """A racer could not load the function it was to race, or its racer_setup raised."""
+
+
+class RaceNotForced(RaceError):
+    """A held target (meet_at, pause_after, pause_before) was never reached by any racer."""
 
 
 @dataclass
@@ -69,25 +88,72 @@ class RaceSpec:
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    processes: int = 4
-    rounds: int = 50
-    timeout: float = 60.0
-    start_method: str = "spawn"
+    processes: int = DEFAULTS.processes
+    rounds: int = DEFAULTS.rounds
+    timeout: float = DEFAULTS.timeout
+    start_method: str = DEFAULTS.start_method
+    explore: int | None = DEFAULTS.explore
+    seed: int | None = DEFAULTS.seed
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None
     pause_after: str | None = None
     pause_before: str | None = None
     schedule: Sequence[str] | None = None
+    racer_setup: Callable[[], Any] | None = None
+    racer_teardown: Callable[[], Any] | None = None
+    stop_early: bool = False
+    """Stop at the first round where a racer raised or the check failed."""
+    budget_s: float | None = None
+    """Stop starting rounds after this many seconds; ``rounds`` is then a cap."""
+    on_round: Callable[[RaceResult], Any] | None = None
+    """Called in the test process after every round (progress lines)."""
 
     def __post_init__(self) -> None:
         validate(self)
 
+    @property
+    def settings(self) -> RaceSettings:
+        return RaceSettings(**{name: getattr(self, name) for name in NAMES})
+
     def coordinator(self) -> Coordinator:
         """The sync point policy these arguments ask for (raises ValueError if they conflict)."""
+        if self.explore is not None:
+            given = [
+                n
+                for n in ("meet_at", "pause_after", "pause_before", "schedule")
+                if getattr(self, n)
+            ]
+            if given:
+                raise ValueError(
+                    f"race(): explore= chooses the interleaving itself; it cannot be combined "
+                    f"with {', '.join(given)}. Drop one of them (a failing explored "
+                    "interleaving is replayed with schedule= alone)."
+                )
+            return Explorer(self.processes, make_search(self.processes, self.seed_used))
         return make_coordinator(
             self.processes, self.meet_at, self.pause_after, self.pause_before, self.schedule
         )
+
+    @property
+    def mode(self) -> str:
+        if self.explore is not None:
+            return "explore"
+        for name in ("schedule", "meet_at", "pause_after", "pause_before"):
+            if getattr(self, name):
+                return name
+        return "stress"
+
+    @property
+    def seed_used(self) -> int:
+        """The explorer's seed: the one given, or one drawn once per spec and reported."""
+        if self.seed is not None:
+            return self.seed
+        if self._drawn_seed is None:
+            self._drawn_seed = int.from_bytes(os.urandom(4), "big")
+        return self._drawn_seed
+
+    _drawn_seed: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def fn_name(self) -> str:
@@ -98,54 +164,52 @@ def validate(spec: RaceSpec) -> None:
     """Refuse bad input before any process starts, saying what was wrong and how to fix it."""
     if not callable(spec.fn):
         raise TypeError(f"race() needs a callable to run in every racer, got {spec.fn!r}")
-    for name in ("processes", "rounds"):
-        value = getattr(spec, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"race(): {name} must be an int, got {value!r}")
-    if spec.processes < 2:
-        raise ValueError(
-            f"race(): processes must be at least 2 (a race needs two racers), got {spec.processes}"
+    if inspect.iscoroutinefunction(spec.fn):
+        raise TypeError(
+            f"race(): {spec.fn_name} is a coroutine function; racers call plain functions. "
+            "Wrap it: def attempt(): return asyncio.run(your_coroutine())"
         )
-    if spec.rounds < 1:
-        raise ValueError(f"race(): rounds must be at least 1, got {spec.rounds}")
-    if not isinstance(spec.timeout, (int, float)) or isinstance(spec.timeout, bool):
-        raise TypeError(f"race(): timeout must be a number of seconds, got {spec.timeout!r}")
-    if not spec.timeout > 0:
-        raise ValueError(f"race(): timeout must be more than 0 seconds, got {spec.timeout!r}")
-    available = multiprocess.get_all_start_methods()
-    if spec.start_method not in START_METHODS or spec.start_method not in available:
-        raise ValueError(
-            f"race(): unknown start method {spec.start_method!r}: use one of "
-            f"{', '.join(m for m in START_METHODS if m in available)}"
-        )
-    for name in ("reset", "check"):
+    validate_settings(spec.settings)
+    for name in ("reset", "check", "racer_setup", "racer_teardown", "on_round"):
         value = getattr(spec, name)
         if value is not None and not callable(value):
             raise TypeError(f"race(): {name} must be a callable or None, got {value!r}")
+    if spec.budget_s is not None and not (
+        isinstance(spec.budget_s, (int, float)) and spec.budget_s > 0
+    ):
+        raise ValueError(f"race(): budget_s must be a positive number, got {spec.budget_s!r}")
+    _check_signature(spec)
     spec.coordinator()
 
 
-def pickle_call(spec: RaceSpec) -> bytes:
+def _check_signature(spec: RaceSpec) -> None:
+    """Arguments ``fn`` cannot take are refused here, not in every racer of every round."""
     try:
-        return dill.dumps((spec.fn, spec.args, spec.kwargs), recurse=True)
+        signature = inspect.signature(spec.fn)
+    except (TypeError, ValueError):
+        return  # some builtins have no signature: let the racers find out
+    try:
+        signature.bind(*spec.args, **spec.kwargs)
+    except TypeError as exc:
+        given = ", ".join(
+            [*(repr(a) for a in spec.args), *(f"{k}={v!r}" for k, v in spec.kwargs.items())]
+        )
+        raise TypeError(
+            f"race(): {spec.fn_name}{signature} cannot be called with ({given}): {exc}. "
+            "race() passes its extra arguments to the function; check their names."
+        ) from None
+
+
+def pickle_call(spec: RaceSpec) -> bytes:
+    payload = (spec.fn, spec.args, spec.kwargs, spec.racer_setup, spec.racer_teardown)
+    try:
+        return dill.dumps(payload, recurse=True)
     except Exception as exc:
         raise TypeError(
             f"race(): cannot send {spec.fn_name} and its arguments to the racer processes "
             f"({type(exc).__name__}: {exc}). Racers are separate processes: pass database "
             "handles or paths, and open connections inside the function."
         ) from exc
-
-
-@dataclass
-class _Racer:
-    index: int
-    process: Any
-    channel: Any
-    at_point: str | None = None
-    finished: bool = False
-
-    def describe(self) -> str:
-        return f"racer {self.index} (pid {self.process.pid})"
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -159,24 +223,103 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
+@dataclass
+class _Racer:
+    """The controller's view of one racer process."""
+
+    index: int
+    process: Any
+    channel: Any
+    app_name: str
+    at_point: str | None = None
+    finished: bool = False
+    backend_pids: set[int] = field(default_factory=set)
+
+    def describe(self) -> str:
+        return f"racer {self.index} (pid {self.process.pid})"
+
+    def view(self) -> RacerView:
+        return RacerView(self.index, self.process.pid, self.app_name, frozenset(self.backend_pids))
+
+
+@dataclass
+class _RoundState:
+    """What the controller knows about the round in flight."""
+
+    number: int
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    waited: set[int] = field(default_factory=set)
+
+    @property
+    def doing(self) -> str:
+        return f"round {self.number}"
+
+
 def run_race(spec: RaceSpec, probe: BlockedProbe | None = None) -> RaceResult:
     """Run the race described by ``spec``; raise RaceError if the race itself breaks down."""
-    call = pickle_call(spec)
-    token = f"racecheck-{uuid.uuid4().hex[:8]}"
-    coordinator = spec.coordinator()
-    result = RaceResult(
-        fn_name=spec.fn_name,
-        processes=spec.processes,
-        rounds_requested=spec.rounds,
-        start_method=spec.start_method,
-    )
-    started = time.monotonic()
-    deadline = started + spec.timeout
-    ctx = multiprocess.get_context(spec.start_method)
-    gate = StartGate(ctx, spec.processes)
-    racers: list[_Racer] = []
-    try:
-        for i in range(spec.processes):
+    return Controller(spec, probe).run()
+
+
+class Controller:
+    """Starts the racers, runs the rounds, and stops every racer, whatever happens."""
+
+    def __init__(self, spec: RaceSpec, probe: BlockedProbe | None) -> None:
+        self.spec = spec
+        self.probe = probe
+        self.coordinator = spec.coordinator()
+        self.result = RaceResult(
+            fn_name=spec.fn_name,
+            processes=spec.processes,
+            rounds_requested=spec.explore if spec.explore is not None else spec.rounds,
+            start_method=spec.start_method,
+            mode=spec.mode,
+            seed=spec.seed_used if spec.explore is not None else spec.seed,
+            search=getattr(self.coordinator, "search_name", None),
+        )
+        self.racers: list[_Racer] = []
+        self.round: _RoundState | None = None
+        self.deadline = 0.0
+        self._expected = ""
+        self._awaiting: set[int] = set()
+
+    # The race's life.
+
+    def run(self) -> RaceResult:
+        spec, result = self.spec, self.result
+        call = pickle_call(spec)
+        started = time.monotonic()
+        self.deadline = started + spec.timeout
+        ctx = multiprocess.get_context(spec.start_method)
+        gate = StartGate(ctx, spec.processes)
+        try:
+            self._start(ctx, gate, call)
+            self._await_all("ready")
+            gate.arm(0)
+            self._await_all("warm")
+            result.startup_s = time.monotonic() - started
+            budget_end = started + spec.budget_s if spec.budget_s is not None else None
+            for number in range(1, result.rounds_requested + 1):
+                if budget_end is not None and number > 1 and time.monotonic() >= budget_end:
+                    break
+                rnd = self._run_round(number, gate)
+                _add_round(result, rnd)
+                if spec.on_round is not None:
+                    spec.on_round(result)
+                if spec.stop_early and rnd.failed_plainly:
+                    break
+                if self.coordinator.exhausted():
+                    result.exhausted = True
+                    break
+            self._check_targets()
+        finally:
+            result.elapsed_s = time.monotonic() - started
+            shutdown(self.racers, gate)
+        return result
+
+    def _start(self, ctx: Any, gate: StartGate, call: bytes) -> None:
+        token = f"racecheck-{uuid.uuid4().hex[:8]}"
+        coordinator = self.coordinator
+        for i in range(self.spec.processes):
             ours, theirs = ctx.Pipe()
             process = ctx.Process(
                 target=racer_main,
@@ -186,83 +329,219 @@ def run_race(spec: RaceSpec, probe: BlockedProbe | None = None) -> RaceResult:
             )
             process.start()
             theirs.close()
-            racers.append(_Racer(i, process, ours))
-        for racer in racers:
-            setup = RacerSetup(
-                call=call,
-                held_points=coordinator.held_points(racer.index),
-                pause_after=(spec.pause_after,) if spec.pause_after else (),
-                pause_before=(spec.pause_before,) if spec.pause_before else (),
-                app_name=f"{token}-{racer.index}",
+            self.racers.append(_Racer(i, process, ours, f"{token}-{i}"))
+        for racer in self.racers:
+            racer.channel.send(
+                Setup(
+                    call=call,
+                    held_points=coordinator.held_points(racer.index),
+                    hold_all=coordinator.hold_all,
+                    statements=self.spec.mode != "stress",
+                    pause_after=(self.spec.pause_after,) if self.spec.pause_after else (),
+                    pause_before=(self.spec.pause_before,) if self.spec.pause_before else (),
+                    app_name=racer.app_name,
+                )
             )
-            racer.channel.send(("setup", setup))
-        _await_all(racers, "ready", deadline, result, spec)
-        gate.arm(0)
-        _await_all(racers, "warm", deadline, result, spec)
-        result.startup_s = time.monotonic() - started
-        apps = {f"{token}-{r.index}": r.index for r in racers}
-        for number in range(1, spec.rounds + 1):
-            if spec.reset is not None:
-                spec.reset()
-            coordinator.start_round()
-            for racer in racers:
-                racer.finished, racer.at_point = False, None
-            gate.arm(number)
-            waited: set[int] = set()
-            outcomes = _collect_round(
-                racers, number, deadline, result, spec, coordinator, probe, apps, waited
+
+    def _run_round(self, number: int, gate: StartGate) -> Round:
+        if self.spec.reset is not None:
+            self.spec.reset()
+        self.coordinator.start_round()
+        for racer in self.racers:
+            racer.finished, racer.at_point = False, None
+        self.round = state = _RoundState(number)
+        gate.arm(number)
+        while len(state.outcomes) < len(self.racers):
+            self._step()
+        self.coordinator.end_round()
+        return self._judge(state)
+
+    def _check_targets(self) -> None:
+        """A held target that no racer reached in any round means nothing was forced."""
+        reached = self.coordinator.targets_reached()
+        self.result.targets_reached = dict(reached)
+        never = [name for name, n in reached.items() if n == 0]
+        if never and self.result.rounds:
+            raise RaceNotForced(
+                f"race of {self.spec.fn_name}: {', '.join(repr(n) for n in never)} never "
+                f"reached: this race was not forced. No racer passed that point in any of "
+                f"{len(self.result.rounds)} rounds; check the point's name, or that the code "
+                "under test really runs it.",
+                self.result,
             )
-            result.rounds.append(_judge(number, outcomes, spec, coordinator, waited))
-    finally:
-        result.elapsed_s = time.monotonic() - started
-        shutdown(racers, gate)
-    return result
 
+    # Waiting and receiving.
 
-def _judge(
-    number: int,
-    outcomes: dict[int, Outcome],
-    spec: RaceSpec,
-    coordinator: Coordinator,
-    waited: set[int],
-) -> Round:
-    check_value: Any = None
-    check_error: RaisedError | None = None
-    if spec.check is not None:
+    def _step(self) -> None:
+        """Wait for the next message (or a probe's answer) of the round and act on it."""
+        state = self.round
+        assert state is not None
+        running = [r for r in self.racers if not r.finished]
+        if time.monotonic() >= self.deadline:
+            raise RaceTimeout(self._timeout_message(state.number, running), self.result)
+        poll = self.coordinator.poll_interval() if self.probe is not None else None
+        ready = _wait(running, self.deadline, poll)
+        if not ready and poll is not None and self.probe is not None:
+            moving = [r.view() for r in running if r.at_point is None]
+            blocked = self.probe.blocked(moving)
+            state.waited |= blocked
+            self._pass(self.coordinator.blocked(blocked))
+            return
+        for racer in running:
+            if racer.channel in ready or racer.process.sentinel in ready:
+                self._dispatch(
+                    racer,
+                    self._receive(racer, f"running {self.spec.fn_name} in round {state.number}"),
+                )
+
+    def _dispatch(self, racer: _Racer, message: Message) -> None:
+        handler = getattr(self, f"racer_{message.kind}", None)
+        if handler is None:
+            doing = self.round.doing if self.round is not None else self._expected
+            raise RaceError(f"{racer.describe()} sent {message!r:.200} while {doing}", self.result)
+        handler(racer, message)
+
+    def racer_backend_pid(self, racer: _Racer, message: BackendPid) -> None:
+        racer.backend_pids.add(message.pid)
+
+    def racer_at(self, racer: _Racer, message: At) -> None:
+        if self.round is None:
+            raise RaceError(
+                f"{racer.describe()} held at {message.name!r} outside a round", self.result
+            )
+        racer.at_point = message.name
+        self._pass(self.coordinator.arrived(racer.index, message.name))
+
+    def racer_result(self, racer: _Racer, message: Result) -> None:
+        state = self.round
+        if state is None or message.round != state.number:
+            raise RaceError(
+                f"{racer.describe()} sent a result for round {message.round} in "
+                f"{state.doing if state else self._expected}",
+                self.result,
+            )
+        state.outcomes[racer.index] = message.outcome
+        racer.finished, racer.at_point = True, None
+        self._pass(self.coordinator.finished(racer.index))
+
+    def racer_setup_error(self, racer: _Racer, message: SetupError) -> None:
+        error = message.error
+        what = "run racer_setup for" if message.doing == "set up" else "load"
+        raise RacerSetupFailed(
+            f"{racer.describe()} could not {what} {self.spec.fn_name}: {error}\n"
+            f"{error.traceback}",
+            self.result,
+        )
+
+    def racer_ready(self, racer: _Racer, message: Ready) -> None:
+        self._arrived_for("ready", racer)
+
+    def racer_warm(self, racer: _Racer, message: Warm) -> None:
+        self._arrived_for("warm", racer)
+
+    def _arrived_for(self, kind: str, racer: _Racer) -> None:
+        if self._expected != kind:
+            raise RaceError(
+                f"{racer.describe()} sent {kind!r} while {self._expected or 'racing'}",
+                self.result,
+            )
+        self._awaiting.discard(racer.index)
+
+    def _await_all(self, expected: str) -> None:
+        doing = {"ready": "starting up", "warm": "warming up"}[expected]
+        self._expected, self._awaiting = expected, {r.index for r in self.racers}
         try:
-            check_value = spec.check()
+            while self._awaiting:
+                waiting = [r for r in self.racers if r.index in self._awaiting]
+                if time.monotonic() >= self.deadline:
+                    names = ", ".join(str(r.index) for r in waiting)
+                    raise RaceTimeout(
+                        f"race of {self.spec.fn_name} timed out after {self.spec.timeout:g} s "
+                        f"with racers {names} still {doing}; raise timeout= if start-up is "
+                        "slow on this machine",
+                        self.result,
+                    )
+                ready = _wait(waiting, self.deadline)
+                for racer in waiting:
+                    if racer.channel in ready or racer.process.sentinel in ready:
+                        self._dispatch(racer, self._receive(racer, doing))
+        finally:
+            self._expected = ""
+
+    def _receive(self, racer: _Racer, doing: str) -> Message:
+        """One message from a racer; a racer that died or sent garbage ends the race."""
+        try:
+            message = racer.channel.recv()
+        except (EOFError, OSError):
+            racer.process.join(1.0)
+            raise RacerDied(
+                f"{racer.describe()} {describe_exit(racer.process.exitcode)} while {doing}",
+                self.result,
+            ) from None
         except Exception as exc:
-            check_error = RaisedError.from_exception(exc)
-    return Round(
-        index=number,
-        outcomes=tuple(outcomes[i] for i in sorted(outcomes)),
-        check=check_value,
-        check_error=check_error,
-        has_check=spec.check is not None,
-        trace=coordinator.trace(),
-        waited_on_lock=frozenset(waited),
-    )
+            raise RaceError(
+                f"{racer.describe()} sent a message that cannot be read while {doing}: "
+                f"{type(exc).__name__}: {exc}",
+                self.result,
+            ) from exc
+        if not is_message(message):
+            raise RaceError(
+                f"{racer.describe()} sent garbage while {doing}: {message!r:.200}", self.result
+            )
+        return message
+
+    def _pass(self, indexes: Sequence[int]) -> None:
+        for i in indexes:
+            racer = self.racers[i]
+            if racer.at_point is not None:
+                racer.channel.send(Pass(racer.at_point))
+                racer.at_point = None
+
+    # Verdicts and messages.
+
+    def _judge(self, state: _RoundState) -> Round:
+        spec = self.spec
+        check_value: Any = None
+        check_error: RaisedError | None = None
+        if spec.check is not None:
+            try:
+                check_value = spec.check()
+            except Exception as exc:
+                check_error = RaisedError.from_exception(exc)
+        return Round(
+            index=state.number,
+            outcomes=tuple(state.outcomes[i] for i in sorted(state.outcomes)),
+            check=check_value,
+            check_error=check_error,
+            has_check=spec.check is not None,
+            trace=self.coordinator.trace(),
+            waited_on_lock=frozenset(state.waited),
+            schedule=self.coordinator.steps_taken(),
+        )
+
+    def _timeout_message(self, number: int, running: list[_Racer]) -> str:
+        spec = self.spec
+        lines = [f"race of {spec.fn_name} timed out after {spec.timeout:g} s in round {number}:"]
+        for racer in running:
+            where = (
+                f"held at point {racer.at_point!r}"
+                if racer.at_point
+                else f"had not returned from {spec.fn_name}"
+            )
+            lines.append(f"  {racer.describe()} {where}")
+        waiting = self.coordinator.describe_wait()
+        if waiting:
+            lines.append(f"  the controller was waiting for {waiting}")
+        lines.append("no racer outlives the race: they were stopped")
+        return "\n".join(lines)
 
 
-def _receive(racer: _Racer, result: RaceResult, spec: RaceSpec, doing: str) -> Any:
-    """One message from a racer; a racer that died or sent garbage ends the race."""
-    try:
-        message = racer.channel.recv()
-    except (EOFError, OSError):
-        racer.process.join(1.0)
-        raise RacerDied(
-            f"{racer.describe()} {describe_exit(racer.process.exitcode)} while {doing}",
-            result,
-        ) from None
-    except Exception as exc:
-        raise RaceError(
-            f"{racer.describe()} sent a message that cannot be read while {doing}: "
-            f"{type(exc).__name__}: {exc}",
-            result,
-        ) from exc
-    if not (isinstance(message, tuple) and message and isinstance(message[0], str)):
-        raise RaceError(f"{racer.describe()} sent garbage while {doing}: {message!r:.200}", result)
-    return message
+def _add_round(result: RaceResult, rnd: Round) -> None:
+    add = getattr(result, "add_round", None)
+    if add is not None:
+        add(rnd)
+    else:
+        result.rounds.append(rnd)
 
 
 def _wait(racers: list[_Racer], deadline: float, timeout: float | None = None) -> list[Any]:
@@ -271,110 +550,6 @@ def _wait(racers: list[_Racer], deadline: float, timeout: float | None = None) -
         remaining = min(remaining, timeout)
     objects = [r.channel for r in racers] + [r.process.sentinel for r in racers]
     return multiprocess.connection.wait(objects, timeout=max(remaining, 0))
-
-
-def _await_all(
-    racers: list[_Racer], expected: str, deadline: float, result: RaceResult, spec: RaceSpec
-) -> None:
-    doing = {"ready": "starting up", "warm": "warming up"}[expected]
-    waiting = {r.index: r for r in racers}
-    while waiting:
-        if time.monotonic() >= deadline:
-            names = ", ".join(str(i) for i in sorted(waiting))
-            raise RaceTimeout(
-                f"race of {spec.fn_name} timed out after {spec.timeout:g} s with racers {names} "
-                f"still {doing}; raise timeout= if start-up is slow on this machine",
-                result,
-            )
-        ready = _wait(list(waiting.values()), deadline)
-        for racer in list(waiting.values()):
-            if racer.channel in ready or racer.process.sentinel in ready:
-                message = _receive(racer, result, spec, doing)
-                if message[0] == "setup_error":
-                    error: RaisedError = message[1]
-                    raise RacerSetupFailed(
-                        f"{racer.describe()} could not load {spec.fn_name}: {error}\n"
-                        f"{error.traceback}",
-                        result,
-                    )
-                if message[0] != expected:
-                    raise RaceError(
-                        f"{racer.describe()} sent {message!r:.200} while {doing}", result
-                    )
-                del waiting[racer.index]
-
-
-def _collect_round(
-    racers: list[_Racer],
-    number: int,
-    deadline: float,
-    result: RaceResult,
-    spec: RaceSpec,
-    coordinator: Coordinator,
-    probe: BlockedProbe | None,
-    apps: Mapping[str, int],
-    waited: set[int],
-) -> dict[int, Outcome]:
-    outcomes: dict[int, Outcome] = {}
-    by_index = {r.index: r for r in racers}
-    while len(outcomes) < len(racers):
-        running = [r for r in racers if not r.finished]
-        if time.monotonic() >= deadline:
-            raise RaceTimeout(_timeout_message(spec, number, running, coordinator), result)
-        poll = coordinator.poll_interval() if probe is not None else None
-        ready = _wait(running, deadline, poll)
-        if not ready and poll is not None and probe is not None:
-            blocked = {i for i in probe.blocked(running_pids(running), apps) if i in by_index}
-            waited |= blocked
-            _pass(by_index, coordinator.blocked(blocked))
-            continue
-        for racer in running:
-            if racer.channel not in ready and racer.process.sentinel not in ready:
-                continue
-            message = _receive(racer, result, spec, f"running {spec.fn_name} in round {number}")
-            kind = message[0]
-            if kind == "result" and message[1] == number and isinstance(message[2], Outcome):
-                outcomes[racer.index] = message[2]
-                racer.finished, racer.at_point = True, None
-                _pass(by_index, coordinator.finished(racer.index))
-            elif kind == "at" and isinstance(message[1], str):
-                racer.at_point = message[1]
-                _pass(by_index, coordinator.arrived(racer.index, message[1]))
-            else:
-                raise RaceError(
-                    f"{racer.describe()} sent {message!r:.200} in round {number}", result
-                )
-    return outcomes
-
-
-def running_pids(racers: list[_Racer]) -> dict[int, int]:
-    return {r.index: r.process.pid for r in racers}
-
-
-def _pass(by_index: Mapping[int, _Racer], indexes: Sequence[int]) -> None:
-    for i in indexes:
-        racer = by_index[i]
-        if racer.at_point is not None:
-            racer.channel.send(("pass", racer.at_point))
-            racer.at_point = None
-
-
-def _timeout_message(
-    spec: RaceSpec, number: int, running: list[_Racer], coordinator: Coordinator
-) -> str:
-    lines = [f"race of {spec.fn_name} timed out after {spec.timeout:g} s in round {number}:"]
-    for racer in running:
-        where = (
-            f"held at point {racer.at_point!r}"
-            if racer.at_point
-            else f"had not returned from {spec.fn_name}"
-        )
-        lines.append(f"  {racer.describe()} {where}")
-    waiting = coordinator.describe_wait()
-    if waiting:
-        lines.append(f"  the controller was waiting for {waiting}")
-    lines.append("no racer outlives the race: they were stopped")
-    return "\n".join(lines)
 
 
 def shutdown(racers: list[_Racer], gate: StartGate) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import dill
@@ -22,6 +21,7 @@ from pytest_racecheck import points
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.barrier import GateClosed, StartGate
 from pytest_racecheck.outcomes import Outcome, RaisedError
+from pytest_racecheck.protocol import BackendPid, Ready, Result, Setup, SetupError, Warm
 
 WATCHDOG_S = 0.2
 
@@ -31,17 +31,6 @@ _current: int | None = None
 def current_racer() -> int | None:
     """This racer's number (0 to processes - 1), or None outside a racer process."""
     return _current
-
-
-@dataclass(frozen=True)
-class RacerSetup:
-    """What the controller sends each racer before the first round."""
-
-    call: bytes  # dill pickle of (fn, args, kwargs)
-    held_points: dict[str, int] = field(default_factory=dict)
-    pause_after: tuple[str, ...] = ()
-    pause_before: tuple[str, ...] = ()
-    app_name: str = ""
 
 
 class ReturnValueNotSendable(Exception):
@@ -65,24 +54,28 @@ def racer_main(index: int, channel: Any, gate: StartGate, controller_pid: int) -
     def controller_alive() -> bool:
         return os.getppid() == controller_pid
 
-    kind, setup = channel.recv()
-    assert kind == "setup", kind
+    setup = channel.recv()
+    assert isinstance(setup, Setup), setup
+    doing = "load"
     try:
-        fn, args, kwargs = _load(setup)
+        fn, args, kwargs, racer_setup, racer_teardown = _load(setup, channel)
+        if racer_setup is not None:
+            doing = "set up"
+            racer_setup()
     except BaseException as exc:
-        channel.send(("setup_error", RaisedError.from_exception(exc)))
+        channel.send(SetupError(RaisedError.from_exception(exc), doing))
         return
     # A database that cannot be reached now fails the first round, where it is reported.
     with contextlib.suppress(Exception):
         _warm_up(fn, args, kwargs)
-    racer_points = points.RacerPoints(channel, setup.held_points)
+    racer_points = points.RacerPoints(channel, setup.held_points, setup.hold_all)
     points.activate(racer_points)
-    channel.send(("ready", os.getpid()))
+    channel.send(Ready(os.getpid()))
     try:
         while True:
             generation = gate.wait(index, controller_alive)
             if generation == 0:  # the warm-up pass: exercise the gate, call nothing
-                channel.send(("warm", 0))
+                channel.send(Warm())
                 continue
             racer_points.begin_round()
             released = time.monotonic_ns()
@@ -95,24 +88,31 @@ def racer_main(index: int, channel: Any, gate: StartGate, controller_pid: int) -
             ended = time.monotonic_ns()
             outcome = Outcome(index, value, error, released, ended, racer_points.last)
             try:
-                channel.send(("result", generation, outcome))
+                channel.send(Result(generation, outcome))
             except Exception as exc:
                 unsendable = ReturnValueNotSendable(
                     f"{type(value).__name__} {_short_repr(value)} cannot be pickled: {exc}"
                 )
                 error = RaisedError.from_exception(unsendable)
-                channel.send(("result", generation, Outcome(index, None, error, released, ended)))
+                channel.send(Result(generation, Outcome(index, None, error, released, ended)))
     except GateClosed:
         pass
     finally:
         points.activate(None)
+        if racer_teardown is not None:
+            with contextlib.suppress(BaseException):
+                racer_teardown()
 
 
-def _load(setup: RacerSetup) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+def _load(setup: Setup, channel: Any) -> tuple[Any, ...]:
     if setup.app_name:
         # libpq reads PGAPPNAME: the racer's PostgreSQL sessions name themselves, so the
         # controller can find them in pg_stat_activity without the code under test's help.
         os.environ["PGAPPNAME"] = setup.app_name
+    if setup.statements:
+        from pytest_racecheck import statements
+
+        statements.install(lambda pid: channel.send(BackendPid(pid)))
     for target in setup.pause_after:
         points.install_pause(target, "after")
     for target in setup.pause_before:

@@ -1,0 +1,105 @@
+"""The messages between the controller and its racers, in one place.
+
+Each message is a small frozen dataclass; its ``kind`` names the handler that receives it
+(``racer_<kind>`` on the controller, in the style of pytest-xdist's ``worker_<name>``). They
+travel over one ``multiprocess`` pipe per racer, pickled with dill.
+
+Controller to racer: :class:`Setup` once, then :class:`Pass` for each held point.
+Racer to controller: :class:`Ready` (or :class:`SetupError`), :class:`Warm`, then per round any
+number of :class:`At` and :class:`BackendPid`, and one :class:`Result`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pytest_racecheck.outcomes import Outcome, RaisedError
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: ClassVar[str] = ""
+
+
+# Controller to racer.
+
+
+@dataclass(frozen=True)
+class Setup(Message):
+    """What a racer needs before the first round."""
+
+    kind: ClassVar[str] = "setup"
+    call: bytes  # dill pickle of (fn, args, kwargs, racer_setup, racer_teardown)
+    held_points: dict[str, int] = field(default_factory=dict)
+    hold_all: bool = False
+    """Hold the racer at every point it reaches (explore mode)."""
+    statements: bool = False
+    """Make every SQL statement a point (explore, schedules, meetings)."""
+    pause_after: tuple[str, ...] = ()
+    pause_before: tuple[str, ...] = ()
+    app_name: str = ""
+
+
+@dataclass(frozen=True)
+class Pass(Message):
+    """The held racer may go on past the point ``name``."""
+
+    kind: ClassVar[str] = "pass"
+    name: str
+
+
+# Racer to controller.
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    """The function is loaded and the racer's set-up ran."""
+
+    kind: ClassVar[str] = "ready"
+    pid: int
+
+
+@dataclass(frozen=True)
+class SetupError(Message):
+    """The racer could not load the function or run its set-up."""
+
+    kind: ClassVar[str] = "setup_error"
+    error: RaisedError
+    doing: str = "load"
+
+
+@dataclass(frozen=True)
+class Warm(Message):
+    """The racer passed the gate once (generation 0) and waits for the first round."""
+
+    kind: ClassVar[str] = "warm"
+
+
+@dataclass(frozen=True)
+class At(Message):
+    """The racer reached a held point and waits for :class:`Pass`."""
+
+    kind: ClassVar[str] = "at"
+    name: str
+
+
+@dataclass(frozen=True)
+class BackendPid(Message):
+    """The racer talks to a PostgreSQL backend with this pid (for lock-wait probes)."""
+
+    kind: ClassVar[str] = "backend_pid"
+    pid: int
+
+
+@dataclass(frozen=True)
+class Result(Message):
+    """The racer's call in round ``round`` is over."""
+
+    kind: ClassVar[str] = "result"
+    round: int
+    outcome: Outcome
+
+
+def is_message(obj: Any) -> bool:
+    return isinstance(obj, Message) and bool(type(obj).kind)

@@ -1,0 +1,88 @@
+"""A race's settings: one frozen dataclass holds the defaults, one function validates them.
+
+The plugin fills a :class:`RaceSettings` from the ini file, the command line and the
+``race`` marker; ``race()`` arguments override it; :class:`~pytest_racecheck.race.RaceSpec`
+takes its defaults from it. Keeping the defaults and the rules here means the four places
+agree by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import multiprocess
+
+START_METHODS = ("spawn", "fork", "forkserver")
+MAX_EXPLORE_RACERS = 8
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """What a race may be told from outside its call: marker, command line, ini."""
+
+    processes: int = 4
+    rounds: int = 50
+    timeout: float = 60.0
+    start_method: str = "spawn"
+    explore: int | None = None
+    """Interleavings to explore, one per round; None runs plain stress rounds."""
+    seed: int | None = None
+    """Seed of the explorer's random choices; None picks one and reports it."""
+
+    def replace(self, **changes: Any) -> RaceSettings:
+        """A copy with ``changes`` applied; None values are ignored (not given)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+DEFAULTS = RaceSettings()
+NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RaceSettings))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_settings(settings: RaceSettings) -> None:
+    """Raise TypeError or ValueError naming the bad setting and how to fix it."""
+    for name in ("processes", "rounds"):
+        value = getattr(settings, name)
+        if not _is_int(value):
+            raise TypeError(f"race(): {name} must be an int, got {value!r}")
+    if settings.processes < 2:
+        raise ValueError(
+            "race(): processes must be at least 2 (a race needs two racers), "
+            f"got {settings.processes}"
+        )
+    if settings.rounds < 1:
+        raise ValueError(f"race(): rounds must be at least 1, got {settings.rounds}")
+    timeout = settings.timeout
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"race(): timeout must be a number of seconds, got {timeout!r}")
+    if not timeout > 0:
+        raise ValueError(f"race(): timeout must be more than 0 seconds, got {timeout!r}")
+    available = multiprocess.get_all_start_methods()
+    if settings.start_method not in START_METHODS or settings.start_method not in available:
+        raise ValueError(
+            f"race(): unknown start method {settings.start_method!r}: use one of "
+            f"{', '.join(m for m in START_METHODS if m in available)}"
+        )
+    if settings.explore is not None:
+        if not _is_int(settings.explore):
+            raise TypeError(
+                f"race(): explore must be an int (interleavings to try), got {settings.explore!r}"
+            )
+        if settings.explore < 1:
+            raise ValueError(f"race(): explore must be at least 1, got {settings.explore}")
+        if settings.processes > MAX_EXPLORE_RACERS:
+            raise ValueError(
+                f"race(): explore works with 2 to {MAX_EXPLORE_RACERS} racers, "
+                f"got processes={settings.processes}"
+            )
+    if settings.seed is not None and not _is_int(settings.seed):
+        raise TypeError(f"race(): seed must be an int, got {settings.seed!r}")
