@@ -1,9 +1,40 @@
 """pytest-racecheck: cross-process race conditions, made testable."""
 
-from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
-from pytest_racecheck.points import point
-from pytest_racecheck.race import RaceError, RacerDied, RacerSetupFailed, RaceTimeout
-from pytest_racecheck.racer import current_racer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
+    from pytest_racecheck.points import point
+    from pytest_racecheck.race import RaceError, RacerDied, RacerSetupFailed, RaceTimeout
+    from pytest_racecheck.racer import current_racer
+
+# Loaded on first use: helper processes that import a submodule (the PostgreSQL watchdog runs
+# as ``python -I -m pytest_racecheck.backends.postgres.watchdog``) must not load the harness.
+_HOMES = {
+    "Outcome": "outcomes",
+    "RaceResult": "outcomes",
+    "RaisedError": "outcomes",
+    "Round": "outcomes",
+    "point": "points",
+    "RaceError": "race",
+    "RacerDied": "race",
+    "RacerSetupFailed": "race",
+    "RaceTimeout": "race",
+    "current_racer": "racer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Outcome",

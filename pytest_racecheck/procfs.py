@@ -1,0 +1,159 @@
+"""Reading Linux's ``/proc``: the one place in the package that knows its file formats.
+
+The harness asks the kernel about processes it does not control: is a racer asleep in a system
+call (a lock wait), has it used CPU since the last look, is a server process still the one we
+started (a pid can be reused), which processes belong to a postmaster's session. Linux answers
+all of that in ``/proc``; other systems do not have it, so every function here returns ``None``
+(or an empty list) when it cannot read, and callers degrade. Callers that lose a feature say so
+once with :func:`warn_unavailable` instead of silently doing less.
+
+Standard library only: the PostgreSQL server's watchdog process imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+PROC = "/proc"
+
+_warned: set[str] = set()
+
+
+def available() -> bool:
+    """Whether this system has a Linux-style ``/proc`` (Linux, and WSL2; not macOS or BSDs)."""
+    return os.path.exists(f"{PROC}/self/stat")
+
+
+def warn_unavailable(consequence: str) -> None:
+    """Warn once per process that something works less well because there is no ``/proc``.
+
+    ``consequence`` says what the user loses, e.g. "racers ... are not seen as blocked".
+    """
+    if consequence in _warned:
+        return
+    _warned.add(consequence)
+    warnings.warn(
+        f"pytest-racecheck: this system has no Linux /proc, so {consequence}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields after the command name, which may itself hold spaces and parentheses."""
+    data = _read(path)
+    if data is None or ")" not in data:
+        return None
+    return data[data.rindex(")") + 2 :].split()
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` from the state on: state, ppid, pgrp, session, ...
+
+    Index ``i`` here is field ``i + 3`` of proc(5); None when the process is gone or unreadable.
+    """
+    return _stat_fields(f"{PROC}/{pid}/stat")
+
+
+def state(pid: int) -> str | None:
+    """The process's state letter (``R``, ``S``, ``D``, ``Z`` ...), or None."""
+    fields = stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def thread_state(pid: int, tid: int | None = None) -> str | None:
+    """The state letter of one thread (``/proc/PID/task/TID/stat``); the main thread by default."""
+    fields = _stat_fields(f"{PROC}/{pid}/task/{pid if tid is None else tid}/stat")
+    return fields[0] if fields else None
+
+
+def session_id(pid: int) -> int | None:
+    """The process's session (field 6): a postmaster's backends share the postmaster's."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[3]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22), as the text it is.
+
+    A pid is reused once its process is gone; the pair (pid, start time) names one process.
+    Kept as text: it is only ever compared, and it is what state files record.
+    """
+    fields = stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def cmdline(pid: int) -> list[str]:
+    """The process's arguments (empty when gone, unreadable, a kernel thread or no ``/proc``)."""
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def pids() -> list[int]:
+    """Every process this one can see (empty without ``/proc``)."""
+    try:
+        entries = os.listdir(PROC)
+    except OSError:
+        return []
+    return [int(entry) for entry in entries if entry.isdigit()]
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes in session ``sid``."""
+    found: list[int] = []
+    for pid in pids():
+        fields = stat_fields(pid)
+        if fields is not None and fields[3] == str(sid) and fields[0] not in ("Z", "X"):
+            found.append(pid)
+    return found
+
+
+def pid_namespace() -> str | None:
+    """This process's pid namespace (``pid:[4026531836]``): the pids it sees mean what they say
+    only inside it, so containers sharing a ``/tmp`` must not judge each other's processes."""
+    try:
+        return os.readlink(f"{PROC}/self/ns/pid")
+    except OSError:
+        return None
+
+
+def syscall_number(pid: int) -> int | None:
+    """The system call the main thread is blocked in (first field of ``/proc/PID/syscall``).
+
+    None when it is running (``running``), not in a call (``-1``), or the file is unreadable
+    (another user's process, no ``/proc``, or a kernel without ``CONFIG_HAVE_ARCH_TRACEHOOK``).
+    """
+    data = _read(f"{PROC}/{pid}/syscall")
+    if data is None:
+        return None
+    first = data.split(" ", 1)[0].strip()
+    return int(first) if first.isdigit() else None
+
+
+def cpu_time_ns(pid: int, tid: int | None = None) -> int | None:
+    """Nanoseconds the thread has run on a CPU (first field of ``/proc/PID/task/TID/schedstat``).
+
+    Finer than utime + stime in ``stat`` (clock ticks): two looks a few ms apart tell a thread
+    that makes progress from one asleep. The main thread by default; None when unreadable.
+    """
+    data = _read(f"{PROC}/{pid}/task/{pid if tid is None else tid}/schedstat")
+    if data is None:
+        return None
+    first = data.split(" ", 1)[0].strip()
+    return int(first) if first.isdigit() else None
