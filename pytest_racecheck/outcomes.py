@@ -6,6 +6,7 @@ pickled to the controller, and read in a report.
 
 from __future__ import annotations
 
+import statistics
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -86,6 +87,13 @@ class Round:
     has_check: bool = False
     trace: tuple[str, ...] = ()
     waited_on_lock: frozenset[int] = frozenset()
+    schedule: tuple[str, ...] = ()
+    """The steps that ran, in the ``schedule=`` format (explored and scheduled rounds)."""
+
+    @property
+    def failed_plainly(self) -> bool:
+        """The check failed or a racer raised: bad under any assertion."""
+        return not self.check_held or any(o.error is not None for o in self.outcomes)
 
     @property
     def release_skew_ns(self) -> int:
@@ -118,32 +126,105 @@ class Round:
 
 @dataclass
 class RaceResult:
-    """Every round of a race, with assertions whose failures show what every racer did."""
+    """Every round of a race, with assertions whose failures show what every racer did.
+
+    A result remembers whether the test looked at it (an assertion, ``rounds``,
+    ``histogram()``, ``counts()``): the plugin warns about a race whose verdict nobody read,
+    since such a race passes whatever its racers did. The controller adds rounds with
+    :meth:`add_round`, which is not a look.
+    """
 
     fn_name: str
     processes: int
     rounds: list[Round] = field(default_factory=list)
+    """Every round, in order (a property: reading it counts as checking the result)."""
     rounds_requested: int = 0
     start_method: str = "spawn"
     startup_s: float = 0.0
     elapsed_s: float = 0.0
+    mode: str = "stress"
+    """How racers were driven: stress, meet_at, pause_after, pause_before, schedule, explore."""
+    seed: int | None = None
+    search: str | None = None
+    """Explore mode: 'exhaustive' (every interleaving, fewest preemptions first) or 'pct'."""
+    exhausted: bool = False
+    """Explore mode: every interleaving of the racers' points was run."""
+    targets_reached: dict[str, int] = field(default_factory=dict)
+    """For a held target (meet_at, pause_after/before): in how many rounds a racer reached it."""
+    first_failure: Round | None = None
+    """The first round the last failed assertion rejected."""
+    failure_reason: str | None = None
+    """Why the last failed assertion rejected :attr:`first_failure`."""
+    failed_rounds: tuple[int, ...] = ()
+    """The indexes of the rounds the last failed assertion rejected."""
+    budget_s: float | None = None
+    """The time budget the race ran under (``--racecheck-soak-seconds``), if any."""
+    _rounds: list[Round] = field(init=False, repr=False, compare=False)
+    _checked: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def add_round(self, rnd: Round) -> None:
+        """Record a finished round (the controller's way in: it does not count as a look)."""
+        self._rounds.append(rnd)
+
+    @property
+    def rounds_run(self) -> int:
+        """How many rounds ran, without counting as a look at the result."""
+        return len(self._rounds)
+
+    @property
+    def checked(self) -> bool:
+        """Whether the test asserted on the result or read its rounds, histogram or counts."""
+        return self._checked
+
+    def reset_checked(self) -> None:
+        """Forget earlier looks: the plugin calls this as it hands the result to the test."""
+        self._checked = False
+
+    def failing_rounds_so_far(self) -> int:
+        """Rounds where a racer raised or the check failed (progress lines; not a look)."""
+        return sum(1 for r in self._rounds if r.failed_plainly)
+
+    @property
+    def failing_schedule(self) -> list[str] | None:
+        """The steps of the first failing round, ready for ``race(..., schedule=...)``."""
+        rnd = self.failing_round
+        return list(rnd.schedule) if rnd is not None and rnd.schedule else None
+
+    @property
+    def failing_round(self) -> Round | None:
+        """The first round an assertion rejected, else the first where a racer raised or the
+        check failed; None when every round was fine."""
+        return self.first_failure or next((r for r in self._rounds if r.failed_plainly), None)
+
+    def _failing(self) -> list[Round]:
+        """The rounds the last failed assertion rejected, else those that failed plainly."""
+        if self.failed_rounds:
+            wanted = set(self.failed_rounds)
+            return [r for r in self._rounds if r.index in wanted]
+        return [r for r in self._rounds if r.failed_plainly]
+
+    def _histogram(self, rounds: Iterable[Round] | None = None) -> list[tuple[str, int]]:
+        chosen = self._rounds if rounds is None else rounds
+        return Counter(r.key for r in chosen).most_common()
 
     def histogram(self) -> list[tuple[str, int]]:
         """Each distinct round outcome with its number of rounds, the most frequent first."""
-        return Counter(r.key for r in self.rounds).most_common()
+        self._checked = True
+        return self._histogram()
 
     def counts(self, value: Any) -> list[int]:
         """How many racers returned ``value``, round by round."""
-        return [r.count(value) for r in self.rounds]
+        self._checked = True
+        return [r.count(value) for r in self._rounds]
 
     @property
     def release_skews_ns(self) -> list[int]:
-        return [r.release_skew_ns for r in self.rounds]
+        return [r.release_skew_ns for r in self._rounds]
 
     def format_histogram(self, bad: Iterable[Round] = ()) -> str:
         bad_keys = {r.key for r in bad}
         lines = []
-        hist = self.histogram()
+        hist = self._histogram()
         width = max((len(k) for k, _ in hist), default=0)
         for key, n in hist:
             mark = "   <-- fails" if key in bad_keys else ""
@@ -190,20 +271,27 @@ class RaceResult:
     def _fail(self, rule: str, bad: list[tuple[Round, str]]) -> None:
         __tracebackhide__ = True
         first, why = bad[0]
+        self.first_failure = first
+        self.failure_reason = why
+        self.failed_rounds = tuple(r.index for r, _ in bad)
         message = (
-            f"race of {self.fn_name} failed in {len(bad)} of {len(self.rounds)} rounds "
+            f"race of {self.fn_name} failed in {len(bad)} of {len(self._rounds)} rounds "
             f"({self.processes} racers): {rule}\n"
             f"outcomes (rounds):\n{self.format_histogram(r for r, _ in bad)}\n"
             f"first failing round, #{first.index}: {why}\n{self.format_round(first)}"
         )
+        if first.schedule:
+            steps = "".join(f"\n    {step!r}," for step in first.schedule)
+            message += "\nreplay this interleaving with race(..., schedule=[" + steps + "\n])"
         raise AssertionError(message)
 
     def assert_each_round(self, rule: str, judge: Callable[[Round], str | None]) -> None:
         """Fail unless ``judge`` returns None for every round; it returns the reason otherwise."""
         __tracebackhide__ = True
-        if not self.rounds:
+        self._checked = True
+        if not self._rounds:
             raise AssertionError(f"race of {self.fn_name} ran no round")
-        bad = [(r, why) for r in self.rounds if (why := judge(r)) is not None]
+        bad = [(r, why) for r in self._rounds if (why := judge(r)) is not None]
         if bad:
             self._fail(rule, bad)
 
@@ -261,12 +349,129 @@ class RaceResult:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Plain data for the end-of-session table (it crosses pytest-xdist's wire)."""
+        """Plain JSON-able data for the summary table and the JSON report.
+
+        It crosses pytest-xdist's wire inside ``user_properties``, so it holds only str, int,
+        float, bool, None, lists and dicts; reading it does not count as checking the result.
+        """
+        failing = self._failing()
+        rnd = self.failing_round
+        skews = sorted(r.release_skew_ns for r in self._rounds)
+        windows = sorted(_round_window_ns(r) for r in self._rounds)
+        run = len(self._rounds)
         return {
             "fn": self.fn_name,
             "processes": self.processes,
-            "rounds": len(self.rounds),
+            "rounds": run,
             "rounds_requested": self.rounds_requested,
+            "start_method": self.start_method,
             "elapsed_s": round(self.elapsed_s, 3),
-            "histogram": self.histogram()[:3],
+            "startup_s": round(self.startup_s, 3),
+            "histogram": [[k, n] for k, n in self._histogram()[:HISTOGRAM_ROWS]],
+            "distinct_outcomes": len(self._histogram()),
+            "failing_histogram": [[k, n] for k, n in self._histogram(failing)[:HISTOGRAM_ROWS]],
+            "failing_rounds": len(failing),
+            "mode": self.mode,
+            "seed": self.seed,
+            "search": self.search,
+            "exhausted": self.exhausted,
+            "budget_s": self.budget_s,
+            "failing_schedule": self.failing_schedule,
+            "targets_reached": dict(self.targets_reached),
+            "first_failure": None if rnd is None else self._round_data(rnd),
+            "timings": {
+                "startup_s": round(self.startup_s, 3),
+                "elapsed_s": round(self.elapsed_s, 3),
+                "per_round_ms": (
+                    round((self.elapsed_s - self.startup_s) / run * 1000, 3) if run else None
+                ),
+                "round_ms": _quantiles(windows, 1e6),
+                "release_skew_us": _quantiles(skews, 1e3),
+            },
         }
+
+    def _round_data(self, rnd: Round) -> dict[str, Any]:
+        """One round racer by racer, as plain data (the JSON report's first failing round)."""
+        first = min((o.released_ns for o in rnd.outcomes), default=0)
+        why = self.failure_reason if rnd is self.first_failure else None
+        if why is None and rnd.failed_plainly:
+            why = "; ".join(
+                [f"racer {o.racer} raised {o.error}" for o in rnd.outcomes if o.error is not None]
+                + ([] if rnd.check_held else [_check_text(rnd)])
+            )
+        return {
+            "index": rnd.index,
+            "why": why,
+            "key": rnd.key,
+            "racers": [
+                {
+                    "racer": o.racer,
+                    "outcome": o.label,
+                    "value": None if o.error is not None else _plain(o.value),
+                    "error": None if o.error is None else str(o.error),
+                    "error_type": None if o.error is None else o.error.type_name,
+                    "released_ms": round((o.released_ns - first) / 1e6, 3),
+                    "took_ms": round(o.duration_ns / 1e6, 3),
+                    "last_point": o.last_point,
+                    "waited_on_lock": o.racer in rnd.waited_on_lock,
+                }
+                for o in sorted(rnd.outcomes, key=lambda o: o.racer)
+            ],
+            "check": _check_text(rnd) if rnd.has_check or rnd.check_error else None,
+            "check_held": rnd.check_held,
+            "trace": list(rnd.trace),
+            "schedule": list(rnd.schedule),
+        }
+
+
+HISTOGRAM_ROWS = 10
+"""Distinct outcomes kept in a summary: enough to read, small enough to ship per test."""
+
+
+def _check_text(rnd: Round) -> str:
+    if rnd.check_error is not None:
+        return f"check() raised {rnd.check_error}"
+    return f"check() returned {rnd.check!r}"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if JSON can carry it as it is, else its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _round_window_ns(rnd: Round) -> int:
+    """From the first racer's release to the last racer's return."""
+    if not rnd.outcomes:
+        return 0
+    return max(o.ended_ns for o in rnd.outcomes) - min(o.released_ns for o in rnd.outcomes)
+
+
+def _quantiles(ordered: Sequence[int], unit: float) -> dict[str, float] | None:
+    """p50, p99 and max of sorted nanosecond values, in ``unit`` nanoseconds."""
+    if not ordered:
+        return None
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / unit, 3)
+
+    return {
+        "p50": round(statistics.median(ordered) / unit, 3),
+        "p99": at(0.99),
+        "max": round(ordered[-1] / unit, 3),
+    }
+
+
+def _get_rounds(self: RaceResult) -> list[Round]:
+    self._checked = True
+    return self._rounds
+
+
+def _set_rounds(self: RaceResult, value: list[Round]) -> None:
+    self._rounds = value
+
+
+# ``rounds`` stays a dataclass field (``RaceResult(..., rounds=[...])`` works, repr and == show
+# it) but is read through a property, so that the plugin can tell a result nobody looked at.
+setattr(RaceResult, "rounds", property(_get_rounds, _set_rounds, doc="Every round, in order."))  # noqa: B010

@@ -3,31 +3,72 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_racecheck import report as race_report
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 from pytest_racecheck.blocking import AnyProbe, IdleProbe, ServerProbe, SqliteLockProbe
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceError, RaceSpec, run_race
+from pytest_racecheck.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
 
-DEFAULTS: dict[str, Any] = {"processes": 4, "rounds": 50, "timeout": 60.0, "start_method": "spawn"}
-SETTINGS: dict[str, tuple[type, str]] = {
-    "processes": (int, "racer processes per race"),
-    "rounds": (int, "rounds per race"),
-    "timeout": (float, "seconds a whole race may take before it fails"),
-    "start_method": (str, "how racers start: spawn, fork or forkserver"),
+SETTINGS: dict[str, tuple[type, str, str]] = {
+    "processes": (int, "racer processes per race", f"default {DEFAULTS.processes}"),
+    "rounds": (int, "rounds per race", f"default {DEFAULTS.rounds}"),
+    "timeout": (
+        float,
+        "seconds a whole race may take before it fails",
+        f"default {DEFAULTS.timeout:g}",
+    ),
+    "start_method": (
+        str,
+        "how racers start: spawn, fork or forkserver",
+        f"default {DEFAULTS.start_method}",
+    ),
+    "explore": (
+        int,
+        "explore N interleavings of the racers' steps per race, one per round, instead of "
+        "stress rounds; a race that passes schedule=, meet_at= or pause_*= keeps its own",
+        "default off",
+    ),
+    "seed": (
+        int,
+        "seed of explore mode's random choices, to rerun a reported failure",
+        "default a fresh one per race, reported",
+    ),
 }
+"""The settings a race takes from outside its call: type, help, default as text."""
+assert tuple(SETTINGS) == NAMES, "plugin.SETTINGS must follow settings.RaceSettings"
 POSTGRES_ENV = "RACECHECK_POSTGRES_URL"
+GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+SOAK_ROUNDS_CAP = 1_000_000
+"""Rounds a race may run under ``--racecheck-soak-seconds``: the time budget ends it first."""
+PROGRESS_AFTER_S = 3.0
+"""A race that runs longer than this prints progress lines..."""
+PROGRESS_EVERY_S = 5.0
+"""...at most this often."""
 
-settings_key = pytest.StashKey[dict[str, Any]]()
+settings_key = pytest.StashKey[RaceSettings]()
 soak_key = pytest.StashKey[int]()
+soak_seconds_key = pytest.StashKey["float | None"]()
 probes_key = pytest.StashKey[list[Any]]()
+race_key = pytest.StashKey["Race"]()
+call_failed_key = pytest.StashKey[bool]()
+
+
+class RaceResultNeverChecked(pytest.PytestWarning):
+    """A race ran but its result was never asserted on or read: it checked nothing."""
 
 
 def _add_setting(
@@ -57,13 +98,13 @@ def _setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("racecheck", "cross-process race checks (pytest-racecheck)")
-    for name, (_kind, text) in SETTINGS.items():
+    for name, (_kind, text, default) in SETTINGS.items():
         _add_setting(
             parser,
             group,
             name,
-            f"{text} (default {DEFAULTS[name]}); a race() argument or @pytest.mark.race "
-            "overrides it",
+            f"{text} ({default}); a race() argument or @pytest.mark.race overrides it",
+            metavar="N" if name in ("explore", "seed") else None,
         )
     _add_setting(
         parser,
@@ -71,6 +112,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "soak",
         "multiply every race's rounds and timeout by N, whatever set them (a CI soak run)",
         metavar="N",
+    )
+    _add_setting(
+        parser,
+        group,
+        "soak_seconds",
+        "run every race for S seconds, as many rounds as fit, instead of its rounds "
+        "(a CI soak run with a time budget); its timeout grows by S",
+        metavar="S",
+    )
+    group.addoption(
+        "--racecheck-stop-early",
+        dest="racecheck_stop_early",
+        action="store_true",
+        default=None,
+        help="end a race at its first round where a racer raised or the check failed "
+        "(also ini racecheck_stop_early)",
+    )
+    parser.addini(
+        "racecheck_stop_early",
+        "end a race at its first round where a racer raised or the check failed",
+        type="bool",
+        default=False,
+    )
+    _add_setting(
+        parser,
+        group,
+        "report",
+        "write a JSON report of every race in the session to PATH (merged across "
+        "pytest-xdist workers; layout in docs/report.schema.json)",
+        metavar="PATH",
     )
     _add_setting(
         parser,
@@ -99,8 +170,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(processes=, rounds=, timeout=, start_method=): defaults for the race fixture "
-        "in this test",
+        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=): defaults for the "
+        "race fixture in this test",
     )
     config.addinivalue_line(
         "markers",
@@ -109,8 +180,17 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[settings_key] = _run_settings(config)
     config.stash[soak_key] = _soak(config)
+    config.stash[soak_seconds_key] = _soak_seconds(config)
+    if config.stash[soak_key] > 1 and config.stash[soak_seconds_key] is not None:
+        raise pytest.UsageError(
+            "--racecheck-soak multiplies rounds, --racecheck-soak-seconds replaces them by a "
+            "time budget: use one of them"
+        )
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
-        config.pluginmanager.register(SummaryTable(), "racecheck-summary")
+        config.pluginmanager.register(
+            SummaryTable(_report_path(config), os.environ.get(GITHUB_SUMMARY_ENV)),
+            "racecheck-summary",
+        )
 
 
 def _convert(name: str, raw: Any, source: str) -> Any:
@@ -123,15 +203,14 @@ def _convert(name: str, raw: Any, source: str) -> Any:
         ) from None
 
 
-def _run_settings(config: pytest.Config) -> dict[str, Any]:
+def _run_settings(config: pytest.Config) -> RaceSettings:
     """The run-wide settings: command line over ini over the built-in defaults."""
-    settings = dict(DEFAULTS)
-    for name in SETTINGS:
-        found = _setting(config, name)
-        if found is not None:
-            settings[name] = _convert(name, *found)
+    found = {name: _setting(config, name) for name in SETTINGS}
+    settings = DEFAULTS.replace(
+        **{name: _convert(name, *f) for name, f in found.items() if f is not None}
+    )
     try:
-        RaceSpec(fn=print, **{k: settings[k] for k in SETTINGS})
+        validate_settings(settings)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"racecheck settings: {exc}") from None
     return settings
@@ -147,6 +226,39 @@ def _soak(config: pytest.Config) -> int:
     if factor < 1:
         raise pytest.UsageError(f"{source} must be a whole number of at least 1, got {raw!r}")
     return factor
+
+
+def _soak_seconds(config: pytest.Config) -> float | None:
+    """The time budget of every race, None when nothing sets it."""
+    found = _setting(config, "soak_seconds")
+    if found is None:
+        return None
+    raw, source = found
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise pytest.UsageError(f"{source} must be a number of seconds above 0, got {raw!r}")
+    return seconds
+
+
+def _stop_early(config: pytest.Config) -> bool:
+    cli = config.getoption("racecheck_stop_early")
+    return bool(config.getini("racecheck_stop_early")) if cli is None else bool(cli)
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    """Where to write the JSON report: the option's path is taken from the directory pytest
+    was started in, the ini key's from the ini file's directory (as pytest does for paths)."""
+    cli = config.getoption("racecheck_report")
+    if cli:
+        return config.invocation_params.dir / cli
+    ini = config.getini("racecheck_report")
+    if ini:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        return base / str(ini)
+    return None
 
 
 def _marker_settings(node: pytest.Item) -> dict[str, Any]:
@@ -169,18 +281,75 @@ def _marker_settings(node: pytest.Item) -> dict[str, Any]:
     return dict(marker.kwargs)
 
 
+OWN_INTERLEAVING = ("meet_at", "pause_after", "pause_before", "schedule")
+"""Arguments with which a race picks its own interleaving."""
+
+
+def choose_settings(
+    defaults: dict[str, Any],
+    given: dict[str, Any],
+    own_interleaving: bool,
+    soak: int = 1,
+    soak_seconds: float | None = None,
+) -> tuple[dict[str, Any], float | None]:
+    """A race's settings from its test's defaults and its own arguments, and its time budget.
+
+    ``defaults`` are the marker's over the command line's over the ini's over the built-in
+    ones; ``given`` are the race() arguments that were passed, which win. Explore mode is
+    decided here and only here:
+
+    - ``explore`` that comes from the marker, the command line or the ini does not apply to a
+      race that picks its own interleaving (``schedule=``, ``meet_at=``, ``pause_after=``,
+      ``pause_before=``): that race keeps its mode. Only ``race(..., explore=N)`` itself
+      conflicts with those arguments (RaceSpec says so).
+    - In explore mode ``explore=N`` is the number of rounds, so a ``rounds`` setting is
+      dropped, unless the race() call passed both (RaceSpec refuses that).
+    - ``--racecheck-soak`` multiplies the rounds (explore mode: the interleavings) and the
+      timeout; ``--racecheck-soak-seconds`` gives every race that many seconds (stress
+      rounds up to a large cap, explore mode up to its N) and adds them to its timeout.
+    """
+    chosen = {**defaults, **given}
+    if "explore" not in given and own_interleaving:
+        chosen["explore"] = None
+    if chosen["explore"] is not None and not ("explore" in given and "rounds" in given):
+        chosen["rounds"] = DEFAULTS.rounds
+    counted = "rounds" if chosen["explore"] is None else "explore"
+    numbers_ok = isinstance(chosen[counted], int) and isinstance(chosen["timeout"], (int, float))
+    if not numbers_ok:  # a bad value is reported by RaceSpec as it was given
+        return chosen, None
+    if soak > 1:
+        chosen[counted] *= soak
+        chosen["timeout"] *= soak
+    if soak_seconds is not None:
+        if counted == "rounds":
+            chosen["rounds"] = SOAK_ROUNDS_CAP
+        chosen["timeout"] += soak_seconds
+    return chosen, soak_seconds
+
+
+@dataclass
+class _Raced:
+    """A race this test ran, and what the plugin still has to do about it."""
+
+    result: RaceResult
+    status: str  # "ran", or "broke down" when race() raised
+    where: tuple[str, int]
+    recorded: bool = False
+
+
 class Race:
     """The ``race`` fixture's value: call it to race a function across processes."""
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self._request = request
         self.results: list[RaceResult] = []
+        self._raced: list[_Raced] = []
 
     @property
     def settings(self) -> dict[str, Any]:
         """This test's defaults: marker over command line over ini over built-in."""
         node = self._request.node
-        return {**node.config.stash[settings_key], **_marker_settings(node)}
+        return {**node.config.stash[settings_key].as_dict(), **_marker_settings(node)}
 
     def __call__(
         self,
@@ -192,25 +361,36 @@ class Race:
         check: Callable[[], Any] | None = None,
         timeout: float | None = None,
         start_method: str | None = None,
+        explore: int | None = None,
+        seed: int | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
         schedule: Sequence[str] | None = None,
+        racer_setup: Callable[[], Any] | None = None,
+        racer_teardown: Callable[[], Any] | None = None,
         **kwargs: Any,
     ) -> RaceResult:
         """Run ``fn(*args, **kwargs)`` in every racer, every round; return what they did."""
         __tracebackhide__ = True
-        given = {
+        caller = sys._getframe(1)
+        where = (caller.f_code.co_filename, caller.f_lineno)
+        arguments = {
             "processes": processes,
             "rounds": rounds,
             "timeout": timeout,
             "start_method": start_method,
+            "explore": explore,
+            "seed": seed,
         }
-        chosen = {**self.settings, **{k: v for k, v in given.items() if v is not None}}
-        soak = self._request.config.stash[soak_key]
-        if soak > 1 and isinstance(chosen["rounds"], int):  # a bad value is reported as given
-            chosen["rounds"] *= soak
-            chosen["timeout"] *= soak
+        config = self._request.config
+        chosen, budget_s = choose_settings(
+            self.settings,
+            {k: v for k, v in arguments.items() if v is not None},
+            own_interleaving=any((meet_at, pause_after, pause_before, schedule)),
+            soak=config.stash[soak_key],
+            soak_seconds=config.stash[soak_seconds_key],
+        )
         try:
             spec = RaceSpec(
                 fn=fn,
@@ -222,6 +402,11 @@ class Race:
                 pause_after=pause_after,
                 pause_before=pause_before,
                 schedule=schedule,
+                racer_setup=racer_setup,
+                racer_teardown=racer_teardown,
+                stop_early=_stop_early(config),
+                budget_s=budget_s,
+                on_round=_Progress(config, self._request.node.nodeid),
                 **chosen,
             )
         except (TypeError, ValueError) as exc:
@@ -230,10 +415,14 @@ class Race:
             result = run_race(spec, probe=self._probe())
         except RaceError as exc:
             if exc.result is not None:
-                self._record(exc.result, "broke down")
+                exc.result.budget_s = budget_s
+                self._raced.append(_Raced(exc.result, "broke down", where))
             # The report starts at the test's race() call: the harness's frames say nothing.
             raise exc.with_traceback(None) from None
-        self._record(result, "ran")
+        result.budget_s = budget_s
+        result.reset_checked()  # what the controller and the progress lines read is no look
+        self.results.append(result)
+        self._raced.append(_Raced(result, "ran", where))
         return result
 
     def _probe(self) -> AnyProbe:
@@ -241,29 +430,125 @@ class Race:
         registered = self._request.node.stash.get(probes_key, [])
         return AnyProbe([*registered, IdleProbe()])
 
-    def _record(self, result: RaceResult, status: str) -> None:
-        self.results.append(result)
-        summary = result.summary()
-        summary["status"] = status
-        self._request.node.user_properties.append(("racecheck", summary))
+    def record(self, item: pytest.Item) -> list[dict[str, Any]]:
+        """Put the summaries of races not yet reported into ``item.user_properties``: each as
+        flat ``racecheck_*`` properties with plain values (JUnit XML), and the summary dict
+        under "racecheck" (for the summary table and the report, also across pytest-xdist);
+        return the dicts, which the caller takes out again once the report carries them.
+
+        Done as a phase's report is made, not in race(), so that the summary knows what the
+        test's assertions rejected."""
+        added = []
+        for number, raced in enumerate(self._raced, 1):
+            if raced.recorded:
+                continue
+            raced.recorded = True
+            summary = raced.result.summary()
+            summary["status"] = raced.status
+            item.user_properties.extend(race_report.flat_properties(summary, number))
+            item.user_properties.append(("racecheck", summary))
+            added.append(summary)
+        return added
+
+    def warn_unchecked(self) -> None:
+        """Warn about every race whose result the test never looked at."""
+        node = self._request.node
+        if node.stash.get(call_failed_key, False):
+            return  # the test failed anyway: the warning would only add noise
+        for number, raced in enumerate(self._raced, 1):
+            if raced.status != "ran" or raced.result.checked:
+                continue
+            filename, lineno = raced.where
+            warnings.warn_explicit(
+                RaceResultNeverChecked(
+                    f"race result never checked: {node.nodeid} raced "
+                    f"{raced.result.fn_name} (race #{number}, line {lineno}) and never called "
+                    "an assert_* method or read its rounds, histogram() or counts(), so it "
+                    "passes whatever the racers did"
+                ),
+                category=RaceResultNeverChecked,
+                filename=filename,
+                lineno=lineno,
+            )
+
+
+class _Progress:
+    """Progress lines for a long race: one after PROGRESS_AFTER_S, then one every
+    PROGRESS_EVERY_S, with the rounds done and the failing rounds so far; none under -q."""
+
+    def __init__(self, config: pytest.Config, nodeid: str) -> None:
+        self._config = config
+        self._nodeid = nodeid
+        self._started = time.monotonic()
+        self._next = self._started + PROGRESS_AFTER_S
+
+    def __call__(self, result: RaceResult) -> None:
+        now = time.monotonic()
+        if now < self._next or self._config.get_verbosity() < 0:
+            return
+        self._next = now + PROGRESS_EVERY_S
+        done, failing = result.rounds_run, result.failing_rounds_so_far()
+        of = "" if result.budget_s else f"/{result.rounds_requested}"
+        line = (
+            f"racecheck: {self._nodeid}: {result.fn_name}: round {done}{of}, "
+            f"{failing} failing so far, {now - self._started:.0f}s"
+        )
+        _write_live(self._config, line)
+
+
+def _write_live(config: pytest.Config, line: str) -> None:
+    """Write a line to the terminal while a test runs, as pytest's live logging does: past
+    output capturing, through the terminal reporter; an xdist worker has no terminal of its
+    own, so it writes to its real stderr, which the controller's terminal shows."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
+        worker = getattr(config, "workerinput", None)
+        if worker is None and terminal is not None:
+            terminal.write_line(line)
+        elif sys.__stderr__ is not None:
+            prefix = f"[{worker['workerid']}] " if worker is not None else ""
+            sys.__stderr__.write(prefix + line + "\n")
+            sys.__stderr__.flush()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report carries the summaries of the races run in it; a failed call
+    silences the never-checked warning."""
+    raced = item.stash.get(race_key, None)
+    added = raced.record(item) if raced is not None else []
+    rep = yield
+    if call.when == "call" and rep.failed:
+        item.stash[call_failed_key] = True
+    # The report has its own copy; later reports (the teardown's, which JUnit XML reads)
+    # keep only the flat properties.
+    item.user_properties[:] = [
+        p for p in item.user_properties if not any(p[1] is summary for summary in added)
+    ]
+    return rep
 
 
 @pytest.fixture
-def race(request: pytest.FixtureRequest) -> Race:
+def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database."""
-    return Race(request)
-
-
-def _remove(paths: Sequence[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+    racer = Race(request)
+    request.node.stash[race_key] = racer
+    yield racer
+    racer.warn_unchecked()
 
 
 @pytest.fixture
 def make_sqlite_db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., SqliteDatabase]]:
-    """Make fresh SQLite databases; each is deleted after the test."""
+    """Make fresh SQLite databases; each is deleted after the test.
+
+    Each database gets a directory of its own, removed whole afterwards: code under test may
+    leave lock files, backups or journals beside the database, and nothing outside that
+    directory is ever touched."""
     made: list[SqliteDatabase] = []
     lock_probes: list[SqliteLockProbe] = []
 
@@ -282,8 +567,7 @@ def make_sqlite_db(
         probe.close()
     for db in made:
         db.close()
-        _remove(db.files())
-        Path(db.path).parent.rmdir()
+        shutil.rmtree(Path(db.path).parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -385,48 +669,42 @@ def race_db(request: pytest.FixtureRequest) -> Database:
 
 
 class SummaryTable:
-    """Collects every race's summary from the test reports and prints one table at the end."""
+    """Collects every race's summary from the test reports (also those pytest-xdist workers
+    send) and, at the end of the session, prints one table, writes the JSON report and
+    appends the table to the GitHub Actions step summary."""
 
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, dict[str, Any]]] = []
+    def __init__(self, report_path: Path | None = None, github_summary: str | None = None) -> None:
+        self.rows: list[race_report.Row] = []
+        self.report_path = report_path
+        self.github_summary = github_summary
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        races: list[dict[str, Any]] = [
-            p[1] for p in report.user_properties if p[0] == "racecheck" and isinstance(p[1], dict)
-        ]
-        if not races or (report.when == "teardown" and report.passed):
-            return
-        if report.when == "call" or report.failed:
-            self.rows.extend((report.nodeid, _verdict(report), race) for race in races)
+        # Each race's summary rides on the report of the phase it ran in, once.
+        self.rows.extend(
+            (report.nodeid, _verdict(report), p[1])
+            for p in report.user_properties
+            if p[0] == "racecheck" and isinstance(p[1], dict)
+        )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:
             return
-        table = [("test", "verdict", "rounds", "racers", "time", "most frequent outcome")]
-        # Node ids are not paths ("a/b.py::t[x/y]"): compare characters, then cut at a "/".
-        shared = os.path.commonprefix([nodeid for nodeid, _, _ in self.rows])  # noqa: RUF071
-        shared = shared[: shared.rfind("/", 0, max(shared.find("::"), 0) or None) + 1]
-        for nodeid, verdict, race in self.rows:
-            hist = race.get("histogram") or []
-            top = f"{hist[0][0]}  ({hist[0][1]}x)" if hist else "-"
-            rounds = f"{race['rounds']}/{race['rounds_requested']}"
-            if race.get("status") == "broke down":
-                verdict = f"{verdict} (race broke down)"
-            table.append(
-                (
-                    nodeid[len(shared) :],
-                    verdict,
-                    rounds,
-                    str(race["processes"]),
-                    f"{race['elapsed_s']:.2f}s",
-                    top,
-                )
-            )
+        shared = race_report.shared_prefix([nodeid for nodeid, _, _ in self.rows])
+        table = race_report.table_rows(self.rows, shared)
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
         terminalreporter.write_sep("=", f"racecheck summary {shared}".rstrip())
         for row in table:
             cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
             terminalreporter.write_line("  ".join([*cells, row[-1]]))
+        if self.report_path is not None:
+            terminalreporter.write_line(f"racecheck report: {self.report_path}")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.report_path is not None:
+            race_report.write(self.report_path, race_report.build(self.rows))
+        if self.github_summary and self.rows:
+            with open(self.github_summary, "a", encoding="utf-8") as out:
+                out.write(race_report.markdown(self.rows) + "\n")
 
 
 def _verdict(report: pytest.TestReport) -> str:

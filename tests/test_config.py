@@ -15,6 +15,7 @@ def test_settings(race):
     print("SETTINGS", race.settings)
     result = race(quick{args})
     print("RAN", result.processes, len(result.rounds))
+    print("MODE", result.mode, result.rounds_requested, result.seed, result.budget_s)
 """
 
 
@@ -31,7 +32,8 @@ def test_built_in_defaults(pytester: pytest.Pytester) -> None:
     result = run(pytester)
     result.stdout.fnmatch_lines(
         [
-            "*SETTINGS {'processes': 4, 'rounds': 50, 'timeout': 60.0, 'start_method': 'spawn'}",
+            "*SETTINGS {'processes': 4, 'rounds': 50, 'timeout': 60.0, 'start_method': 'spawn', "
+            "'explore': None, 'seed': None}",
             "RAN 4 50",
         ]
     )
@@ -61,7 +63,8 @@ def test_marker_over_command_line(pytester: pytest.Pytester) -> None:
     )
     result.stdout.fnmatch_lines(
         [
-            "*SETTINGS {'processes': 3, 'rounds': 4, 'timeout': 9.0, 'start_method': 'spawn'}",
+            "*SETTINGS {'processes': 3, 'rounds': 4, 'timeout': 9.0, 'start_method': 'spawn', "
+            "'explore': None, 'seed': None}",
             "RAN 3 4",
         ]
     )
@@ -172,3 +175,141 @@ def test_soak_from_ini_and_bad_soak(pytester: pytest.Pytester) -> None:
     bad = run(pytester, "--racecheck-soak=0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--racecheck-soak must be a whole number of at least 1, got '0'*"])
+
+
+def test_explore_and_seed_from_the_command_line(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--racecheck-explore=3", "--racecheck-seed=7", args=", processes=2")
+    result.stdout.fnmatch_lines(["*SETTINGS *'explore': 3, 'seed': 7}", "MODE explore 3 7 None"])
+
+
+def test_explore_from_ini_marker_and_argument(pytester: pytest.Pytester) -> None:
+    ini = "racecheck_explore = 2\nracecheck_seed = 11"
+    result = run(pytester, args=", processes=2", ini=ini)
+    result.stdout.fnmatch_lines(["MODE explore 2 11 None"])
+    result = run(
+        pytester,
+        "--racecheck-explore=3",
+        marker="@pytest.mark.race(explore=4, seed=5)",
+        args=", processes=2",
+        ini=ini,
+    )
+    result.stdout.fnmatch_lines(["MODE explore 4 5 None"])
+    result = run(
+        pytester,
+        marker="@pytest.mark.race(explore=4, seed=5)",
+        args=", processes=2, explore=6, seed=1",
+    )
+    result.stdout.fnmatch_lines(["MODE explore 6 1 None"])
+
+
+def test_run_wide_explore_replaces_rounds_from_marker_and_argument(
+    pytester: pytest.Pytester,
+) -> None:
+    """explore=N is the number of rounds: a test's rounds= must not make it an error."""
+    result = run(
+        pytester,
+        "--racecheck-explore=3",
+        marker="@pytest.mark.race(rounds=4)",
+        args=", processes=2, rounds=9",
+    )
+    result.stdout.fnmatch_lines(["MODE explore 3 * None"])
+    result.assert_outcomes(passed=1)
+
+
+def test_run_wide_explore_leaves_races_that_choose_their_interleaving(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_racecheck import point
+
+        def visit():
+            point("here")
+            return "ok"
+
+        def test_meet(race):
+            result = race(visit, processes=2, rounds=2, meet_at="here")
+            print("MODE", result.mode, len(result.rounds))
+            result.assert_outcomes({"ok"})
+
+        def test_stress(race):
+            result = race(visit, processes=2)
+            print("MODE", result.mode, result.rounds_requested)
+            result.assert_outcomes({"ok"})
+        """
+    )
+    result = pytester.runpytest_inprocess("-s", "--racecheck-explore=2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*MODE meet_at 2*", "*MODE explore 2*"])
+
+
+def test_explore_argument_with_meet_at_is_still_refused(pytester: pytest.Pytester) -> None:
+    result = run(pytester, args=", processes=2, explore=2, meet_at='here'")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*explore= chooses the interleaving itself*meet_at*"])
+
+
+@pytest.mark.parametrize(
+    ("cli", "message"),
+    [
+        ("--racecheck-explore=0", "*explore must be at least 1*"),
+        ("--racecheck-explore=some", "*--racecheck-explore must be an integer, got 'some'*"),
+        ("--racecheck-seed=x1", "*--racecheck-seed must be an integer, got 'x1'*"),
+        ("--racecheck-soak-seconds=0", "*--racecheck-soak-seconds must be a number of seconds*"),
+        ("--racecheck-soak-seconds=soon", "*--racecheck-soak-seconds must be a number*"),
+    ],
+)
+def test_bad_new_options_are_usage_errors(
+    pytester: pytest.Pytester, cli: str, message: str
+) -> None:
+    result = run(pytester, cli)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_soak_multiplies_explored_interleavings(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--racecheck-soak=2", "--racecheck-explore=3", args=", processes=2")
+    result.stdout.fnmatch_lines(["MODE explore 6 *"])
+
+
+def test_soak_seconds_is_a_time_budget(pytester: pytest.Pytester) -> None:
+    """Rounds run until the budget is spent, whatever rounds= said; the timeout grows too."""
+    from pytest_racecheck.plugin import SOAK_ROUNDS_CAP
+
+    result = run(
+        pytester, "--racecheck-soak-seconds=1.5", args=", processes=2, rounds=3, timeout=1"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"MODE stress {SOAK_ROUNDS_CAP} None 1.5"])
+    ran = int(next(ln for ln in result.outlines if ln.startswith("RAN")).split()[2])
+    assert 3 < ran < SOAK_ROUNDS_CAP
+    result.stdout.fnmatch_lines(["*racecheck summary*", f"*passed*{ran} in 1.5s*"])
+
+
+def test_soak_and_soak_seconds_together_are_refused(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--racecheck-soak=2", "--racecheck-soak-seconds=3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*use one of them*"])
+
+
+ALWAYS_FAILS = """
+def boom():
+    raise RuntimeError("boom")
+
+def test_boom(race):
+    result = race(boom, processes=2, rounds=20)
+    print("RAN", len(result.rounds))
+"""
+
+
+@pytest.mark.parametrize("how", ["option", "ini"])
+def test_stop_early_ends_the_race_at_its_first_failing_round(
+    pytester: pytest.Pytester, how: str
+) -> None:
+    pytester.makepyfile(ALWAYS_FAILS)
+    if how == "ini":
+        pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nracecheck_stop_early = true")
+    result = pytester.runpytest_inprocess("-s", *(["--racecheck-stop-early"] * (how == "option")))
+    result.stdout.fnmatch_lines(["*RAN 1"])
+    plain = pytester.runpytest_inprocess("-s", "-o", "racecheck_stop_early=false")
+    plain.stdout.fnmatch_lines(["*RAN 20"])
