@@ -597,11 +597,15 @@ class _PostgresSource:
     skip_reason: str = ""
 
 
-def _postgres_setting(config: pytest.Config, name: str, env: str | None = None) -> str | None:
+def _postgres_setting(
+    config: pytest.Config, name: str, env: str | None = None
+) -> tuple[str, str] | None:
+    """The setting's value and where it was set: command line, ini, then ``env``."""
     found = _setting(config, name)
     if found is not None and str(found[0]).strip():
-        return str(found[0])
-    return (os.environ.get(env) or None) if env is not None else None
+        return str(found[0]), found[1]
+    value = os.environ.get(env) if env is not None else None
+    return (value, f"env {env}") if value and env is not None else None
 
 
 @pytest.fixture(scope="session")
@@ -615,9 +619,18 @@ def _racecheck_postgres(
     config = request.config
     url = _postgres_setting(config, "postgres_url", POSTGRES_ENV)
     if url is not None:
-        provider = postgres.PostgresProvider.external(url)
+        # The URL may hold a password and CI logs are often public: the backend's messages
+        # mask it, and the error goes out without traceback, whose frames would show the URL.
+        provider, problem = None, ""
+        try:
+            provider = postgres.PostgresProvider.external(url[0], source=f"set by {url[1]}")
+        except Exception as exc:
+            problem = postgres.scrub(str(exc), postgres.secrets_in(url[0]))
+        if provider is None:
+            pytest.fail(f"PostgreSQL set-up failed: {problem}", pytrace=False)
     else:
-        bindir = postgres.find_bindir(_postgres_setting(config, "postgres_bin"))
+        bin_setting = _postgres_setting(config, "postgres_bin")
+        bindir = postgres.find_bindir(bin_setting[0] if bin_setting else None)
         if bindir is None:
             yield _PostgresSource(
                 skip_reason=(
@@ -650,13 +663,26 @@ def postgres_db(
         if request.config.getoption("racecheck_require_postgres"):
             pytest.fail(f"--racecheck-require-postgres: {source.skip_reason}", pytrace=False)
         pytest.skip(source.skip_reason)
-    db = source.provider.create_database()
+    from pytest_racecheck.backends import postgres
+
+    # As in _racecheck_postgres: errors without the frames, whose values hold the password.
+    hidden = postgres.secrets_in(source.provider.admin_dsn)
+    db, problem = None, ""
+    try:
+        db = source.provider.create_database()
+    except Exception as exc:
+        problem = postgres.scrub(f"{type(exc).__name__}: {exc}", hidden)
+    if db is None:
+        pytest.fail(f"could not create this test's PostgreSQL database: {problem}", pytrace=False)
     probes = request.node.stash.setdefault(probes_key, [])
     probes.append(ServerProbe(source.provider.blocked_application_names))
+    yield db
     try:
-        yield db
-    finally:
         source.provider.drop_database(db)
+    except Exception as exc:
+        problem = postgres.scrub(f"{type(exc).__name__}: {exc}", hidden)
+    if problem:
+        pytest.fail(f"could not drop this test's PostgreSQL database: {problem}", pytrace=False)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -25,16 +25,17 @@ def available() -> bool:
     return os.path.exists(f"{PROC}/self/stat")
 
 
-def warn_unavailable(consequence: str) -> None:
-    """Warn once per process that something works less well because there is no ``/proc``.
+def warn_unavailable(what: str, instead: str = "it is left out") -> None:
+    """Warn once per process that ``what`` needs ``/proc`` and this system has none.
 
-    ``consequence`` says what the user loses, e.g. "racers ... are not seen as blocked".
+    ``what`` names the feature ("telling a racer that waits for a SQLite lock"), ``instead``
+    what happens without it. A feature lost on macOS must be said, not silently skipped.
     """
-    if consequence in _warned:
+    if what in _warned:
         return
-    _warned.add(consequence)
+    _warned.add(what)
     warnings.warn(
-        f"pytest-racecheck: this system has no Linux /proc, so {consequence}",
+        f"pytest-racecheck: {what} needs Linux's /proc, which this system does not have; {instead}",
         RuntimeWarning,
         stacklevel=3,
     )

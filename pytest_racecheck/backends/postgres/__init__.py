@@ -27,7 +27,7 @@ imports psycopg or filelock before it is needed, so the watchdog can import the 
 """
 
 from pytest_racecheck.backends.postgres.errors import PostgresSetupError, PostgresUnavailable
-from pytest_racecheck.backends.postgres.handle import PostgresDatabase
+from pytest_racecheck.backends.postgres.handle import PostgresDatabase, mask, scrub, secrets_in
 from pytest_racecheck.backends.postgres.provider import PostgresProvider
 from pytest_racecheck.backends.postgres.server import (
     SERVER_SETTINGS,
@@ -60,5 +60,8 @@ __all__ = [
     "PostgresUnavailable",
     "ThrowawayServer",
     "find_bindir",
+    "mask",
+    "scrub",
+    "secrets_in",
     "sweep_stale_servers",
 ]

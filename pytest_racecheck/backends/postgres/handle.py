@@ -111,17 +111,17 @@ def make_conninfo(dsn: str, **params: Any) -> str:
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def parse_server_url(url: str) -> dict[str, str]:
+def parse_server_url(url: str, source: str = URL_SOURCE) -> dict[str, str]:
     """Parse and check a server URL (SQLAlchemy's ``+driver`` is accepted and dropped).
 
-    Every error message shows the URL masked and none chains the parser's own exception, whose
-    message may quote the URL whole.
+    Every error message shows the URL masked and says where it came from (``source``); none
+    chains the parser's own exception, whose message may quote the URL whole.
     """
     import psycopg
 
     text = (url or "").strip()
     shown = mask(text)
-    source = f"({URL_SOURCE})"
+    source = f"({source})"
     if not text:
         raise PostgresSetupError(f"the PostgreSQL URL is empty {source}: use {URL_EXAMPLE}")
     match = _SCHEME.match(text)

@@ -142,15 +142,19 @@ class PostgresProvider:
             raise
 
     @classmethod
-    def external(cls, url: str, *, template: str = "template0") -> PostgresProvider:
+    def external(
+        cls, url: str, *, template: str = "template0", source: str = URL_SOURCE
+    ) -> PostgresProvider:
         """Use an existing server: ``postgresql://user:password@host:port/dbname`` or a conninfo.
 
         The URL's database is the admin connection's (``postgres`` when there is none); the
         role needs CREATEDB. New databases copy ``template`` (``template0`` takes no
         connections, so copying it never fails on a busy server) and only they are dropped.
+        Errors are :class:`PostgresSetupError` with a one-paragraph message naming the server
+        (password hidden) and ``source``, where the URL was set.
         """
         require_psycopg()
-        params = parse_server_url(url)
+        params = parse_server_url(url, source)
         admin = dict(params)
         admin.setdefault("dbname", "postgres")
         admin.setdefault("connect_timeout", "10")
@@ -164,8 +168,7 @@ class PostgresProvider:
             problem = scrub(" ".join(str(exc).split()), hidden) or type(exc).__name__
         if provider is None:
             raise PostgresSetupError(
-                f"cannot connect to the PostgreSQL server ({describe(admin)}; {URL_SOURCE}): "
-                f"{problem}"
+                f"cannot connect to the PostgreSQL server ({describe(admin)}; {source}): {problem}"
             )
         try:
             provider._check_can_create()

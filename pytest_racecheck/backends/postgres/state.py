@@ -305,8 +305,9 @@ def sweep_stale_servers(base: Path | None = None) -> list[Path]:
     """
     if not procfs.available():
         procfs.warn_unavailable(
-            "the sweep of throwaway PostgreSQL servers left by killed runs judges their owners "
-            "by pid alone and stops only the recorded postmaster"
+            "telling a killed run's leftover PostgreSQL server processes from others",
+            "stale throwaway servers are judged by their owners' pids alone (a reused pid keeps "
+            "one) and only their recorded postmaster is stopped",
         )
     removed: list[Path] = []
     for root in sorted((base or server_base()).glob(SERVER_DIR_PREFIX + "*")):
