@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -88,7 +89,13 @@ def parse_target(target: str) -> tuple[str, list[str]]:
 
 
 def resolve_target(target: str) -> tuple[Any, str, Any]:
-    """Import ``target``'s module; return the owner object, the attribute name and the function."""
+    """Import ``target``'s module; return the owner object, the attribute name and the function.
+
+    ``Class.method`` is looked up as Python does, through the class's MRO, so a method a base
+    class defines is found (``filelock:FileLock.acquire``); the owner stays the class the user
+    named, so the wrapper goes there: that class and its subclasses pause, the base does not.
+    The lookup is static, so a staticmethod or classmethod keeps its wrapper.
+    """
     module_name, attrs = parse_target(target)
     try:
         owner: Any = importlib.import_module(module_name)
@@ -98,14 +105,24 @@ def resolve_target(target: str) -> tuple[Any, str, Any]:
         owner = getattr(owner, attr, None)
         if owner is None:
             raise ValueError(f"cannot pause at {target!r}: {module_name} has no {attr!r}")
-    fn: Any = (
-        owner.__dict__.get(attrs[-1])  # keeps staticmethod / classmethod wrappers
-        if isinstance(owner, type)
-        else getattr(owner, attrs[-1], None)
-    )
+    name = attrs[-1]
+    fn: Any = None
+    if isinstance(owner, type):
+        try:
+            fn = inspect.getattr_static(owner, name)
+        except AttributeError:
+            fn = None
+        if isinstance(fn, (property, functools.cached_property)):
+            raise ValueError(
+                f"cannot pause at {target!r}: {owner.__qualname__}.{name} is a property, not a "
+                "function; pause a function its getter calls, or the getter itself via a "
+                "module-level function"
+            )
+    else:
+        fn = getattr(owner, name, None)
     if fn is None or not (callable(fn) or isinstance(fn, (staticmethod, classmethod))):
-        raise ValueError(f"cannot pause at {target!r}: no function {attrs[-1]!r} there")
-    return owner, attrs[-1], fn
+        raise ValueError(f"cannot pause at {target!r}: no function {name!r} there")
+    return owner, name, fn
 
 
 def install_pause(target: str, where: str) -> None:
