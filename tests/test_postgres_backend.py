@@ -391,6 +391,60 @@ def test_the_sweep_takes_only_dead_runs_of_this_machine(provider: PostgresProvid
                 root.rmdir()
 
 
+# --- the watchdog as a module ------------------------------------------------------------------
+
+
+def test_the_watchdog_loads_neither_the_driver_nor_the_harness(tmp_path: Path) -> None:
+    """It runs as ``python -I -m``, which imports the packages around it: they must stay light."""
+    from pytest_racecheck.backends.postgres import state
+
+    gone = tmp_path / "no-such-server"  # the watchdog returns at once: nothing to watch
+    done = subprocess.run(
+        [sys.executable, "-I", "-X", "importtime", "-m", state.WATCHDOG_MODULE, str(gone), "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 0  # the detached child's pid
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "pytest_racecheck.backends.postgres.state" in loaded  # (itself: __main__)
+    heavy = {"psycopg", "filelock", "dill", "multiprocess", "pytest", "pytest_racecheck.race"}
+    assert not {name for name in loaded if name.split(".")[0] in heavy or name in heavy}
+
+
+@needs_proc
+@pytest.mark.parametrize("isolated", [True, False], ids=["python-I-m", "pythonpath-fallback"])
+def test_the_watchdog_records_itself_and_leaves_with_its_directory(
+    tmp_path: Path, isolated: bool
+) -> None:
+    from pytest_racecheck.backends.postgres import server, state
+
+    root = tmp_path / "server"
+    root.mkdir()
+    pid = server.watchdog_pid(server.launch_watchdog(root, isolated=isolated))
+    assert wait_for(lambda: (root / state.WATCHDOG_NAME).exists(), 10)
+    record = json.loads((root / state.WATCHDOG_NAME).read_text())
+    assert record["pid"] == pid and live(pid)
+    assert state.watchdogs(root, None) == [pid]
+    for child in root.iterdir():
+        child.unlink()
+    root.rmdir()
+    assert wait_for(lambda: not live(pid), 5)
+
+
+def test_without_proc_the_sweep_says_what_it_cannot_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_racecheck import procfs
+
+    monkeypatch.setattr(procfs, "available", lambda: False)
+    monkeypatch.setattr(procfs, "_warned", set())
+    with pytest.warns(RuntimeWarning, match=r"needs Linux's /proc.*judged by their owners' pids"):
+        assert pg.sweep_stale_servers(tmp_path) == []
+
+
 # --- external servers -------------------------------------------------------------------------
 
 

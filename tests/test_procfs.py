@@ -1,0 +1,77 @@
+"""pytest_racecheck.procfs: what it reads from /proc, and what it says where there is none."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+
+from pytest_racecheck import procfs
+
+needs_proc = pytest.mark.skipif(not procfs.available(), reason="reads Linux's /proc")
+
+
+@needs_proc
+def test_this_process() -> None:
+    me = os.getpid()
+    assert procfs.state(me) == "R"  # it is reading its own stat file
+    assert procfs.thread_state(me) == "R"
+    assert procfs.session_id(me) == os.getsid(me)
+    assert procfs.start_time(me) is not None and procfs.start_time(me) == procfs.start_time(me)
+    assert any("pytest" in arg for arg in procfs.cmdline(me))
+    assert me in procfs.pids()
+    assert procfs.pid_namespace() is not None
+    before = procfs.cpu_time_ns(me)
+    assert before is not None
+    sum(range(200_000))
+    after = procfs.cpu_time_ns(me)
+    assert after is not None and after > before
+
+
+@needs_proc
+def test_a_sleeping_child() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while procfs.thread_state(child.pid) != "S" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert procfs.thread_state(child.pid, child.pid) == "S"
+        assert procfs.cmdline(child.pid)[-1] == "import time; time.sleep(30)"
+        number = procfs.syscall_number(child.pid)
+        # Unreadable without ptrace rights on some kernels; a number when readable.
+        assert number is None or number >= 0
+        assert child.pid in procfs.session_members(os.getsid(0))
+    finally:
+        child.kill()
+        child.wait()
+    assert procfs.state(child.pid) is None
+    assert procfs.cmdline(child.pid) == []
+    assert procfs.cpu_time_ns(child.pid) is None
+    assert procfs.syscall_number(child.pid) is None
+
+
+def test_without_proc_everything_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procfs, "PROC", "/nonexistent-proc")
+    me = os.getpid()
+    assert not procfs.available()
+    assert procfs.stat_fields(me) is None and procfs.thread_state(me) is None
+    assert procfs.start_time(me) is None and procfs.session_id(me) is None
+    assert procfs.cmdline(me) == [] and procfs.pids() == [] and procfs.session_members(1) == []
+    assert procfs.syscall_number(me) is None and procfs.cpu_time_ns(me) is None
+    assert procfs.pid_namespace() is None
+
+
+def test_a_lost_feature_is_said_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procfs, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        procfs.warn_unavailable("telling X", "Y is used instead")
+        procfs.warn_unavailable("telling X", "Y is used instead")
+    assert [str(w.message) for w in caught] == [
+        "pytest-racecheck: telling X needs Linux's /proc, which this system does not have; "
+        "Y is used instead"
+    ]
