@@ -179,9 +179,12 @@ def _select_target(tokens: _Tokens) -> str:
 
 
 _BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
-_OBJECT_KINDS = frozenset(
-    "TABLE INDEX VIEW TRIGGER SEQUENCE SCHEMA FUNCTION PROCEDURE TYPE EXTENSION DATABASE ROLE USER".split()
-)
+# fmt: off
+_OBJECT_KINDS = frozenset({
+    "TABLE", "INDEX", "VIEW", "TRIGGER", "SEQUENCE", "SCHEMA", "FUNCTION", "PROCEDURE", "TYPE",
+    "EXTENSION", "DATABASE", "ROLE", "USER",
+})
+# fmt: on
 
 
 def _joined(*parts: str) -> str:
@@ -254,10 +257,12 @@ def short_sql(sql: str) -> str:
 # -- where a statement comes from -----------------------------------------------------------
 
 # Drivers, ORMs and the stdlib's wrappers around them: the line to show is the caller's.
-_SKIP_PACKAGES = frozenset(
-    "sqlite3 _sqlite3 psycopg psycopg_pool psycopg_binary psycopg_c django sqlalchemy "
-    "contextlib functools".split()
-)
+# fmt: off
+_SKIP_PACKAGES = frozenset({
+    "sqlite3", "_sqlite3", "psycopg", "psycopg_pool", "psycopg_binary", "psycopg_c",
+    "django", "sqlalchemy", "contextlib", "functools",
+})
+# fmt: on
 _SKIP_MODULES = frozenset({"pytest_racecheck.statements", "pytest_racecheck.points"})
 _skip_by_file: dict[str, bool] = {}
 _basename_by_file: dict[str, str] = {}
@@ -469,11 +474,10 @@ def _query_text(query: Any, conn: Any) -> str:
 
 def _composable_text(query: Any) -> str:
     """Rebuild a ``sql.Composed`` without a connection: SQL as is, names quoted, values '?'."""
-    seq = getattr(query, "seq", None)
-    if isinstance(seq, list):
-        return "".join(_composable_text(part) for part in seq)
-    obj = getattr(query, "_obj", None)
     kind = type(query).__name__
+    if kind == "Composed":  # iterates over its parts
+        return "".join(_composable_text(part) for part in query)
+    obj = getattr(query, "_obj", None)
     if kind == "SQL" and isinstance(obj, str):
         return obj
     if kind == "Identifier" and isinstance(obj, tuple):
