@@ -57,6 +57,13 @@ class BlockedProbe(Protocol):
         ...
 
 
+def notify_event(probe: object) -> None:
+    """Tell a probe that a racer moved (arrived at a point or returned), if it cares."""
+    event = getattr(probe, "event", None)
+    if event is not None:
+        event()
+
+
 class SleepingProbe:
     """Racers whose main thread sleeps in ``nanosleep`` (Linux ``/proc``).
 
@@ -132,24 +139,31 @@ class BackendProbe:
 
     Racers report the pid of every backend they talk to, so this works on any server the
     probe can reach, made by the plugin or not. ``connect`` opens an autocommit connection to
-    any database of that server.
+    any database of that server. The same look also tells which racers wait for a statement
+    the server is still running (not on a lock): :attr:`running`, which no other probe may
+    count as blocked.
     """
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
         self._conn: Any = None
+        self.running: set[int] = set()
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         owner = {pid: r.index for r in racers for pid in r.backend_pids}
+        self.running = set()
         if not owner:
             return set()
         if self._conn is None:
             self._conn = self._connect()
         rows = self._conn.execute(
-            "SELECT pid FROM unnest(%s::int[]) AS pid WHERE cardinality(pg_blocking_pids(pid)) > 0",
+            "SELECT pid, state = 'active', cardinality(pg_blocking_pids(pid)) > 0"
+            " FROM pg_stat_activity WHERE pid = ANY(%s::int[])",
             (list(owner),),
         ).fetchall()
-        return {owner[row[0]] for row in rows}
+        blocked = {owner[pid] for pid, _, waits in rows if waits}
+        self.running = {owner[pid] for pid, active, waits in rows if active and not waits}
+        return blocked
 
     def close(self) -> None:
         if self._conn is not None:
@@ -158,21 +172,43 @@ class BackendProbe:
 
 
 @dataclass
+class _Idle:
+    cpu_ns: int
+    since: float
+    must_wake: bool = False
+
+
+@dataclass
 class IdleProbe:
     """Racers asleep in the kernel whose CPU time has not moved for :data:`IDLE_AFTER_S`.
 
-    This is what catches waits outside the database: ``flock``, a file lock, a semaphore. It
-    also counts a racer that sleeps on purpose (``time.sleep``) or waits for a slow query's
-    answer: the others then go on, which changes the interleaving but never the verdict of
-    correct code, and never hangs.
+    This is what catches waits outside the database: ``flock``, a file lock, a semaphore. A
+    racer blocked in a system call that waits for the lock itself (``flock``, a futex, a socket)
+    becomes runnable the moment the lock is free, so sleeping there means blocked. A racer in
+    ``nanosleep`` is different: it may be a poller (filelock's ``FileLock``, SQLite's busy
+    handler) that only finds out that a lock is free when it wakes up. So after any racer moved
+    (:meth:`event`), a sleeper counts as blocked again only once it has woken, looked, and gone
+    back to sleep; otherwise the others would run on while it could have gone.
+
+    It also counts a racer that sleeps on purpose or waits for a slow query's answer: the others
+    then go on, which changes the interleaving but never the verdict of correct code.
     """
 
     idle_after_s: float = IDLE_AFTER_S
-    _seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+    _seen: dict[int, _Idle] = field(default_factory=dict)
+    _sleeps: set[int] = field(default_factory=lambda: SLEEP_SYSCALLS.get(platform.machine(), set()))
 
     def __post_init__(self) -> None:
         if not procfs.available():
             procfs.warn_unavailable("telling a racer that waits outside the database")
+
+    _moved: bool = False
+
+    def event(self) -> None:
+        """A racer arrived somewhere or returned: it may have let go of a lock."""
+        self._moved = True
+        for idle in self._seen.values():
+            idle.must_wake = True
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         now = time.monotonic()
@@ -186,11 +222,18 @@ class IdleProbe:
             if state not in ("S", "D") or cpu is None:
                 self._seen.pop(racer.pid, None)
                 continue
-            seen = self._seen.get(racer.pid)
-            if seen is None or seen[0] != cpu:
-                self._seen[racer.pid] = (cpu, now)
-            elif now - seen[1] >= self.idle_after_s:
-                found.add(racer.index)
+            idle = self._seen.get(racer.pid)
+            if idle is None or idle.cpu_ns != cpu:
+                # New, or it woke: a fresh start. If a racer moved since the last look, the
+                # wake may have come before that, so it must wake once more to count.
+                self._seen[racer.pid] = _Idle(cpu, now, must_wake=self._moved)
+                continue
+            if now - idle.since < self.idle_after_s:
+                continue
+            if idle.must_wake and procfs.syscall_number(racer.pid) in self._sleeps:
+                continue  # a poller that has not looked at its lock since it may be free
+            found.add(racer.index)
+        self._moved = False
         return found
 
 
@@ -202,6 +245,14 @@ class AnyProbe:
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         found: set[int] = set()
+        running: set[int] = set()
         for probe in self.probes:
             found |= probe.blocked(racers)
-        return found
+            running |= getattr(probe, "running", set())
+        return found - running
+
+    def event(self) -> None:
+        for probe in self.probes:
+            event = getattr(probe, "event", None)
+            if event is not None:
+                event()

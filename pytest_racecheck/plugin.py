@@ -18,7 +18,13 @@ import pytest
 from pytest_racecheck import report as race_report
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, IdleProbe, ServerProbe, SqliteLockProbe
+from pytest_racecheck.blocking import (
+    AnyProbe,
+    BackendProbe,
+    IdleProbe,
+    ServerProbe,
+    SqliteLockProbe,
+)
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceError, RaceSpec, run_race
 from pytest_racecheck.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
@@ -675,8 +681,10 @@ def postgres_db(
     if db is None:
         pytest.fail(f"could not create this test's PostgreSQL database: {problem}", pytrace=False)
     probes = request.node.stash.setdefault(probes_key, [])
-    probes.append(ServerProbe(source.provider.blocked_application_names))
+    backend_probe = BackendProbe(db.connect)
+    probes.extend([ServerProbe(source.provider.blocked_application_names), backend_probe])
     yield db
+    backend_probe.close()
     try:
         source.provider.drop_database(db)
     except Exception as exc:

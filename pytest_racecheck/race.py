@@ -29,7 +29,7 @@ import multiprocess.sharedctypes
 import multiprocess.synchronize
 
 from pytest_racecheck.barrier import StartGate
-from pytest_racecheck.blocking import BlockedProbe, RacerView
+from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
 from pytest_racecheck.explore import Explorer, make_search
 from pytest_racecheck.meeting import Coordinator, make_coordinator
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
@@ -410,6 +410,7 @@ class Controller:
                 f"{racer.describe()} held at {message.name!r} outside a round", self.result
             )
         racer.at_point = message.name
+        notify_event(self.probe)
         self._pass(self.coordinator.arrived(racer.index, message.name))
 
     def racer_result(self, racer: _Racer, message: Result) -> None:
@@ -422,6 +423,7 @@ class Controller:
             )
         state.outcomes[racer.index] = message.outcome
         racer.finished, racer.at_point = True, None
+        notify_event(self.probe)
         self._pass(self.coordinator.finished(racer.index))
 
     def racer_setup_error(self, racer: _Racer, message: SetupError) -> None:

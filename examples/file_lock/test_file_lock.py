@@ -1,0 +1,54 @@
+"""A file lock outside the database, raced four ways on both databases.
+
+Why the verdicts cannot vary:
+
+- ``meet_at="checked"`` holds every worker after its look-up until every worker has looked
+  (or is waiting, asleep, for the file lock). With the lock around the look-up only, every
+  worker then claims the one job: three claims in every round. With the lock around both, the
+  others wait for the file lock while the first is held; the harness sees them asleep with no
+  CPU used and counts them, so the meeting opens and the first worker claims alone. Without
+  that, the meeting would hang until the timeout.
+- ``pause_after="filelock:FileLock.release"`` does the same without a point in the code: every
+  worker is held right after it lets go of the file lock (a method ``FileLock`` inherits).
+- ``explore=`` tries the interleavings of two workers' statements, fewest switches first; the
+  broken claim fails at the first interleaving with one switch (round 3 of at most 50), and
+  the correct claim has no failing interleaving at all.
+"""
+
+from __future__ import annotations
+
+import pytest
+from job_queue import CLAIMED, SCHEMA, claim_check_under_lock, claim_under_lock, claims, reset
+
+from pytest_racecheck.backends.base import Database
+
+HOW = {
+    "explore": {"processes": 2, "explore": 50, "seed": 1},
+    "meet_at": {"processes": 3, "rounds": 3, "meet_at": "checked"},
+    "paused": {"processes": 3, "rounds": 3, "pause_after": "filelock:FileLock.release"},
+}
+
+STRATEGIES = [
+    pytest.param(
+        claim_check_under_lock,
+        marks=pytest.mark.xfail(strict=True, reason="the lock covers the check only"),
+        id="check-under-lock",
+    ),
+    pytest.param(claim_under_lock, id="claim-under-lock"),
+]
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_claim_per_job(race, race_db: Database, tmp_path, strategy, how) -> None:
+    race_db.executescript(SCHEMA)
+    result = race(
+        strategy,
+        race_db,
+        str(tmp_path / "claim.lock"),
+        reset=lambda: reset(race_db),
+        check=lambda: claims(race_db) == 1,
+        timeout=60,
+        **HOW[how],
+    )
+    result.assert_exactly_one(CLAIMED)
