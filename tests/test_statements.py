@@ -351,9 +351,7 @@ def test_uninstall_restores_the_originals(tmp_path: Path) -> None:
     assert recorder.names == []
 
 
-def test_no_racer_computes_no_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
+def test_no_racer_computes_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Outside a race the hooks must not even name the statement: that is the fast path."""
     named: list[str] = []
     real = statements.short_sql
