@@ -15,7 +15,8 @@ What the tests judge, per round:
 - nobody raised, where the test is about that.
 
 The broken interleavings are forced by a ``schedule`` in every round, except in the
-many-groomers race (``meet_at``), whose docstring gives its measured rate. The corrected lock
+many-groomers race (``meet_at``), whose docstring gives its measured rate, and in the explored
+race, where the plugin finds them itself from the SQL statements alone. The corrected lock
 passes for reasons that do not depend on timing (one statement decides, or a fence does).
 """
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import groomer
 import pytest
 
-from pytest_racecheck import Round, current_racer, point
+from pytest_racecheck import Round, current_racer, point, runs
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.plugin import Race
 
@@ -321,4 +322,42 @@ def test_loser_bails_quietly(race: Race, db: Database, run: Groomer) -> None:
     result.assert_each_round(
         "expected no racer to raise, one holder at a time, and no issue groomed twice",
         lambda r: reasons(r, no_crash(r), one_holder_at_a_time(r)),
+    )
+
+
+# --- 5. found without points ------------------------------------------------------------------
+
+
+def statements_only() -> None:
+    """racer_setup: switch every sync point in the groomer and the lease off, in this racer."""
+    groomer.point = lambda name: None  # type: ignore[assignment]
+    runs.point = lambda name: None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("run", VERSIONS)
+def test_explored_without_points(race: Race, db: Database, run: Groomer) -> None:
+    """Two groomers, no point, no schedule: the explorer finds the broken interleaving itself.
+
+    ``explore=50`` holds both groomers at every SQL statement they send and tries the orders of
+    those statements, fewest switches first. As first written, the first order with one switch
+    between a groomer's read of the lock row and its insert makes the second insert fail on
+    the primary key (the loser crashes instead of bailing). Corrected, no order fails: the
+    acquire is one statement.
+
+    Reliability: deterministic. With two racers the search is exhaustive and always tries the
+    same orders in the same sequence; the failing one comes long before the budget of 50.
+    """
+    result = race(
+        run,
+        db,
+        processes=2,
+        explore=50,
+        seed=1,
+        reset=lambda: groomer.reset(db),
+        check=no_issue_groomed_twice(db),
+        racer_setup=statements_only,
+    )
+    result.assert_each_round(
+        "expected one holder at a time, no crash, and no issue groomed twice",
+        lambda r: reasons(r, one_holder_at_a_time(r), no_crash(r)),
     )

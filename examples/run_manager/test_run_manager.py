@@ -10,11 +10,17 @@ stopped catching it, this suite would go red. Each strategy is raced two ways:
   a database lock, or has returned). The original then creates one run per racer in every
   round: 3 rounds give a verdict that cannot vary. A, B and C make the others wait on the lock
   (or fail at the unique index) instead, and pass.
+- ``explored``: no point and no pause at all (the code's own ``point("checked")`` is switched
+  off in each racer): ``explore=50`` holds 2 racers at every SQL statement and tries their
+  interleavings, fewest switches first. The original fails at the first interleaving with one
+  switch between the check and the insert (within the first 5 of at most 50), and A, B and C
+  have no failing interleaving. The search is deterministic: the verdict cannot vary.
 """
 
 from __future__ import annotations
 
 import pytest
+import run_manager
 from run_manager import (
     SCHEMA,
     UNIQUE_ACTIVE,
@@ -28,9 +34,15 @@ from run_manager import (
 MANAGERS = {"original": RunManager, "A": RunManagerA, "B": RunManagerB, "C": RunManagerC}
 
 
+def statements_only() -> None:
+    """racer_setup: switch the code's own sync point off; SQL statements alone drive explore."""
+    run_manager.point = lambda name: None  # type: ignore[assignment]
+
+
 HOW = {
     "stress": {"processes": 8, "rounds": 50},
     "paused": {"processes": 4, "rounds": 3, "pause_after": "run_manager:get_active_run"},
+    "explored": {"processes": 2, "explore": 50, "seed": 1, "racer_setup": statements_only},
 }
 
 

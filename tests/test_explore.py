@@ -1,0 +1,137 @@
+"""Explore mode on real racers against real databases: every statement a point.
+
+Why these verdicts cannot vary: with two racers the explorer's search is exhaustive and
+deterministic. It runs the two serial orders first, then every order with one switch away from
+a racer that could have gone on, then two, and so on. A check-then-act fails at the first
+one-switch order that puts both checks before either write, which comes within the first few
+rounds (round 3 for ``naive`` on both databases), far inside ``explore=50``. A correct strategy
+has no failing order at all, so whichever orders the budget reaches, they pass. What varies
+from run to run is only timing inside a step, never which racer goes next.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_racecheck import runs
+from pytest_racecheck.backends.base import Database
+
+BROKEN = [
+    pytest.param(runs.naive, {}, id="naive"),
+    pytest.param(runs.in_process_lock, {}, id="in_process_lock"),
+    pytest.param(runs.lease_as_first_written, {}, id="lease_as_first_written"),
+]
+CORRECT = [
+    pytest.param(runs.A, {"form": "catch"}, True, id="A-catch"),
+    pytest.param(runs.A, {"form": "upsert"}, True, id="A-upsert"),
+    pytest.param(runs.B, {}, False, id="B"),
+    pytest.param(runs.C, {}, False, id="C"),
+    pytest.param(runs.lease, {}, False, id="lease"),
+]
+
+
+def _no_user_points() -> None:
+    """racer_setup: turn the strategies' own point() calls off, so statements alone drive."""
+    runs.point = lambda name: None  # type: ignore[assignment]
+
+
+def _explore(race, db: Database, strategy, unique: bool = False, **kwargs):
+    runs.create_schema(db, unique_active=unique)
+    return race(
+        strategy,
+        db,
+        processes=2,
+        explore=50,
+        seed=1,
+        timeout=120,
+        reset=lambda: runs.reset(db),
+        check=lambda: runs.active_count(db) == 1,
+        racer_setup=_no_user_points,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("strategy", "kwargs"), BROKEN)
+def test_explore_flags_every_broken_strategy_without_points(race, race_db, strategy, kwargs):
+    result = _explore(race, race_db, strategy, **kwargs)
+    assert result.search == "exhaustive"
+    with pytest.raises(AssertionError, match="replay this interleaving") as failure:
+        result.assert_exactly_one(runs.CREATED)
+    schedule = result.failing_schedule
+    assert schedule is not None
+    # every step names its SQL and the line of runs.py that sent it, or a user point
+    assert all("@ runs.py:" in step for step in schedule), schedule
+    assert repr(schedule[0]) in str(failure.value)
+
+
+@pytest.mark.parametrize(("strategy", "kwargs", "unique"), CORRECT)
+def test_explore_passes_every_correct_strategy(race, race_db, strategy, kwargs, unique):
+    result = _explore(race, race_db, strategy, unique, **kwargs)
+    result.assert_exactly_one(runs.CREATED)
+    assert len(result.rounds) == 50 or result.exhausted
+
+
+def test_a_failing_interleaving_replays_every_time(race, race_db) -> None:
+    explored = _explore(race, race_db, runs.naive)
+    with pytest.raises(AssertionError):
+        explored.assert_exactly_one(runs.CREATED)
+    schedule = explored.failing_schedule
+    assert schedule is not None
+    replayed = race(
+        runs.naive,
+        race_db,
+        processes=2,
+        rounds=10,
+        schedule=schedule,
+        timeout=120,
+        reset=lambda: runs.reset(race_db),
+        check=lambda: runs.active_count(race_db) == 1,
+        racer_setup=_no_user_points,
+    )
+    assert replayed.counts(runs.CREATED) == [2] * 10
+    # the replay ran exactly the recorded steps, in order, every round
+    assert all(list(r.schedule) == schedule for r in replayed.rounds)
+
+
+def test_a_small_space_is_exhausted_and_says_so(race, sqlite_db) -> None:
+    """B on SQLite: BEGIN IMMEDIATE makes the second racer wait, so few orders exist."""
+    result = _explore(race, sqlite_db, runs.B)
+    result.assert_exactly_one(runs.CREATED)
+    assert result.exhausted
+    assert len(result.rounds) < 50
+    assert result.summary()["exhausted"] is True
+
+
+def test_more_than_three_racers_use_pct_with_the_seed(race, sqlite_db) -> None:
+    runs.create_schema(sqlite_db)
+    result = race(
+        runs.naive,
+        sqlite_db,
+        processes=4,
+        explore=20,
+        seed=1234,
+        timeout=120,
+        reset=lambda: runs.reset(sqlite_db),
+        check=lambda: runs.active_count(sqlite_db) == 1,
+    )
+    assert (result.search, result.seed, len(result.rounds)) == ("pct", 1234, 20)
+    assert not result.exhausted
+    with pytest.raises(AssertionError):
+        result.assert_exactly_one(runs.CREATED)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"schedule": ["0:checked"]}, "cannot be combined with schedule"),
+        ({"meet_at": "checked"}, "cannot be combined with meet_at"),
+        ({"pause_after": "pytest_racecheck.runs:reset"}, "cannot be combined with pause_after"),
+        ({"explore": 0}, "explore must be at least 1"),
+        ({"explore": 5, "processes": 9}, "explore works with 2 to 8 racers"),
+    ],
+)
+def test_conflicting_arguments_are_refused_before_any_process(race, extra, message) -> None:
+    arguments = {"explore": 5, "processes": 2, **extra}
+    with pytest.raises(ValueError, match=message):
+        race(runs.naive, None, **arguments)
+    assert race.results == []  # nothing ran
