@@ -331,6 +331,7 @@ def test_uninstall_restores_the_originals(tmp_path: Path) -> None:
     connect, dbapi2_connect = sqlite3.connect, dbapi2.connect
     before = {(c, a): getattr(psycopg, c).__dict__.get(a) for c, a in PSYCOPG_PATCHED}
     statements.install()
+    statements.install()  # again: replaces the callback, wraps nothing twice
     try:
         assert statements.installed()
         assert sqlite3.connect is not connect and dbapi2.connect is not dbapi2_connect
@@ -349,6 +350,47 @@ def test_uninstall_restores_the_originals(tmp_path: Path) -> None:
     finally:
         points.activate(None)
     assert recorder.names == []
+
+
+NO_PSYCOPG_SCRIPT = """
+import json, sqlite3, sys
+sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+from pytest_racecheck import points, statements
+
+
+class Recorder:
+    last = None
+
+    def __init__(self):
+        self.names = []
+
+    def reach(self, name):
+        self.names.append(name)
+
+
+statements.install()
+recorder = Recorder()
+points.activate(recorder)
+sqlite3.connect(sys.argv[1]).execute("CREATE TABLE runs (id INTEGER)")
+points.activate(None)
+print(json.dumps([statements.installed(), recorder.names]))
+"""
+
+
+def test_without_psycopg_install_covers_sqlite(tmp_path: Path) -> None:
+    script = tmp_path / "no_psycopg.py"
+    script.write_text(NO_PSYCOPG_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "db.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    line = NO_PSYCOPG_SCRIPT.splitlines().index(
+        'sqlite3.connect(sys.argv[1]).execute("CREATE TABLE runs (id INTEGER)")'
+    )
+    assert json.loads(done.stdout) == [True, [f"CREATE TABLE runs @ no_psycopg.py:{line + 1}"]]
 
 
 def test_no_racer_computes_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
