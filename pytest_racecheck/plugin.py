@@ -412,7 +412,7 @@ class Race:
                 racer_teardown=racer_teardown,
                 stop_early=_stop_early(config),
                 budget_s=budget_s,
-                on_round=_Progress(config, self._request.node.nodeid),
+                on_round=_Progress(config, self._request.node.nodeid, budget_s),
                 **chosen,
             )
         except (TypeError, ValueError) as exc:
@@ -482,9 +482,10 @@ class _Progress:
     """Progress lines for a long race: one after PROGRESS_AFTER_S, then one every
     PROGRESS_EVERY_S, with the rounds done and the failing rounds so far; none under -q."""
 
-    def __init__(self, config: pytest.Config, nodeid: str) -> None:
+    def __init__(self, config: pytest.Config, nodeid: str, budget_s: float | None) -> None:
         self._config = config
         self._nodeid = nodeid
+        self._budget_s = budget_s
         self._started = time.monotonic()
         self._next = self._started + PROGRESS_AFTER_S
 
@@ -494,7 +495,7 @@ class _Progress:
             return
         self._next = now + PROGRESS_EVERY_S
         done, failing = result.rounds_run, result.failing_rounds_so_far()
-        of = "" if result.budget_s else f"/{result.rounds_requested}"
+        of = "" if self._budget_s else f"/{result.rounds_requested}"
         line = (
             f"racecheck: {self._nodeid}: {result.fn_name}: round {done}{of}, "
             f"{failing} failing so far, {now - self._started:.0f}s"
