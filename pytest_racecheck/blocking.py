@@ -21,8 +21,12 @@ arrives somewhere or returns, and ask again.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import platform
 import sqlite3
+import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +37,14 @@ from pytest_racecheck import procfs
 SLEEP_SYSCALLS = {
     "x86_64": {35, 230},  # nanosleep, clock_nanosleep
     "aarch64": {101, 115},
+}
+
+WAIT_SYSCALLS = {
+    # flock, fcntl (F_SETLKW), futex, poll, select, pselect6, ppoll, epoll_wait, epoll_pwait,
+    # read, recvfrom, semop, semtimedop, msgrcv, mq_timedreceive: where one process waits for
+    # another. Not fsync, write or open: a racer asleep there waits for the disk, not a racer.
+    "x86_64": {73, 72, 202, 7, 23, 270, 271, 232, 281, 0, 45, 65, 220, 70, 243},
+    "aarch64": {32, 25, 98, 72, 73, 22, 63, 207, 193, 192, 188, 183},
 }
 
 IDLE_AFTER_S = 0.003
@@ -84,11 +96,41 @@ class SleepingProbe:
         return bool(self.syscalls) and procfs.available()
 
 
+_FLOCK = "hhqqi0q"  # Linux's struct flock: type, whence, start, len, pid (padded)
+_WAL_WRITE_LOCK = (120, "-shm")  # WAL mode: the writer's byte in the shared-memory file
+_RESERVED_BYTE = (0x40000001, "")  # rollback journal: the writer's RESERVED byte in the file
+
+
+def _byte_locked(path: str, offset: int) -> bool | None:
+    """Whether another process holds a POSIX lock on byte ``offset`` of ``path`` (Linux).
+
+    ``F_GETLK`` only asks: it takes nothing, so no racer can find the lock taken by the probe.
+    None when the question cannot be asked here (no such file, another system's layout).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 class SqliteLockProbe:
     """Sleeping racers, while some connection holds the SQLite database's write lock.
 
-    The lock is tested by taking it with a zero busy timeout and giving it back at once; that
-    happens only while some racer sleeps, at most once per probe.
+    SQLite's writer holds a POSIX lock on one byte: in WAL mode the write-lock byte of the
+    ``-shm`` file, otherwise the RESERVED byte of the database file. The probe asks the kernel
+    whether that byte is locked (``F_GETLK``), which takes nothing. Where that cannot be asked,
+    it takes the lock itself with a zero busy timeout and gives it back at once (a racer that
+    looks at that instant finds it held: only there can the probe disturb a race).
     """
 
     def __init__(self, path: str) -> None:
@@ -97,6 +139,10 @@ class SqliteLockProbe:
         self._conn: sqlite3.Connection | None = None
 
     def write_lock_held(self) -> bool:
+        offset, suffix = _WAL_WRITE_LOCK if os.path.exists(self.path + "-shm") else _RESERVED_BYTE
+        locked = _byte_locked(self.path + suffix, offset)
+        if locked is not None:
+            return locked
         if self._conn is None:
             self._conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:
@@ -183,8 +229,10 @@ class IdleProbe:
     """Racers asleep in the kernel whose CPU time has not moved for :data:`IDLE_AFTER_S`.
 
     This is what catches waits outside the database: ``flock``, a file lock, a semaphore. A
-    racer blocked in a system call that waits for the lock itself (``flock``, a futex, a socket)
-    becomes runnable the moment the lock is free, so sleeping there means blocked. A racer in
+    racer blocked in a system call that waits for another process (``flock``, a futex, a
+    socket or pipe read, ``poll``: :data:`WAIT_SYSCALLS`) becomes runnable the moment that
+    process lets go, so sleeping there means blocked. Sleeping anywhere else (``fsync``, say)
+    means waiting for the disk: slow, not blocked. A racer in
     ``nanosleep`` is different: it may be a poller (filelock's ``FileLock``, SQLite's busy
     handler) that only finds out that a lock is free when it wakes up. So after any racer moved
     (:meth:`event`), a sleeper counts as blocked again only once it has woken, looked, and gone
@@ -197,6 +245,7 @@ class IdleProbe:
     idle_after_s: float = IDLE_AFTER_S
     _seen: dict[int, _Idle] = field(default_factory=dict)
     _sleeps: set[int] = field(default_factory=lambda: SLEEP_SYSCALLS.get(platform.machine(), set()))
+    _waits: set[int] = field(default_factory=lambda: WAIT_SYSCALLS.get(platform.machine(), set()))
 
     def __post_init__(self) -> None:
         if not procfs.available():
@@ -219,7 +268,7 @@ class IdleProbe:
         for racer in racers:
             state = procfs.thread_state(racer.pid)
             cpu = procfs.cpu_time_ns(racer.pid)
-            if state not in ("S", "D") or cpu is None:
+            if state != "S" or cpu is None:  # D is disk I/O: slow, not waiting for a racer
                 self._seen.pop(racer.pid, None)
                 continue
             idle = self._seen.get(racer.pid)
@@ -230,8 +279,12 @@ class IdleProbe:
                 continue
             if now - idle.since < self.idle_after_s:
                 continue
-            if idle.must_wake and procfs.syscall_number(racer.pid) in self._sleeps:
-                continue  # a poller that has not looked at its lock since it may be free
+            call = procfs.syscall_number(racer.pid)
+            if call in self._sleeps:
+                if idle.must_wake:
+                    continue  # a poller that has not looked at its lock since it may be free
+            elif call not in self._waits:
+                continue  # woke just now, or waits for the disk (fsync), not for a racer
             found.add(racer.index)
         self._moved = False
         return found

@@ -37,8 +37,9 @@ class RacerPoints:
         self._left = Counter(self._held)
         self.last = None
 
-    def reach(self, name: str) -> None:
-        self.last = name
+    def reach(self, name: str, statement: bool = False) -> None:
+        if not statement:  # the report's "last point" is the last place the code named
+            self.last = name
         if self._hold_all:
             self._hold(name)
         elif self._left[name] > 0:
@@ -60,6 +61,13 @@ def point(name: str) -> None:
     racer = _racer
     if racer is not None:
         racer.reach(name)
+
+
+def statement(name: str) -> None:
+    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too."""
+    racer = _racer
+    if racer is not None:
+        racer.reach(name, statement=True)
 
 
 def activate(racer: RacerPoints | None) -> None:

@@ -330,7 +330,7 @@ class _TraceState:
                 state.last = sql
                 short = short_sql(sql)
                 if short:  # '-- TRIGGER name' (Python 3.10) and other comment-only text
-                    points.point(f"{short} @ {_where(sys._getframe(1))}")
+                    points.statement(f"{short} @ {_where(sys._getframe(1))}")
             user = state.user
             if user is not None:
                 user(sql)
@@ -503,7 +503,7 @@ def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
         if pid and pid not in _seen_pids:
             _seen_pids.add(pid)
             callback(pid)
-    points.point(f"{short} @ {_where(frame)}")
+    points.statement(f"{short} @ {_where(frame)}")
 
 
 def _pg_query_point(conn: Any, query: Any, frame: FrameType | None) -> None:

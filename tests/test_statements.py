@@ -43,7 +43,7 @@ class Recorder:
         self.pids_seen_at: list[int] = []
         self.thread = threading.get_ident()
 
-    def reach(self, name: str) -> None:
+    def reach(self, name: str, statement: bool = False) -> None:
         if threading.get_ident() != self.thread:
             return
         self.names.append(name)
@@ -284,7 +284,7 @@ def test_trace_callback_runs_before_the_statement_takes_its_lock(
             go_on.wait(10)
 
     recorder_reach = rec.reach
-    rec.reach = lambda name: (recorder_reach(name), hold_b(name))  # type: ignore[method-assign]
+    rec.reach = lambda name, statement=False: (recorder_reach(name), hold_b(name))  # type: ignore[method-assign]
 
     def b() -> None:
         b_thread.append(threading.get_ident())
@@ -364,7 +364,7 @@ class Recorder:
     def __init__(self):
         self.names = []
 
-    def reach(self, name):
+    def reach(self, name, statement=False):
         self.names.append(name)
 
 
@@ -642,7 +642,7 @@ class Recorder:
     def __init__(self):
         self.names = []
 
-    def reach(self, name):
+    def reach(self, name, statement=False):
         self.names.append(name)
 
 
