@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 for example in ("run_manager", "groomer_lock"):
     sys.path.insert(0, str(ROOT / "examples" / example))
 
-import groomer  # noqa: E402
-import run_manager  # noqa: E402
+import groomer  # noqa: E402  # pyright: ignore[reportMissingImports]
+import run_manager  # noqa: E402  # pyright: ignore[reportMissingImports]
 
 
 def statements_only() -> None:
@@ -118,6 +118,7 @@ def groomer_case(label: str, fn: Any, broken: bool) -> Case:
     )
 
 
+PG = ("postgres",)
 CASES = [
     Case("runs.naive", runs.naive, True),
     Case("runs.in_process_lock", runs.in_process_lock, True),
@@ -133,8 +134,8 @@ CASES = [
         kwargs={"form": "upsert"},
     ),
     Case("runs.B", runs.B, False),
-    Case("runs.B lock_table", runs.B, False, kwargs={"form": "lock_table"}, backends=("postgres",)),
-    Case("runs.B advisory", runs.B, False, kwargs={"form": "advisory"}, backends=("postgres",)),
+    Case("runs.B lock_table", runs.B, False, kwargs={"form": "lock_table"}, backends=PG),
+    Case("runs.B advisory", runs.B, False, kwargs={"form": "advisory"}, backends=PG),
     Case(
         "runs.B serializable",
         runs.B,
@@ -218,8 +219,8 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     verdicts: list[str] = [
-        "| strategy | database | expected | verdicts (of {0}) | interleavings run | exhausted | "
-        "first failing interleaving | interleavings/s |".format(times),
+        f"| strategy | database | expected | verdicts (of {times}) | interleavings run | "
+        "exhausted | first failing interleaving | interleavings/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     speed: list[str] = [

@@ -12,8 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import multiprocess
+import multiprocess as _multiprocess
 
+multiprocess: Any = _multiprocess  # an untyped package
 START_METHODS = ("spawn", "fork", "forkserver")
 MAX_EXPLORE_RACERS = 8
 
