@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -519,23 +519,20 @@ def _write_live(config: pytest.Config, line: str) -> None:
             sys.__stderr__.flush()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Each phase's report carries the summaries of the races run in it; a failed call
-    silences the never-checked warning."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each phase's report carries the summaries of the races run in it; a test whose call
+    raised (failed, or xfailed) does not get the never-checked warning."""
     raced = item.stash.get(race_key, None)
     added = raced.record(item) if raced is not None else []
-    rep = yield
-    if call.when == "call" and rep.failed:
+    if call.when == "call" and call.excinfo is not None:
         item.stash[call_failed_key] = True
+    yield
     # The report has its own copy; later reports (the teardown's, which JUnit XML reads)
     # keep only the flat properties.
     item.user_properties[:] = [
         p for p in item.user_properties if not any(p[1] is summary for summary in added)
     ]
-    return rep
 
 
 @pytest.fixture

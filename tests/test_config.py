@@ -273,12 +273,10 @@ def test_soak_multiplies_explored_interleavings(pytester: pytest.Pytester) -> No
 
 
 def test_soak_seconds_is_a_time_budget(pytester: pytest.Pytester) -> None:
-    """Rounds run until the budget is spent, whatever rounds= said; the timeout grows too."""
+    """Rounds run until the budget is spent, whatever rounds= said."""
     from pytest_racecheck.plugin import SOAK_ROUNDS_CAP
 
-    result = run(
-        pytester, "--racecheck-soak-seconds=1.5", args=", processes=2, rounds=3, timeout=1"
-    )
+    result = run(pytester, "--racecheck-soak-seconds=1.5", args=", processes=2, rounds=3")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"MODE stress {SOAK_ROUNDS_CAP} None 1.5"])
     ran = int(next(ln for ln in result.outlines if ln.startswith("RAN")).split()[2])
@@ -313,3 +311,30 @@ def test_stop_early_ends_the_race_at_its_first_failing_round(
     result.stdout.fnmatch_lines(["*RAN 1"])
     plain = pytester.runpytest_inprocess("-s", "-o", "racecheck_stop_early=false")
     plain.stdout.fnmatch_lines(["*RAN 20"])
+
+
+def test_choose_settings_rules() -> None:
+    """The one place that decides explore, soak and budgets, without processes."""
+    from pytest_racecheck.plugin import SOAK_ROUNDS_CAP, choose_settings
+    from pytest_racecheck.settings import DEFAULTS
+
+    base = {**DEFAULTS.as_dict(), "rounds": 7, "explore": 5}
+    # Run-wide explore leaves a race that holds its own points, and drops rounds otherwise.
+    assert choose_settings(base, {}, own_interleaving=True)[0]["explore"] is None
+    assert choose_settings(base, {}, own_interleaving=True)[0]["rounds"] == 7
+    chosen, _ = choose_settings(base, {"rounds": 3}, own_interleaving=False)
+    assert (chosen["explore"], chosen["rounds"]) == (5, DEFAULTS.rounds)
+    # explore and rounds both as arguments: kept, for RaceSpec to refuse.
+    chosen, _ = choose_settings(base, {"explore": 2, "rounds": 3}, own_interleaving=True)
+    assert (chosen["explore"], chosen["rounds"]) == (2, 3)
+    # Soak multiplies what counts the rounds, and the timeout.
+    chosen, _ = choose_settings(base, {}, own_interleaving=False, soak=3)
+    assert (chosen["explore"], chosen["timeout"]) == (15, DEFAULTS.timeout * 3)
+    stress = {**DEFAULTS.as_dict(), "rounds": 7}
+    chosen, _ = choose_settings(stress, {}, own_interleaving=False, soak=3)
+    assert chosen["rounds"] == 21
+    # A time budget: stress rounds up to the cap, the timeout grows by the budget.
+    chosen, budget = choose_settings(stress, {"timeout": 1}, False, soak_seconds=30.0)
+    assert (chosen["rounds"], chosen["timeout"], budget) == (SOAK_ROUNDS_CAP, 31.0, 30.0)
+    chosen, budget = choose_settings(base, {}, False, soak_seconds=30.0)
+    assert (chosen["explore"], budget) == (5, 30.0)
