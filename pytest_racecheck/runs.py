@@ -1,0 +1,681 @@
+"""Reference "start one run" strategies, on SQLite and PostgreSQL.
+
+Every strategy answers the question this project comes from: how do several *processes* make
+sure that at most one run is active? Each is a function that a racer calls once per round with a
+database handle. It works on its process's own connection (the handle's shared connection, kept
+between calls as a pooled worker's would be), tries to start a run and returns an outcome:
+:data:`CREATED` when this call created the active run, :data:`REFUSED` when a run was already
+active (or the lock that guards starting one was held). The values are the same on both
+databases, so one test body runs on both.
+
+``naive`` and ``in_process_lock`` (the original bug) race; ``A``, ``B``, ``C`` and ``lease`` do
+not. ``lease_as_first_written`` is the lease as it is usually first written, and races.
+
+Sync points (see :func:`pytest_racecheck.point`):
+
+``"checked"``
+    every strategy, after it found no active run and before it writes one. Meeting all racers
+    here is what turns check-then-act into a deterministic failure.
+``"lease_checked"``
+    ``lease_as_first_written`` only, after it read the lock row and decided the lock is free,
+    before it writes the lock row. The correct lease has no such gap to pause in.
+
+The code is written to be read: each backend has its own function with its SQL spelled out.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pytest_racecheck.backends.base import Database
+from pytest_racecheck.points import point
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "CREATED",
+    "REFUSED",
+    "STRATEGIES",
+    "A",
+    "B",
+    "C",
+    "RunAlreadyActive",
+    "RunOutcome",
+    "active_count",
+    "create_schema",
+    "in_process_lock",
+    "lease",
+    "lease_acquire",
+    "lease_acquire_as_first_written",
+    "lease_as_first_written",
+    "lease_release",
+    "lease_release_as_first_written",
+    "naive",
+    "reset",
+]
+
+RunOutcome = Literal["created", "refused"]
+CREATED: Final = "created"
+REFUSED: Final = "refused"
+
+AForm = Literal["catch", "upsert"]
+BForm = Literal["immediate", "lock_table", "advisory", "serializable"]
+
+#: The advisory lock key of ``B(form="advisory")``, hashed by the database (``hashtext``) so
+#: every process and every client library derives the same key. Python's ``hash()`` would not.
+ADVISORY_LOCK_NAME: Final = "pytest_racecheck.runs:start_run"
+
+#: How many times ``B(form="serializable")`` runs its transaction before giving up.
+SERIALIZABLE_ATTEMPTS: Final = 50
+
+#: The lease that ``lease`` and ``lease_as_first_written`` take by default.
+DEFAULT_LEASE: Final = "start_run"
+
+
+class RunAlreadyActive(Exception):
+    """A run is already active. The strategies turn it into :data:`REFUSED`."""
+
+
+# --- schema and helpers for tests ------------------------------------------------------------
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
+    holder TEXT
+);
+CREATE TABLE IF NOT EXISTS run_guard (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT,
+    touched_at TEXT
+);
+INSERT INTO run_guard (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    holder TEXT,
+    acquired_at REAL NOT NULL  -- seconds since the epoch, from the database's clock
+);
+"""
+
+_POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id BIGSERIAL PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    holder TEXT
+);
+CREATE TABLE IF NOT EXISTS run_guard (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT,
+    touched_at TIMESTAMPTZ
+);
+INSERT INTO run_guard (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    holder TEXT,
+    acquired_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+# Strategy A's partial unique index: at most one row with status 'running'.
+_UNIQUE_ACTIVE = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (status) WHERE status = 'running'"
+)
+_NO_UNIQUE_ACTIVE = "DROP INDEX IF EXISTS runs_one_active"
+
+# SQLite's clock as seconds since the epoch (julianday is portable to old SQLite versions;
+# unixepoch('subsec') needs 3.42).
+_SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def create_schema(db: Database, *, unique_active: bool = False) -> None:
+    """Create the ``runs``, ``run_guard`` and ``leases`` tables (idempotent).
+
+    The partial unique index ``runs_one_active`` exists afterwards exactly when
+    ``unique_active`` is true: strategy ``A`` needs it, and ``naive`` must be free to fail,
+    so it is never there by accident.
+    """
+    schema = _SQLITE_SCHEMA if _backend(db) == "sqlite" else _POSTGRES_SCHEMA
+    index = _UNIQUE_ACTIVE if unique_active else _NO_UNIQUE_ACTIVE
+    db.executescript(f"{schema}\n{index};\n")
+
+
+def reset(db: Database) -> None:
+    """Start a round afresh: no runs, no leases; the guard row stays (``C`` needs it)."""
+    guard = "INSERT INTO run_guard (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
+    db.executescript(
+        "DELETE FROM runs;\n"
+        "DELETE FROM leases;\n"
+        "UPDATE run_guard SET holder = NULL, touched_at = NULL;\n"
+        f"{guard};\n"
+    )
+
+
+def active_count(db: Database) -> int:
+    """How many runs are active: the invariant is that this never exceeds one."""
+    return int(db.scalar("SELECT count(*) FROM runs WHERE status = 'running'") or 0)
+
+
+def _backend(db: Database) -> Literal["sqlite", "postgres"]:
+    backend = getattr(db, "backend", None)
+    if backend not in ("sqlite", "postgres"):
+        raise ValueError(f"pytest_racecheck.runs supports sqlite and postgres, not {backend!r}")
+    return backend
+
+
+def _holder() -> str:
+    """Who wrote a row: the process id is what tells racers apart in a failure report."""
+    return f"pid {os.getpid()}"
+
+
+def _outcome(attempt: Callable[[], object]) -> RunOutcome:
+    """Run one attempt; a :class:`RunAlreadyActive` is the clean refusal."""
+    try:
+        attempt()
+    except RunAlreadyActive:
+        return REFUSED
+    return CREATED
+
+
+# Each process keeps one connection per database (the handle's shared connection), as a worker
+# with a connection pool does: connecting per call would make every round pay for a new
+# PostgreSQL backend, and nothing about the race needs a fresh connection. Every strategy leaves
+# the connection outside any transaction; the guards below make sure of it.
+
+
+@contextmanager
+def _sqlite(db: Database) -> Iterator[sqlite3.Connection]:
+    """This process's connection, outside any transaction."""
+    conn: sqlite3.Connection = db.shared_connection()
+    # The handle opens with isolation_level=None; insist, because in Python's default mode
+    # sqlite3 begins transactions on its own and never puts a SELECT inside one.
+    conn.isolation_level = None
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    yield conn
+
+
+@contextmanager
+def _sqlite_transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """``begin`` ... ``COMMIT``, or ``ROLLBACK`` on any error (if SQLite has not already)."""
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def _postgres(db: Database) -> Iterator[psycopg.Connection[Any]]:
+    """This process's autocommit connection, outside any transaction."""
+    conn: psycopg.Connection[Any] = db.shared_connection()
+    if conn.closed or conn.broken:
+        db.close()
+        conn = db.shared_connection()
+    conn.autocommit = True  # transactions are begun explicitly below
+    if conn.info.transaction_status != 0:  # not IDLE: left by an interrupted call
+        conn.rollback()
+    yield conn
+
+
+@contextmanager
+def _postgres_transaction(
+    conn: psycopg.Connection[Any],
+    begin: Literal["BEGIN", "BEGIN ISOLATION LEVEL SERIALIZABLE"] = "BEGIN",
+) -> Iterator[None]:
+    """``begin`` ... ``COMMIT``. After an error PostgreSQL has aborted the transaction: roll
+    it back before the connection is used again (the SERIALIZABLE retry reuses it)."""
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if not conn.closed:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+_ACTIVE_RUN = "SELECT 1 FROM runs WHERE status = 'running' LIMIT 1"
+
+
+def _sqlite_active(conn: sqlite3.Connection) -> bool:
+    return conn.execute(_ACTIVE_RUN).fetchone() is not None
+
+
+def _postgres_active(conn: psycopg.Connection[Any]) -> bool:
+    return conn.execute(_ACTIVE_RUN).fetchone() is not None
+
+
+def _sqlite_insert_run(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT INTO runs (status, holder) VALUES ('running', ?)", (_holder(),))
+
+
+def _postgres_insert_run(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO runs (status, holder) VALUES ('running', %s)", (_holder(),))
+
+
+# --- naive and in_process_lock: the bug -------------------------------------------------------
+
+
+def naive(db: Database) -> RunOutcome:
+    """Check, then insert, with no protection at all: two processes both see "no active run".
+
+    The check is a plain SELECT outside any transaction, as in the original code.
+    """
+    return _outcome(lambda: _check_then_insert(db))
+
+
+_start_run_lock = threading.Lock()
+
+
+def in_process_lock(db: Database) -> RunOutcome:
+    """The original bug: a ``threading.Lock`` around check-then-insert.
+
+    It serializes the threads of one process and nothing else: every process has its own lock.
+    """
+
+    def attempt() -> None:
+        with _start_run_lock:
+            _check_then_insert(db)
+
+    return _outcome(attempt)
+
+
+def _check_then_insert(db: Database) -> None:
+    if _backend(db) == "sqlite":
+        with _sqlite(db) as conn:
+            if _sqlite_active(conn):
+                raise RunAlreadyActive
+            point("checked")
+            _sqlite_insert_run(conn)
+    else:
+        with _postgres(db) as conn:
+            if _postgres_active(conn):
+                raise RunAlreadyActive
+            point("checked")
+            _postgres_insert_run(conn)
+
+
+# --- A: uniqueness in the schema --------------------------------------------------------------
+
+
+def A(db: Database, *, form: AForm = "catch") -> RunOutcome:
+    """Let a partial unique index decide: at most one ``status = 'running'`` row can exist.
+
+    The check stays (it refuses cheaply in the common case) but no longer has to be right.
+    ``form="catch"`` inserts and turns the loser's unique violation into a refusal;
+    ``form="upsert"`` inserts ``ON CONFLICT (status) WHERE status = 'running' DO NOTHING``
+    (the conflict target repeats the index predicate) and looks at the row count. Needs
+    ``create_schema(db, unique_active=True)``.
+    """
+    if form not in ("catch", "upsert"):
+        raise ValueError(f"A has forms 'catch' and 'upsert', not {form!r}")
+    if _backend(db) == "sqlite":
+        return _outcome(lambda: _a_sqlite(db, form))
+    return _outcome(lambda: _a_postgres(db, form))
+
+
+_UPSERT_RUN_SQLITE = (
+    "INSERT INTO runs (status, holder) VALUES ('running', ?) "
+    "ON CONFLICT (status) WHERE status = 'running' DO NOTHING"
+)
+_UPSERT_RUN_POSTGRES = _UPSERT_RUN_SQLITE.replace("?", "%s")
+
+
+def _a_sqlite(db: Database, form: AForm) -> None:
+    with _sqlite(db) as conn:
+        if _sqlite_active(conn):
+            raise RunAlreadyActive
+        point("checked")
+        if form == "upsert":
+            if conn.execute(_UPSERT_RUN_SQLITE, (_holder(),)).rowcount != 1:
+                raise RunAlreadyActive
+            return
+        try:
+            _sqlite_insert_run(conn)
+        except sqlite3.IntegrityError as exc:
+            raise RunAlreadyActive from exc
+
+
+def _a_postgres(db: Database, form: AForm) -> None:
+    import psycopg
+
+    with _postgres(db) as conn:
+        if _postgres_active(conn):
+            raise RunAlreadyActive
+        point("checked")
+        if form == "upsert":
+            if conn.execute(_UPSERT_RUN_POSTGRES, (_holder(),)).rowcount != 1:
+                raise RunAlreadyActive
+            return
+        try:
+            # Autocommit: the failed INSERT was its own transaction, already rolled back.
+            _postgres_insert_run(conn)
+        except psycopg.errors.UniqueViolation as exc:
+            raise RunAlreadyActive from exc
+
+
+# --- B: serialize in the database -------------------------------------------------------------
+
+_B_FORMS: Final[dict[str, tuple[str, ...]]] = {
+    "sqlite": ("immediate",),
+    "postgres": ("lock_table", "advisory", "serializable"),
+}
+
+
+def B(db: Database, *, form: BForm | None = None) -> RunOutcome:
+    """Check and create in one transaction that serializes every starter.
+
+    SQLite: ``form="immediate"`` (the only one): ``BEGIN IMMEDIATE`` takes the write lock before
+    the check, and the others wait for it on the busy timeout. PostgreSQL:
+    ``form="lock_table"`` (default), ``LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE``, which
+    conflicts with itself and with every writer of ``runs``; ``form="advisory"``,
+    ``pg_advisory_xact_lock(hashtext(...))``, released at commit; ``form="serializable"``, a
+    SERIALIZABLE transaction run again from the start on SQLSTATE 40001.
+    """
+    backend = _backend(db)
+    chosen = form if form is not None else _B_FORMS[backend][0]
+    if chosen not in _B_FORMS[backend]:
+        raise ValueError(
+            f"B on {backend} has forms {', '.join(map(repr, _B_FORMS[backend]))}, not {chosen!r}"
+        )
+    if backend == "sqlite":
+        return _outcome(lambda: _b_sqlite(db))
+    if chosen == "serializable":
+        return _outcome(lambda: _b_postgres_serializable(db))
+    return _outcome(lambda: _b_postgres_locked(db, chosen))
+
+
+def _b_sqlite(db: Database) -> None:
+    with _sqlite(db) as conn, _sqlite_transaction(conn, "BEGIN IMMEDIATE"):
+        if _sqlite_active(conn):
+            raise RunAlreadyActive
+        point("checked")
+        _sqlite_insert_run(conn)
+
+
+def _b_postgres_locked(db: Database, form: str) -> None:
+    with _postgres(db) as conn, _postgres_transaction(conn):
+        if form == "lock_table":
+            conn.execute("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE")
+        else:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ADVISORY_LOCK_NAME,))
+        if _postgres_active(conn):
+            raise RunAlreadyActive
+        point("checked")
+        _postgres_insert_run(conn)
+
+
+def _b_postgres_serializable(db: Database) -> None:
+    import psycopg
+
+    with _postgres(db) as conn:
+        for attempt in range(1, SERIALIZABLE_ATTEMPTS + 1):
+            try:
+                with _postgres_transaction(conn, "BEGIN ISOLATION LEVEL SERIALIZABLE"):
+                    if _postgres_active(conn):
+                        raise RunAlreadyActive
+                    point("checked")
+                    _postgres_insert_run(conn)
+                return
+            except psycopg.errors.SerializationFailure:
+                # The transaction is rolled back; run all of it again, check included.
+                if attempt == SERIALIZABLE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.001 * attempt))
+
+
+# --- C: a guard row ---------------------------------------------------------------------------
+
+
+def C(db: Database) -> RunOutcome:
+    """Every starter first locks one pre-existing guard row, then checks and creates.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` on the guard row (locking the runs themselves does not
+    work: ``FOR UPDATE`` on rows that do not exist yet locks nothing). SQLite has no row locks:
+    the first statement of the transaction writes the guard row, which takes the database's
+    write lock; a deferred transaction whose first statement is a write waits on the busy
+    timeout, like ``BEGIN IMMEDIATE``.
+    """
+    if _backend(db) == "sqlite":
+        return _outcome(lambda: _c_sqlite(db))
+    return _outcome(lambda: _c_postgres(db))
+
+
+_GUARD_MISSING = "the guard row is missing: create_schema() creates it and reset() keeps it"
+
+
+def _c_sqlite(db: Database) -> None:
+    with _sqlite(db) as conn, _sqlite_transaction(conn, "BEGIN"):
+        touched = conn.execute(
+            f"UPDATE run_guard SET holder = ?, touched_at = {_SQLITE_NOW} WHERE id = 1",
+            (_holder(),),
+        )
+        if touched.rowcount != 1:
+            raise RuntimeError(_GUARD_MISSING)
+        if _sqlite_active(conn):
+            raise RunAlreadyActive
+        point("checked")
+        _sqlite_insert_run(conn)
+
+
+def _c_postgres(db: Database) -> None:
+    with _postgres(db) as conn, _postgres_transaction(conn):
+        if conn.execute("SELECT id FROM run_guard WHERE id = 1 FOR UPDATE").fetchone() is None:
+            raise RuntimeError(_GUARD_MISSING)
+        # READ COMMITTED: this statement's snapshot is taken after the guard was granted, so it
+        # sees the run that the previous holder committed.
+        if _postgres_active(conn):
+            raise RunAlreadyActive
+        point("checked")
+        _postgres_insert_run(conn)
+
+
+# --- the lease, done right --------------------------------------------------------------------
+
+
+def lease_acquire(
+    db: Database, name: str, *, ttl_seconds: float, holder: str | None = None
+) -> str | None:
+    """Take the lease ``name``; return this holder's token, or None when someone holds it.
+
+    First writer wins (``INSERT ... ON CONFLICT DO NOTHING``). A lease whose age, by the
+    database's clock, has reached ``ttl_seconds`` is stale and is reclaimed by one conditional
+    ``UPDATE``: of several reclaimers exactly one matches. ``ttl_seconds=0``: always stale.
+    """
+    if ttl_seconds < 0:
+        raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds!r}")
+    token = secrets.token_hex(16)
+    who = holder if holder is not None else _holder()
+    if _backend(db) == "sqlite":
+        with _sqlite(db) as conn:
+            inserted = conn.execute(
+                "INSERT INTO leases (name, token, holder, acquired_at) "
+                f"VALUES (?, ?, ?, {_SQLITE_NOW}) ON CONFLICT (name) DO NOTHING",
+                (name, token, who),
+            ).rowcount
+            if inserted == 1:
+                return token
+            reclaimed = conn.execute(
+                f"UPDATE leases SET token = ?, holder = ?, acquired_at = {_SQLITE_NOW} "
+                f"WHERE name = ? AND acquired_at <= {_SQLITE_NOW} - ?",
+                (token, who, name, float(ttl_seconds)),
+            ).rowcount
+    else:
+        with _postgres(db) as conn:
+            inserted = conn.execute(
+                "INSERT INTO leases (name, token, holder, acquired_at) "
+                "VALUES (%s, %s, %s, clock_timestamp()) ON CONFLICT (name) DO NOTHING",
+                (name, token, who),
+            ).rowcount
+            if inserted == 1:
+                return token
+            reclaimed = conn.execute(
+                "UPDATE leases SET token = %s, holder = %s, acquired_at = clock_timestamp() "
+                "WHERE name = %s "
+                "AND acquired_at <= clock_timestamp() - %s::float8 * interval '1 second'",
+                (token, who, name, float(ttl_seconds)),
+            ).rowcount
+    return token if reclaimed == 1 else None
+
+
+def lease_release(db: Database, name: str, token: str) -> bool:
+    """Give the lease back, only if ``token`` still holds it; False when it was reclaimed."""
+    if _backend(db) == "sqlite":
+        with _sqlite(db) as conn:
+            sql = "DELETE FROM leases WHERE name = ? AND token = ?"
+            return conn.execute(sql, (name, token)).rowcount == 1
+    with _postgres(db) as conn:
+        sql = "DELETE FROM leases WHERE name = %s AND token = %s"
+        return conn.execute(sql, (name, token)).rowcount == 1
+
+
+def lease(db: Database, *, name: str = DEFAULT_LEASE, ttl_seconds: float = 1800) -> RunOutcome:
+    """Start a run under a lease; when the lease is held, refuse quietly (no exception).
+
+    Under the lease: check, then create, and the create is fenced: it happens in a transaction
+    that first confirms this token still holds the lease, so a holder that outlived its lease
+    (and was reclaimed) refuses instead of creating a second run. Release in ``finally``.
+    """
+    token = lease_acquire(db, name, ttl_seconds=ttl_seconds)
+    if token is None:
+        return REFUSED
+    try:
+        return _outcome(lambda: _create_under_lease(db, name, token))
+    finally:
+        lease_release(db, name, token)
+
+
+def _create_under_lease(db: Database, name: str, token: str) -> None:
+    if _backend(db) == "sqlite":
+        with _sqlite(db) as conn:
+            if _sqlite_active(conn):
+                raise RunAlreadyActive
+            point("checked")
+            with _sqlite_transaction(conn, "BEGIN IMMEDIATE"):
+                held = conn.execute(
+                    "SELECT 1 FROM leases WHERE name = ? AND token = ?", (name, token)
+                ).fetchone()
+                if held is None:
+                    raise RunAlreadyActive  # reclaimed: the lease is someone else's now
+                _sqlite_insert_run(conn)
+    else:
+        with _postgres(db) as conn:
+            if _postgres_active(conn):
+                raise RunAlreadyActive
+            point("checked")
+            with _postgres_transaction(conn):
+                # FOR SHARE makes a concurrent reclaim (an UPDATE of this row) wait for commit.
+                held = conn.execute(
+                    "SELECT 1 FROM leases WHERE name = %s AND token = %s FOR SHARE",
+                    (name, token),
+                ).fetchone()
+                if held is None:
+                    raise RunAlreadyActive
+                _postgres_insert_run(conn)
+
+
+# --- the lease as first written: check-then-act again ------------------------------------------
+
+
+def lease_acquire_as_first_written(
+    db: Database, name: str, *, ttl_seconds: float, holder: str | None = None
+) -> str | None:
+    """BROKEN on purpose: read the lock row, decide in Python, then write.
+
+    Two processes can both read "absent" (the loser then raises a raw unique violation, it does
+    not bail) or both read "stale" (both overwrite, both hold). Staleness is judged by this
+    process's clock, not the database's.
+    """
+    token = secrets.token_hex(16)
+    who = holder if holder is not None else _holder()
+    now = time.time()
+    if _backend(db) == "sqlite":
+        with _sqlite(db) as conn:
+            row = conn.execute("SELECT acquired_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and now - float(row[0]) <= ttl_seconds:
+                return None
+            point("lease_checked")
+            if row is None:
+                conn.execute(
+                    "INSERT INTO leases (name, token, holder, acquired_at) VALUES (?, ?, ?, ?)",
+                    (name, token, who, now),
+                )
+            else:
+                conn.execute(
+                    "UPDATE leases SET token = ?, holder = ?, acquired_at = ? WHERE name = ?",
+                    (token, who, now, name),
+                )
+    else:
+        stamp = datetime.fromtimestamp(now, timezone.utc)
+        with _postgres(db) as conn:
+            row = conn.execute("SELECT acquired_at FROM leases WHERE name = %s", (name,)).fetchone()
+            if row is not None and (stamp - row[0]).total_seconds() <= ttl_seconds:
+                return None
+            point("lease_checked")
+            if row is None:
+                conn.execute(
+                    "INSERT INTO leases (name, token, holder, acquired_at) VALUES (%s, %s, %s, %s)",
+                    (name, token, who, stamp),
+                )
+            else:
+                conn.execute(
+                    "UPDATE leases SET token = %s, holder = %s, acquired_at = %s WHERE name = %s",
+                    (token, who, stamp, name),
+                )
+    return token
+
+
+def lease_release_as_first_written(db: Database, name: str, token: str) -> bool:
+    """BROKEN on purpose: deletes the lock by name, whoever holds it now (``token`` unused)."""
+    del token
+    if _backend(db) == "sqlite":
+        with _sqlite(db) as conn:
+            return conn.execute("DELETE FROM leases WHERE name = ?", (name,)).rowcount == 1
+    with _postgres(db) as conn:
+        return conn.execute("DELETE FROM leases WHERE name = %s", (name,)).rowcount == 1
+
+
+def lease_as_first_written(
+    db: Database, *, name: str = DEFAULT_LEASE, ttl_seconds: float = 1800
+) -> RunOutcome:
+    """BROKEN on purpose: the lease as it is usually first written.
+
+    Acquire by check-then-act (a loser can crash with a unique violation), create the run
+    without a fence, release by name. Compare with :func:`lease`.
+    """
+    token = lease_acquire_as_first_written(db, name, ttl_seconds=ttl_seconds)
+    if token is None:
+        return REFUSED
+    try:
+        return _outcome(lambda: _check_then_insert(db))
+    finally:
+        lease_release_as_first_written(db, name, token)
+
+
+#: Every strategy by name, with its default form; "A" needs ``create_schema(unique_active=True)``.
+STRATEGIES: Final[dict[str, Callable[[Database], RunOutcome]]] = {
+    "naive": naive,
+    "in_process_lock": in_process_lock,
+    "A": A,
+    "B": B,
+    "C": C,
+    "lease": lease,
+    "lease_as_first_written": lease_as_first_written,
+}
