@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_racecheck import report as race_report
+from pytest_racecheck import spares
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 from pytest_racecheck.blocking import (
@@ -70,6 +71,7 @@ soak_key = pytest.StashKey[int]()
 soak_seconds_key = pytest.StashKey["float | None"]()
 probes_key = pytest.StashKey[list[Any]]()
 race_key = pytest.StashKey["Race"]()
+spares_key = pytest.StashKey[int]()
 call_failed_key = pytest.StashKey[bool]()
 
 
@@ -163,6 +165,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "directory with PostgreSQL's initdb and pg_ctl for the throwaway server",
         metavar="DIR",
     )
+    _add_setting(
+        parser,
+        group,
+        "spares",
+        f"keep N groups of spare racers started ahead per race size and start method "
+        f"(spawn, forkserver), so races start without waiting for interpreters; 0 turns "
+        f"them off (default {spares.DEFAULT_LIMIT})",
+        metavar="N",
+    )
     group.addoption(
         "--racecheck-require-postgres",
         dest="racecheck_require_postgres",
@@ -185,6 +196,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "database",
     )
     config.stash[settings_key] = _run_settings(config)
+    config.stash[spares_key] = spares.configure(_spares(config))
     config.stash[soak_key] = _soak(config)
     config.stash[soak_seconds_key] = _soak_seconds(config)
     if config.stash[soak_key] > 1 and config.stash[soak_seconds_key] is not None:
@@ -247,6 +259,27 @@ def _soak_seconds(config: pytest.Config) -> float | None:
     if not seconds > 0 or seconds == float("inf"):
         raise pytest.UsageError(f"{source} must be a number of seconds above 0, got {raw!r}")
     return seconds
+
+
+def _spares(config: pytest.Config) -> int:
+    """Spare groups per race size, the default when nothing sets it."""
+    found = _setting(config, "spares")
+    if found is None:
+        return spares.DEFAULT_LIMIT
+    raw, source = found
+    if not str(raw).strip().isdigit():
+        raise pytest.UsageError(
+            f"{source} must be a whole number (0 turns spares off), got {raw!r}"
+        )
+    return int(raw)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Spares never outlive the session (an in-process pytester run ends its own, too).
+    spares.end_all()
+    previous = config.stash.get(spares_key, None)
+    if previous is not None:
+        spares.configure(previous)
 
 
 def _stop_early(config: pytest.Config) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -47,6 +48,8 @@ from pytest_racecheck.protocol import (
 )
 from pytest_racecheck.racer import racer_main
 from pytest_racecheck.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
+from pytest_racecheck.spares import SpareGroup
+from pytest_racecheck.spares import pool as spare_pool
 
 SHUTDOWN_GRACE_S = 0.5
 """How long racers get to leave through the gate before they are terminated, then killed."""
@@ -290,10 +293,22 @@ class Controller:
         started = time.monotonic()
         self.deadline = started + spec.timeout
         ctx = multiprocess.get_context(spec.start_method)
-        gate = StartGate(ctx, spec.processes)
+        spares = spare_pool.take(spec.start_method, spec.processes)
+        gate = spares.gate if spares is not None else StartGate(ctx, spec.processes)
         try:
-            self._start(ctx, gate, call)
-            self._await_all("ready")
+            try:
+                self._start(ctx, gate, call, spares)
+                self._await_all("ready")
+            except (RacerDied, OSError):
+                if spares is None:
+                    raise
+                # A spare died before it could take the race: start fresh racers instead.
+                spare_pool.stats.fallbacks += 1
+                shutdown(self.racers, gate)
+                self.racers = []
+                gate = StartGate(ctx, spec.processes)
+                self._start(ctx, gate, call)
+                self._await_all("ready")
             gate.arm(0)
             self._await_all("warm")
             result.startup_s = time.monotonic() - started
@@ -314,12 +329,25 @@ class Controller:
         finally:
             result.elapsed_s = time.monotonic() - started
             shutdown(self.racers, gate)
+            # Spares for the next race start now, not during this one's rounds; not when
+            # Ctrl-C or a KeyboardInterrupt-like exit ends the race (sys.exc_info() in a
+            # finally block is the exception passing through).
+            if isinstance(sys.exc_info()[1], Exception | None):
+                spare_pool.race_ended(spec.start_method, spec.processes)
         return result
 
-    def _start(self, ctx: Any, gate: StartGate, call: bytes) -> None:
+    def _start(
+        self, ctx: Any, gate: StartGate, call: bytes, spares: SpareGroup | None = None
+    ) -> None:
         token = f"racecheck-{uuid.uuid4().hex[:8]}"
         coordinator = self.coordinator
-        for i in range(self.spec.processes):
+        if spares is not None:
+            for i, (process, channel) in enumerate(
+                zip(spares.processes, spares.channels, strict=True)
+            ):
+                self.racers.append(_Racer(i, process, channel, f"{token}-{i}"))
+            spares.assign()
+        for i in range(self.spec.processes if spares is None else 0):
             ours, theirs = ctx.Pipe()
             process = ctx.Process(
                 target=racer_main,

@@ -37,23 +37,40 @@ class ReturnValueNotSendable(Exception):
     """The racer's function returned a value that cannot be pickled to the controller."""
 
 
-def _watch_controller(controller_pid: int) -> None:
+def _watch_controller(parent_pid: int) -> None:
     while True:
         time.sleep(WATCHDOG_S)
-        if os.getppid() != controller_pid:
+        if os.getppid() != parent_pid:
             os._exit(70)
 
 
-def racer_main(index: int, channel: Any, gate: StartGate, controller_pid: int) -> None:
-    """The racer's whole life; the entry point of its process."""
+def racer_main(
+    index: int,
+    channel: Any,
+    gate: StartGate,
+    controller_pid: int,
+    spare_preload: tuple[str, ...] | None = None,
+) -> None:
+    """The racer's whole life; the entry point of its process.
+
+    ``spare_preload`` makes it a spare (see :mod:`pytest_racecheck.spares`): it imports those
+    modules, then waits until a race takes it, before the Setup any racer waits for.
+    """
     global _current
     _current = index
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_controller, args=(controller_pid,), daemon=True).start()
+    # The parent is the controller, or with forkserver the fork server, which ends with it.
+    parent_pid = os.getppid() if os.getppid() != 1 else controller_pid
+    threading.Thread(target=_watch_controller, args=(parent_pid,), daemon=True).start()
 
     def controller_alive() -> bool:
-        return os.getppid() == controller_pid
+        return os.getppid() == parent_pid
 
+    if spare_preload is not None:
+        from pytest_racecheck import spares
+
+        if not spares.await_assignment(channel, spare_preload):
+            return
     setup = channel.recv()
     assert isinstance(setup, Setup), setup
     doing = "load"

@@ -1,0 +1,309 @@
+"""Spare racers: start-up taken off the critical path of a race.
+
+A racer costs a fresh interpreter: with ``spawn`` it starts Python, imports the harness, dill,
+multiprocess and the test's module, then warms up; that is almost all of a short race's time.
+A *spare* is a racer started before any race asked for it: a fresh interpreter (own hash seed)
+that imported the harness and the libraries racers usually need, and now waits for a race.
+
+- Spares come in **groups**, one group per race size and start method: the start gate's
+  semaphores can only be handed to a process when it starts, so a group is born with its own
+  :class:`~pytest_racecheck.barrier.StartGate` sized for ``processes`` racers.
+- A group serves **one race only**, then its racers end as any racer does; a fresh group is
+  started for the next race when that race ends (never during a race: on a small machine the
+  start-up would steal the cores the racers race on). Nothing is kept from one test's function
+  to the next.
+- The first group of a size starts only once a race of that size ended: no spare exists while
+  no race runs. ``limit`` groups are kept per size and start method (``--racecheck-spares``,
+  default 1; 0 turns spares off), and at most :data:`MAX_SPARE_PROCESSES` processes in all
+  (the least recently asked sizes go first).
+- ``start_method="fork"`` never uses spares: a forked racer exists to inherit the test
+  process's state at the moment of the race, which a spare forked earlier would not have.
+- When a race takes a group, each spare receives the test process's current environment,
+  working directory and ``sys.path`` (what a racer spawned now would inherit) before the race's
+  Setup. A group started under different ``PYTHON*`` variables (``PYTHONHASHSEED``...) than the
+  current ones is not used.
+- A group whose process died is never handed out; one that dies while it takes its Setup makes
+  the race start fresh racers (see ``Controller.run``). A group still starting is handed out: it
+  started before the race, so it is ready no later than racers started now.
+- Spares never outlive the test process: the racer's watchdog ends a spare whose parent is gone
+  (also after SIGKILL), :func:`end_all` ends them at session end (``pytest_unconfigure``), and an
+  ``atexit`` hook is the backstop. Each pytest-xdist worker is its own process with its own pool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiprocess as _multiprocess
+
+from pytest_racecheck.barrier import StartGate
+
+multiprocess: Any = _multiprocess  # an untyped package
+
+DEFAULT_LIMIT = 1
+"""Groups kept ready per (start method, race size) by default."""
+
+MAX_SPARE_PROCESSES = 32
+"""No more spare processes than this in one test process, whatever the sizes asked for."""
+
+END_GRACE_S = 0.5
+"""How long ended spares get to exit after SIGTERM before SIGKILL."""
+
+PRELOAD = ("pytest", "sqlite3", "psycopg")
+"""Modules a spare imports while it waits, if the test process has imported them."""
+
+SPARE_METHODS = ("spawn", "forkserver")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a spare takes from the test process when a race takes it, before the Setup."""
+
+    environ: dict[str, str]
+    cwd: str
+    sys_path: list[str]
+
+
+def _interpreter_env(environ: Any) -> dict[str, str]:
+    """The variables read when an interpreter starts: a spare started under others differs."""
+    return {k: v for k, v in environ.items() if k.startswith("PYTHON")}
+
+
+# The spare's side.
+
+
+def await_assignment(channel: Any, preload: tuple[str, ...]) -> bool:
+    """In a spare: import ahead, wait for a race; False if the pool ended this spare."""
+    for name in preload:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    try:
+        assignment = channel.recv()
+    except (EOFError, OSError):
+        return False
+    if not isinstance(assignment, Assignment):
+        return False
+    os.environ.clear()
+    os.environ.update(assignment.environ)
+    with contextlib.suppress(OSError):
+        os.chdir(assignment.cwd)
+    sys.path[:] = assignment.sys_path
+    importlib.invalidate_caches()
+    return True
+
+
+# The test process's side.
+
+
+@dataclass
+class SpareGroup:
+    """``size`` spare racers started together, sharing one start gate: one race's racers."""
+
+    start_method: str
+    size: int
+    gate: StartGate
+    processes: list[Any]
+    channels: list[Any]
+    interpreter_env: dict[str, str]
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def usable(self) -> bool:
+        """Every spare alive (a reaped process is seen at once), started like a racer now."""
+        return _interpreter_env(os.environ) == self.interpreter_env and all(
+            p.is_alive() for p in self.processes
+        )
+
+    def assign(self) -> None:
+        """Hand every spare the test process's present context; OSError if one is gone."""
+        assignment = Assignment(dict(os.environ), os.getcwd(), list(sys.path))
+        for i, (process, channel) in enumerate(zip(self.processes, self.channels, strict=True)):
+            process.name = f"racecheck-racer-{i}"  # a racer now: it ends with its race
+            channel.send(assignment)
+
+
+def start_group(start_method: str, size: int) -> SpareGroup:
+    """Start ``size`` spare racers; returns at once (they import in the background)."""
+    # Imported here: racer imports this module in the spare.
+    from pytest_racecheck.racer import racer_main
+
+    ctx = multiprocess.get_context(start_method)
+    gate = StartGate(ctx, size)
+    preload = tuple(name for name in PRELOAD if name in sys.modules)
+    processes, channels = [], []
+    try:
+        for i in range(size):
+            ours, theirs = ctx.Pipe()
+            process = ctx.Process(
+                target=racer_main,
+                args=(i, theirs, gate, os.getpid()),
+                kwargs={"spare_preload": preload},
+                name=f"spare-racer-{i}",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            processes.append(process)
+            channels.append(ours)
+    except BaseException:
+        _end(processes, channels)
+        raise
+    return SpareGroup(start_method, size, gate, processes, channels, _interpreter_env(os.environ))
+
+
+def _end(processes: list[Any], channels: list[Any]) -> None:
+    """End spares that no race took: they hold nothing, so SIGTERM at once, then SIGKILL."""
+    for channel in channels:
+        channel.close()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    end = time.monotonic() + END_GRACE_S
+    for process in processes:
+        process.join(max(end - time.monotonic(), 0))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(END_GRACE_S)
+        if process.exitcode is not None:
+            process.close()
+
+
+@dataclass
+class PoolStats:
+    started: int = 0
+    """Groups started."""
+    used: int = 0
+    """Groups handed to a race."""
+    discarded: int = 0
+    """Groups ended unused: a spare died, the interpreter variables changed, or too many."""
+    fallbacks: int = 0
+    """Races whose spares failed while taking their Setup and that started fresh racers."""
+
+
+class SparePool:
+    """The test process's spare groups, by (start method, size), least recently asked first."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        self.limit = limit
+        self.groups: OrderedDict[tuple[str, int], list[SpareGroup]] = OrderedDict()
+        self.stats = PoolStats()
+        self._lock = threading.Lock()
+        self._owner = os.getpid()
+        self._filling: threading.Thread | None = None
+
+    def _mine(self) -> bool:
+        # A forked copy of the test process (a fork racer) must never touch its spares.
+        return os.getpid() == self._owner
+
+    def take(self, start_method: str, size: int) -> SpareGroup | None:
+        """A usable group for this race, or None: the race starts its own racers."""
+        if not self._mine():
+            return None
+        # Also before a fork race: never fork while another thread is starting processes.
+        self._settle()
+        if start_method not in SPARE_METHODS or self.limit <= 0:
+            return None
+        with self._lock:
+            waiting = self.groups.get((start_method, size), [])
+            while waiting:
+                group = waiting.pop(0)
+                if group.usable():
+                    self.stats.used += 1
+                    return group
+                self.stats.discarded += 1
+                _end(group.processes, group.channels)
+        return None
+
+    def race_ended(self, start_method: str, size: int) -> None:
+        """Keep ``limit`` groups of this size ready for the next race (started in a thread:
+        the test goes on while the interpreters are launched)."""
+        if start_method not in SPARE_METHODS or self.limit <= 0 or not self._mine():
+            return
+        self._settle()
+        self._filling = threading.Thread(
+            target=self._fill, args=(start_method, size), name="racecheck-spares", daemon=True
+        )
+        self._filling.start()
+
+    def _settle(self) -> None:
+        """Wait until the groups being launched are launched (not until they are ready)."""
+        filling, self._filling = self._filling, None
+        if filling is not None:
+            filling.join()
+
+    def _fill(self, start_method: str, size: int) -> None:
+        key = (start_method, size)
+        with self._lock:
+            waiting = self.groups.setdefault(key, [])
+            self.groups.move_to_end(key)
+            while len(waiting) < self.limit:
+                try:
+                    waiting.append(start_group(start_method, size))
+                except Exception:
+                    return  # the next race starts its own racers, and says why if it cannot
+                self.stats.started += 1
+            self._trim()
+
+    def _trim(self) -> None:
+        """End the least recently asked groups beyond MAX_SPARE_PROCESSES (not the newest)."""
+        total = sum(g.size for gs in self.groups.values() for g in gs)
+        for key in list(self.groups)[:-1]:
+            if total <= MAX_SPARE_PROCESSES:
+                break
+            for group in self.groups.pop(key):
+                total -= group.size
+                self.stats.discarded += 1
+                _end(group.processes, group.channels)
+
+    def pids(self, start_method: str | None = None, size: int | None = None) -> list[int]:
+        """The pids of the spares waiting (of one size and start method, if given)."""
+        self._settle()
+        return [
+            pid
+            for (method, n), groups in self.groups.items()
+            if start_method in (None, method) and size in (None, n)
+            for group in groups
+            for pid in group.pids
+        ]
+
+    def end_all(self) -> None:
+        """End every spare (session end)."""
+        if not self._mine():
+            return
+        self._settle()
+        with self._lock:
+            groups = [g for gs in self.groups.values() for g in gs]
+            self.groups.clear()
+            _end([p for g in groups for p in g.processes], [c for g in groups for c in g.channels])
+
+
+pool = SparePool()
+"""The pool of this test process; the plugin sets its limit from ``--racecheck-spares``."""
+
+
+def configure(limit: int) -> int:
+    """Set how many groups to keep per size (0: none); returns the previous limit."""
+    previous, pool.limit = pool.limit, limit
+    if limit <= 0:
+        pool.end_all()
+    return previous
+
+
+def end_all() -> None:
+    pool.end_all()
+
+
+atexit.register(end_all)

@@ -1,0 +1,249 @@
+"""Spare racers: started ahead, each serves one race, never outlives the test process.
+
+Real processes only; nothing here is timed (the start-up figures are in docs/benchmarks.md,
+from benchmarks/startup.py). Deadlines are generous bounds on "it ends", not measurements.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import tagged_processes
+
+from pytest_racecheck import spares
+from pytest_racecheck.race import RaceSpec, run_race
+
+
+def pid_and_hash() -> tuple[int, int]:
+    return os.getpid(), hash("x")
+
+
+def env_value() -> str | None:
+    return os.environ.get("RACECHECK_SPARE_PROBE")
+
+
+@pytest.fixture
+def pool() -> Iterator[spares.SparePool]:
+    previous = spares.configure(1)
+    spares.end_all()
+    spares.pool.stats = spares.PoolStats()
+    yield spares.pool
+    spares.end_all()
+    spares.configure(previous)
+
+
+def _race(n: int = 2, start_method: str = "spawn", fn=pid_and_hash) -> list[tuple[int, int]]:
+    result = run_race(RaceSpec(fn=fn, processes=n, rounds=2, start_method=start_method))
+    assert len(result.rounds) == 2
+    values = [o.value for o in result.rounds[0].outcomes]
+    assert values == [o.value for o in result.rounds[1].outcomes]  # one process per racer
+    return values
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def _wait_gone(pids: list[int], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not all(_gone(p) for p in pids):
+        assert time.monotonic() < deadline, f"{what}: {[p for p in pids if not _gone(p)]}"
+        time.sleep(0.05)
+
+
+def test_no_spare_before_a_race_asks(pool: spares.SparePool) -> None:
+    assert pool.pids() == []
+    assert pool.stats.started == 0
+
+
+def test_second_race_runs_on_the_spares_the_first_left(pool: spares.SparePool) -> None:
+    first = _race(3)
+    waiting = pool.pids("spawn", 3)
+    assert len(waiting) == 3  # started when the first race ended, for its size
+    assert not set(waiting) & {pid for pid, _ in first}
+    second = _race(3)
+    assert [pid for pid, _ in second] == waiting
+    assert pool.stats.used == 1
+
+
+def test_each_spare_serves_one_race_and_ends(pool: spares.SparePool) -> None:
+    seen: list[int] = []
+    for _ in range(4):
+        seen += [pid for pid, _ in _race(2)]
+    assert len(seen) == len(set(seen)) == 8
+    assert pool.stats.used == 3
+    _wait_gone(seen, "racers still alive after their race")  # reaped by the race's shutdown
+
+
+def test_spares_have_their_own_hash_seeds(pool: spares.SparePool) -> None:
+    _race(4)
+    hashes = [h for _, h in _race(4)]
+    assert pool.stats.used == 1
+    # PYTHONHASHSEED unset: each spawned interpreter draws its own seed.
+    assert "PYTHONHASHSEED" not in os.environ
+    assert len(set(hashes)) == 4
+    assert hash("x") not in hashes
+
+
+def test_spare_sees_the_environment_of_race_time(
+    pool: spares.SparePool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _race(2)
+    assert len(pool.pids("spawn", 2)) == 2
+    monkeypatch.setenv("RACECHECK_SPARE_PROBE", "set after the spares started")
+    values = _race(2, fn=env_value)
+    assert pool.stats.used == 1
+    assert values == ["set after the spares started"] * 2
+
+
+def test_group_started_under_other_interpreter_variables_is_not_used(
+    pool: spares.SparePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _race(2)
+    stale = pool.pids("spawn", 2)
+    monkeypatch.setenv("PYTHONHASHSEED", "7")  # a racer started now would have this seed
+    pids = [pid for pid, _ in _race(2)]
+    assert not set(pids) & set(stale)
+    assert pool.stats.used == 0 and pool.stats.discarded == 1
+    _wait_gone(stale, "discarded spares still alive")
+
+
+def test_killed_spare_is_never_handed_out(pool: spares.SparePool) -> None:
+    _race(2)
+    victims = pool.pids("spawn", 2)
+    os.kill(victims[0], signal.SIGKILL)
+    _wait_gone(victims[:1], "SIGKILL did not end the spare")
+    pids = [pid for pid, _ in _race(2)]
+    assert not set(pids) & set(victims)
+    assert pool.stats.discarded == 1 and pool.stats.fallbacks == 0
+    _wait_gone(victims, "the killed spare's partner still alive")
+
+
+def test_spare_that_dies_while_taken_falls_back_to_fresh_racers(
+    pool: spares.SparePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _race(2)
+    victims = pool.pids("spawn", 2)
+    os.kill(victims[1], signal.SIGKILL)
+    # As if it died between the pool's look and the race's Setup.
+    monkeypatch.setattr(spares.SpareGroup, "usable", lambda self: True)
+    pids = [pid for pid, _ in _race(2)]
+    assert not set(pids) & set(victims)
+    assert pool.stats.used == 1 and pool.stats.fallbacks == 1
+    _wait_gone(victims, "spares of the failed group still alive")
+
+
+def test_fork_races_use_no_spare(pool: spares.SparePool) -> None:
+    _race(2, start_method="fork")
+    _race(2, start_method="fork")
+    assert pool.pids() == []
+    assert pool.stats.started == 0 and pool.stats.used == 0
+
+
+def test_forkserver_races_use_spares(pool: spares.SparePool) -> None:
+    _race(2, start_method="forkserver")
+    waiting = pool.pids("forkserver", 2)
+    assert len(waiting) == 2
+    assert [pid for pid, _ in _race(2, start_method="forkserver")] == waiting
+
+
+def test_limit_zero_ends_spares_and_starts_none(pool: spares.SparePool) -> None:
+    _race(2)
+    waiting = pool.pids()
+    assert len(waiting) == 2
+    spares.configure(0)
+    _wait_gone(waiting, "spares still alive after they were turned off")
+    _race(2)
+    assert pool.pids() == []
+
+
+SESSION = """
+import os, pathlib
+from pytest_racecheck import spares
+
+def attempt():
+    return os.getpid()
+
+def test_one(race):
+    race(attempt, processes=2, rounds=1)
+    pathlib.Path("spares.txt").write_text(" ".join(map(str, spares.pool.pids())))
+
+def test_two(race):
+    used = {o.value for o in race(attempt, processes=2, rounds=1).rounds[0].outcomes}
+    before = set(map(int, pathlib.Path("spares.txt").read_text().split()))
+    assert used == before, (used, before)
+"""
+
+
+def test_session_end_ends_the_spares(pytester: pytest.Pytester, run_tag: str) -> None:
+    pytester.makepyfile(SESSION)
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    assert len((pytester.path / "spares.txt").read_text().split()) == 2
+    # run_tag fails the test if any process of the run, spares included, is left.
+
+
+def test_option_zero_starts_no_spare(pytester: pytest.Pytester, run_tag: str) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_racecheck import spares
+
+        def attempt():
+            return 1
+
+        def test_none(race):
+            started = spares.pool.stats.started
+            race(attempt, processes=2, rounds=1)
+            race(attempt, processes=2, rounds=1)
+            assert spares.pool.pids() == [] and spares.pool.stats.started == started
+        """
+    )
+    pytester.runpytest_subprocess("--racecheck-spares=0").assert_outcomes(passed=1)
+
+
+def test_option_refuses_what_is_not_a_count(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest_subprocess("--racecheck-spares=many")
+    result.stderr.fnmatch_lines(["*--racecheck-spares must be a whole number*'many'*"])
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_spares_end_when_the_test_process_is_killed(
+    pytester: pytest.Pytester, run_tag: str, start_method: str
+) -> None:
+    script = pytester.makepyfile(
+        f"""
+        import os, sys, time
+        from pytest_racecheck import spares
+        from pytest_racecheck.race import RaceSpec, run_race
+
+        def attempt():
+            return 1
+
+        if __name__ == "__main__":
+            run_race(RaceSpec(fn=attempt, processes=2, rounds=1, start_method={start_method!r}))
+            spares.pool._settle()
+            print(" ".join(map(str, spares.pool.pids())), flush=True)
+            time.sleep(3600)
+        """
+    )
+    proc = pytester.popen([sys.executable, str(script)], stdout=-1, stderr=-1)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    pids = [int(p) for p in line.split()]
+    assert len(pids) == 2, (line, proc.stderr.read() if proc.stderr else "")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(60)
+    _wait_gone(pids, "spares outlived their killed test process")
+    # The fork server (forkserver) ends too, when it sees its parent's pipe close.
+    helpers = [p for p, cmd in tagged_processes(run_tag) if "forkserver" in cmd]
+    _wait_gone(helpers, "the fork server outlived its killed test process")
