@@ -49,7 +49,7 @@ import run_manager  # noqa: E402  # pyright: ignore[reportMissingImports]
 def statements_only() -> None:
     """racer_setup: no user point anywhere; the SQL statements alone drive the explorer."""
     noop = lambda name: None  # noqa: E731
-    runs.point = noop  # type: ignore[assignment]
+    runs.point = runs.broken.point = noop  # type: ignore[assignment]
     run_manager.point = noop  # type: ignore[assignment]
     groomer.point = noop  # type: ignore[assignment]
 

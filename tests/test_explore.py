@@ -11,6 +11,8 @@ from run to run is only timing inside a step, never which racer goes next.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pytest_racecheck import runs
@@ -32,7 +34,7 @@ CORRECT = [
 
 def _no_user_points() -> None:
     """racer_setup: turn the strategies' own point() calls off, so statements alone drive."""
-    runs.point = lambda name: None  # type: ignore[assignment]
+    runs.point = runs.broken.point = lambda name: None  # type: ignore[assignment]
 
 
 def _explore(race, db: Database, strategy, unique: bool = False, **kwargs):
@@ -59,8 +61,10 @@ def test_explore_flags_every_broken_strategy_without_points(race, race_db, strat
         result.assert_exactly_one(runs.CREATED)
     schedule = result.failing_schedule
     assert schedule is not None
-    # every step names its SQL and the line of runs.py that sent it, or a user point
-    assert all("@ runs.py:" in step for step in schedule), schedule
+    # every step names its SQL and the line of the strategy's code that sent it
+    step = re.compile(r"\d+:[A-Z][A-Z ]*[a-z_]* @ (_base|broken|__init__)\.py:\d+")
+    parts = [part for joint in schedule for part in joint.split(" & ")]
+    assert all(step.fullmatch(part) for part in parts), schedule
     assert repr(schedule[0]) in str(failure.value)
 
 

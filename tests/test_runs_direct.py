@@ -158,10 +158,16 @@ def test_strategies_registry() -> None:
 # --- points ---------------------------------------------------------------------------------
 
 
+def patch_point(monkeypatch: pytest.MonkeyPatch, fn: Callable[[str], object]) -> None:
+    """The strategies' points: the correct ones in runs, the broken ones in runs.broken."""
+    monkeypatch.setattr(runs, "point", fn)
+    monkeypatch.setattr(runs.broken, "point", fn)
+
+
 @pytest.fixture
 def points_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    monkeypatch.setattr(runs, "point", seen.append)
+    patch_point(monkeypatch, seen.append)
     return seen
 
 
@@ -198,7 +204,7 @@ def _meet_at_checked(
         if name == "checked":
             barrier.wait()
 
-    monkeypatch.setattr(runs, "point", meet)
+    patch_point(monkeypatch, meet)
     outcomes: list[str] = []
     errors: list[BaseException] = []
 
@@ -269,7 +275,7 @@ def test_serializable_retries_after_a_serialization_failure(
         if len(calls) <= 2:
             barrier.wait()
 
-    monkeypatch.setattr(runs, "point", meet)
+    patch_point(monkeypatch, meet)
     outcomes: list[str] = []
     threads = [
         threading.Thread(target=lambda: outcomes.append(runs.B(pg_db, form="serializable")))
@@ -377,7 +383,7 @@ def test_lease_fences_the_write_when_the_lease_was_reclaimed(
         if name == "checked":
             stolen.append(runs.lease_acquire(db, runs.DEFAULT_LEASE, ttl_seconds=0, holder="thief"))
 
-    monkeypatch.setattr(runs, "point", reclaim_meanwhile)
+    patch_point(monkeypatch, reclaim_meanwhile)
     assert runs.lease(db, ttl_seconds=0) == runs.REFUSED
     assert runs.active_count(db) == 0
     assert stolen[0] is not None
@@ -395,7 +401,7 @@ def test_lease_as_first_written_creates_after_losing_its_lease_and_frees_the_thi
         if name == "checked":
             runs.lease_acquire(db, runs.DEFAULT_LEASE, ttl_seconds=0, holder="thief")
 
-    monkeypatch.setattr(runs, "point", reclaim_meanwhile)
+    patch_point(monkeypatch, reclaim_meanwhile)
     assert runs.lease_as_first_written(db, ttl_seconds=0) == runs.CREATED
     assert _lease_row(db, runs.DEFAULT_LEASE) is None  # the thief's lock is gone
 
@@ -432,7 +438,7 @@ def test_broken_acquire_loser_crashes_instead_of_bailing(
         if name == "lease_checked":
             barrier.wait()
 
-    monkeypatch.setattr(runs, "point", meet)
+    patch_point(monkeypatch, meet)
     results: list[object] = []
 
     def racer() -> None:
