@@ -5,15 +5,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.2.0"
+
 if TYPE_CHECKING:
+    from pytest_racecheck.backends.base import Database
+    from pytest_racecheck.backends.postgres import PostgresDatabase
+    from pytest_racecheck.backends.sqlite import SqliteDatabase
     from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
+    from pytest_racecheck.plugin import Race
     from pytest_racecheck.points import point
-    from pytest_racecheck.race import RaceError, RacerDied, RacerSetupFailed, RaceTimeout
+    from pytest_racecheck.race import (
+        RaceError,
+        RaceNotForced,
+        RacerDied,
+        RacerSetupFailed,
+        RaceTimeout,
+    )
     from pytest_racecheck.racer import current_racer
 
 # Loaded on first use: helper processes that import a submodule (the PostgreSQL watchdog runs
 # as ``python -I -m pytest_racecheck.backends.postgres.watchdog``) must not load the harness.
 _HOMES = {
+    "Database": "backends.base",
+    "PostgresDatabase": "backends.postgres",
+    "SqliteDatabase": "backends.sqlite",
+    "Race": "plugin",
+    "RaceNotForced": "race",
     "Outcome": "outcomes",
     "RaceResult": "outcomes",
     "RaisedError": "outcomes",
@@ -37,14 +54,19 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Database",
     "Outcome",
+    "PostgresDatabase",
+    "Race",
     "RaceError",
+    "RaceNotForced",
     "RaceResult",
     "RaceTimeout",
     "RacerDied",
     "RacerSetupFailed",
     "RaisedError",
     "Round",
+    "SqliteDatabase",
     "current_racer",
     "point",
 ]
