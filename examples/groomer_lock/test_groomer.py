@@ -1,4 +1,4 @@
-"""Race the groomer's run-level lock (ORIGIN.md, section 2) on SQLite and PostgreSQL.
+"""Race the groomer's run-level lock (the second story in the README) on SQLite and PostgreSQL.
 
 The story's tests mocked the lock functions; these run real groomers in real processes against
 a real database, in the four places where such locks break. Each test races both versions of
