@@ -58,6 +58,9 @@ MAX_SPARE_PROCESSES = 32
 END_GRACE_S = 0.5
 """How long ended spares get to exit after SIGTERM before SIGKILL."""
 
+KILL_WAIT_S = 10.0
+"""How long to wait for a spare after SIGKILL (a bound, never reached on a sane machine)."""
+
 PRELOAD = ("pytest", "sqlite3", "psycopg")
 """Modules a spare imports while it waits, if the test process has imported them."""
 
@@ -173,10 +176,13 @@ def _end(processes: list[Any], channels: list[Any]) -> None:
     end = time.monotonic() + END_GRACE_S
     for process in processes:
         process.join(max(end - time.monotonic(), 0))
+    alive = [p for p in processes if p.is_alive()]
+    for process in alive:
+        process.kill()
+    for process in alive:
+        # SIGKILL always ends it; on a loaded machine the kernel may take its time.
+        process.join(KILL_WAIT_S)
     for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join(END_GRACE_S)
         if process.exitcode is not None:
             process.close()
 
