@@ -669,13 +669,7 @@ def _racecheck_postgres(
         bin_setting = _postgres_setting(config, "postgres_bin")
         bindir = postgres.find_bindir(bin_setting[0] if bin_setting else None)
         if bindir is None:
-            yield _PostgresSource(
-                skip_reason=(
-                    "no PostgreSQL available: install the server binaries (initdb, pg_ctl) or pass "
-                    f"--racecheck-postgres-bin, or point {POSTGRES_ENV} / --racecheck-postgres-url "
-                    "at a server"
-                )
-            )
+            yield _PostgresSource(skip_reason=f"no PostgreSQL available: {postgres.ENABLE_HINT}")
             return
         base = tmp_path_factory.getbasetemp()
         shared = base.parent if hasattr(config, "workerinput") else base

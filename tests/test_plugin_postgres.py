@@ -26,7 +26,7 @@ def test_uses_postgres(postgres_db):
         (
             (),
             {"skipped": 1},
-            "*no PostgreSQL available: install the server binaries*RACECHECK_POSTGRES_URL*",
+            "*no PostgreSQL available: install PostgreSQL*server binaries*RACECHECK_POSTGRES_URL*",
         ),
         (
             ("--racecheck-require-postgres",),

@@ -26,7 +26,11 @@ The package knows the database and the processes, never pytest: the plugin maps
 imports psycopg or filelock before it is needed, so the watchdog can import the package.
 """
 
-from pytest_racecheck.backends.postgres.errors import PostgresSetupError, PostgresUnavailable
+from pytest_racecheck.backends.postgres.errors import (
+    ENABLE_HINT,
+    PostgresSetupError,
+    PostgresUnavailable,
+)
 from pytest_racecheck.backends.postgres.handle import PostgresDatabase, mask, scrub, secrets_in
 from pytest_racecheck.backends.postgres.provider import PostgresProvider
 from pytest_racecheck.backends.postgres.server import (
@@ -46,6 +50,7 @@ from pytest_racecheck.backends.postgres.state import (
 )
 
 __all__ = [
+    "ENABLE_HINT",
     "SERVER_DIR_PREFIX",
     "SERVER_SETTINGS",
     "SHARED_LOCK_NAME",

@@ -177,18 +177,6 @@ class PostgresProvider:
             raise
         return provider
 
-    @classmethod
-    def from_config(
-        cls, shared_dir: Path, *, url: str | None = None, bindir: str | None = None
-    ) -> PostgresProvider:
-        """The usual choice: ``url`` when given, else a throwaway server (``bindir`` or found)."""
-        if url:
-            return cls.external(url)
-        found = srv.find_bindir(bindir)
-        if found is None:
-            raise PostgresUnavailable(f"no PostgreSQL server binaries found: {ENABLE_HINT}")
-        return cls.throwaway(shared_dir, found)
-
     # per test
 
     def create_database(self) -> PostgresDatabase:
