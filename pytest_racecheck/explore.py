@@ -52,7 +52,13 @@ class Search(Protocol):
 
     def end(self) -> None: ...
 
-    def exhausted(self) -> bool: ...
+    def done(self) -> bool:
+        """No interleaving is left to try."""
+        ...
+
+    def exhausted(self) -> bool:
+        """Done, and every interleaving of the racers' points was tried."""
+        ...
 
 
 def _options(enabled: Sequence[int], previous: int | None) -> list[tuple[Choice, int]]:
@@ -131,8 +137,11 @@ class Exhaustive:
                         )
             spent += cost
 
+    def done(self) -> bool:
+        return not self.frontier
+
     def exhausted(self) -> bool:
-        return not self.frontier and not self.diverged
+        return self.done() and not self.diverged
 
 
 @dataclass
@@ -179,6 +188,9 @@ class PCT:
     def end(self) -> None:
         self.steps_seen = max(self.steps_seen, self.step)
 
+    def done(self) -> bool:
+        return False
+
     def exhausted(self) -> bool:
         return False
 
@@ -215,6 +227,9 @@ class Explorer(Coordinator):
 
     def end_round(self) -> None:
         self.search.end()
+
+    def search_done(self) -> bool:
+        return self.search.done()
 
     def exhausted(self) -> bool:
         return self.search.exhausted()

@@ -39,8 +39,12 @@ class Coordinator:
     def end_round(self) -> None:
         pass
 
-    def exhausted(self) -> bool:
+    def search_done(self) -> bool:
         """No round is left to run (explore mode, after the last interleaving)."""
+        return False
+
+    def exhausted(self) -> bool:
+        """Done because every interleaving ran (explore mode)."""
         return False
 
     def targets_reached(self) -> dict[str, int]:

@@ -30,7 +30,8 @@ class Setup(Message):
     """What a racer needs before the first round."""
 
     kind: ClassVar[str] = "setup"
-    call: bytes  # dill pickle of (fn, args, kwargs, racer_setup, racer_teardown)
+    call: bytes  # dill pickle of (fn, args, kwargs)
+    hooks: bytes = b""  # dill pickle of (racer_setup, racer_teardown), loaded first
     held_points: dict[str, int] = field(default_factory=dict)
     hold_all: bool = False
     """Hold the racer at every point it reaches (explore mode)."""

@@ -203,16 +203,29 @@ def _check_signature(spec: RaceSpec) -> None:
         ) from None
 
 
-def pickle_call(spec: RaceSpec) -> bytes:
-    payload = (spec.fn, spec.args, spec.kwargs, spec.racer_setup, spec.racer_teardown)
+def pickle_call(spec: RaceSpec) -> tuple[bytes, bytes]:
+    """The function with its arguments, and the racer's set-up and tear-down, apart.
+
+    Apart, because loading the function imports its module, which may need the set-up first
+    (a test module that imports Django models needs ``django.setup()``).
+    """
     try:
-        return dill.dumps(payload, recurse=True)
+        call = dill.dumps((spec.fn, spec.args, spec.kwargs), recurse=True)
     except Exception as exc:
         raise TypeError(
             f"race(): cannot send {spec.fn_name} and its arguments to the racer processes "
             f"({type(exc).__name__}: {exc}). Racers are separate processes: pass database "
             "handles or paths, and open connections inside the function."
         ) from exc
+    try:
+        hooks = dill.dumps((spec.racer_setup, spec.racer_teardown), recurse=True)
+    except Exception as exc:
+        raise TypeError(
+            f"race(): cannot send racer_setup / racer_teardown to the racer processes "
+            f"({type(exc).__name__}: {exc}). Pass module-level functions, or "
+            "functools.partial of one, with picklable arguments."
+        ) from exc
+    return call, hooks
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -317,13 +330,13 @@ class Controller:
                 if budget_end is not None and number > 1 and time.monotonic() >= budget_end:
                     break
                 rnd = self._run_round(number, gate)
-                _add_round(result, rnd)
+                result.add_round(rnd)
                 if spec.on_round is not None:
                     spec.on_round(result)
                 if spec.stop_early and rnd.failed_plainly:
                     break
-                if self.coordinator.exhausted():
-                    result.exhausted = True
+                if self.coordinator.search_done():
+                    result.exhausted = self.coordinator.exhausted()
                     break
             self._check_targets()
         finally:
@@ -337,7 +350,11 @@ class Controller:
         return result
 
     def _start(
-        self, ctx: Any, gate: StartGate, call: bytes, spares: SpareGroup | None = None
+        self,
+        ctx: Any,
+        gate: StartGate,
+        call: tuple[bytes, bytes],
+        spares: SpareGroup | None = None,
     ) -> None:
         token = f"racecheck-{uuid.uuid4().hex[:8]}"
         coordinator = self.coordinator
@@ -361,7 +378,8 @@ class Controller:
         for racer in self.racers:
             racer.channel.send(
                 Setup(
-                    call=call,
+                    call=call[0],
+                    hooks=call[1],
                     held_points=coordinator.held_points(racer.index),
                     hold_all=coordinator.hold_all,
                     statements=self.spec.mode != "stress",
@@ -389,11 +407,11 @@ class Controller:
         reached = self.coordinator.targets_reached()
         self.result.targets_reached = dict(reached)
         never = [name for name, n in reached.items() if n == 0]
-        if never and self.result.rounds:
+        if never and self.result.rounds_run:
             raise RaceNotForced(
                 f"race of {self.spec.fn_name}: {', '.join(repr(n) for n in never)} never "
                 f"reached: this race was not forced. No racer passed that point in any of "
-                f"{len(self.result.rounds)} rounds; check the point's name, or that the code "
+                f"{self.result.rounds_run} rounds; check the point's name, or that the code "
                 "under test really runs it.",
                 self.result,
             )
@@ -458,8 +476,7 @@ class Controller:
         error = message.error
         what = "run racer_setup for" if message.doing == "set up" else "load"
         raise RacerSetupFailed(
-            f"{racer.describe()} could not {what} {self.spec.fn_name}: {error}\n"
-            f"{error.traceback}",
+            f"{racer.describe()} could not {what} {self.spec.fn_name}: {error}\n{error.traceback}",
             self.result,
         )
 
@@ -564,14 +581,6 @@ class Controller:
             lines.append(f"  the controller was waiting for {waiting}")
         lines.append("no racer outlives the race: they were stopped")
         return "\n".join(lines)
-
-
-def _add_round(result: RaceResult, rnd: Round) -> None:
-    add = getattr(result, "add_round", None)
-    if add is not None:
-        add(rnd)
-    else:
-        result.rounds.append(rnd)
 
 
 def _wait(racers: list[_Racer], deadline: float, timeout: float | None = None) -> list[Any]:

@@ -74,11 +74,19 @@ def racer_main(
     setup = channel.recv()
     assert isinstance(setup, Setup), setup
     doing = "load"
+    racer_teardown: Any = None
     try:
-        fn, args, kwargs, racer_setup, racer_teardown = _load(setup, channel)
+        _prepare(setup, channel)
+        racer_setup, racer_teardown = dill.loads(setup.hooks) if setup.hooks else (None, None)
         if racer_setup is not None:
             doing = "set up"
             racer_setup()
+            doing = "load"
+        for target in setup.pause_after:
+            points.install_pause(target, "after")
+        for target in setup.pause_before:
+            points.install_pause(target, "before")
+        fn, args, kwargs = dill.loads(setup.call)
     except BaseException as exc:
         channel.send(SetupError(RaisedError.from_exception(exc), doing))
         return
@@ -121,7 +129,8 @@ def racer_main(
                 racer_teardown()
 
 
-def _load(setup: Setup, channel: Any) -> tuple[Any, ...]:
+def _prepare(setup: Setup, channel: Any) -> None:
+    """What must be in place before the racer's set-up opens its first connection."""
     if setup.app_name:
         # libpq reads PGAPPNAME: the racer's PostgreSQL sessions name themselves, so the
         # controller can find them in pg_stat_activity without the code under test's help.
@@ -130,11 +139,6 @@ def _load(setup: Setup, channel: Any) -> tuple[Any, ...]:
         from pytest_racecheck import statements
 
         statements.install(lambda pid: channel.send(BackendPid(pid)))
-    for target in setup.pause_after:
-        points.install_pause(target, "after")
-    for target in setup.pause_before:
-        points.install_pause(target, "before")
-    return dill.loads(setup.call)
 
 
 def _warm_up(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
