@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from pytest_racecheck.backends.postgres import PostgresDatabase
     from pytest_racecheck.backends.sqlite import SqliteDatabase
     from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
-    from pytest_racecheck.plugin import Race
+    from pytest_racecheck.plugin import Race, RaceResultNeverChecked
     from pytest_racecheck.points import point
     from pytest_racecheck.race import (
         RaceError,
@@ -30,6 +30,7 @@ _HOMES = {
     "PostgresDatabase": "backends.postgres",
     "SqliteDatabase": "backends.sqlite",
     "Race": "plugin",
+    "RaceResultNeverChecked": "plugin",
     "RaceNotForced": "race",
     "Outcome": "outcomes",
     "RaceResult": "outcomes",
@@ -61,6 +62,7 @@ __all__ = [
     "RaceError",
     "RaceNotForced",
     "RaceResult",
+    "RaceResultNeverChecked",
     "RaceTimeout",
     "RacerDied",
     "RacerSetupFailed",
