@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from pytest_racecheck.backends.address import database
     from pytest_racecheck.backends.base import Database
     from pytest_racecheck.backends.postgres import PostgresDatabase
     from pytest_racecheck.backends.sqlite import SqliteDatabase
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 # Loaded on first use: helper processes that import a submodule (the PostgreSQL watchdog runs
 # as ``python -I -m pytest_racecheck.backends.postgres.watchdog``) must not load the harness.
 _HOMES = {
+    "database": "backends.address",
     "Database": "backends.base",
     "PostgresDatabase": "backends.postgres",
     "SqliteDatabase": "backends.sqlite",
@@ -70,5 +72,6 @@ __all__ = [
     "Round",
     "SqliteDatabase",
     "current_racer",
+    "database",
     "point",
 ]

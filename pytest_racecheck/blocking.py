@@ -290,11 +290,27 @@ class IdleProbe:
         return found
 
 
+def lock_probe(db: Any) -> BlockedProbe | None:
+    """The probe that asks ``db`` (a handle) which racers wait on its locks."""
+    if db.backend == "sqlite":
+        return SqliteLockProbe(db.path)
+    if db.backend == "postgres":
+        return BackendProbe(db.connect)
+    return None
+
+
 class AnyProbe:
     """A racer is blocked when any probe says so."""
 
     def __init__(self, probes: Sequence[BlockedProbe]) -> None:
         self.probes = list(probes)
+
+    def close(self) -> None:
+        """Close the probes' own connections."""
+        for probe in self.probes:
+            close = getattr(probe, "close", None)
+            if close is not None:
+                close()
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         found: set[int] = set()

@@ -17,6 +17,7 @@ import pytest
 
 from pytest_racecheck import report as race_report
 from pytest_racecheck import spares
+from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 from pytest_racecheck.blocking import (
@@ -25,6 +26,7 @@ from pytest_racecheck.blocking import (
     IdleProbe,
     ServerProbe,
     SqliteLockProbe,
+    lock_probe,
 )
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceError, RaceSpec, run_race
@@ -451,7 +453,11 @@ class Race:
         except (TypeError, ValueError) as exc:
             raise exc.with_traceback(None) from None  # bad input: the message says it all
         try:
-            result = run_race(spec, probe=self._probe())
+            probe, own_probes = self._probe(spec)
+            try:
+                result = run_race(spec, probe=probe)
+            finally:
+                own_probes.close()
         except RaceError as exc:
             if exc.result is not None:
                 exc.result.budget_s = budget_s
@@ -464,10 +470,24 @@ class Race:
         self._raced.append(_Raced(result, "ran", where))
         return result
 
-    def _probe(self) -> AnyProbe:
-        """How to tell racers blocked on a lock: ask the test's databases, or guess by sleep."""
+    def _probe(self, spec: RaceSpec) -> tuple[AnyProbe, AnyProbe]:
+        """How to tell racers blocked on a lock: ask the databases the fixtures made, and those
+        whose handles the race hands its racers (``pytest_racecheck.database(...)``); and watch
+        for racers asleep outside any database. Returns the probe, and the part of it made for
+        this race alone, to close afterwards."""
         registered = self._request.node.stash.get(probes_key, [])
-        return AnyProbe([*registered, IdleProbe()])
+        covered = {p.path for p in registered if isinstance(p, SqliteLockProbe)}
+        server_known = any(isinstance(p, BackendProbe) for p in registered)
+        own: list[Any] = []
+        for db in handles_in(spec.fn, spec.args, spec.kwargs):
+            if (db.backend == "sqlite" and getattr(db, "path", None) in covered) or (
+                db.backend == "postgres" and server_known
+            ):
+                continue
+            probe = lock_probe(db)
+            if probe is not None:
+                own.append(probe)
+        return AnyProbe([*registered, *own, IdleProbe()]), AnyProbe(own)
 
     def record(self, item: pytest.Item) -> list[dict[str, Any]]:
         """Put the summaries of races not yet reported into ``item.user_properties``: each as

@@ -18,7 +18,7 @@ from typing import Any
 import dill
 
 from pytest_racecheck import points
-from pytest_racecheck.backends.base import Database
+from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.barrier import GateClosed, StartGate
 from pytest_racecheck.outcomes import Outcome, RaisedError
 from pytest_racecheck.protocol import BackendPid, Ready, Result, Setup, SetupError, Warm
@@ -148,18 +148,8 @@ def _warm_up(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     process's shared connection now (importing its driver): the reference strategies use that
     connection, and other code at least finds the driver imported.
     """
-    cells = [c.cell_contents for c in getattr(fn, "__closure__", None) or () if _filled(c)]
-    for value in (*args, *kwargs.values(), *cells):
-        if isinstance(value, Database):
-            value.shared_connection()
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018 (an empty cell raises)
-    except ValueError:
-        return False
-    return True
+    for db in handles_in(fn, args, kwargs):
+        db.shared_connection()
 
 
 def _short_repr(value: Any) -> str:
