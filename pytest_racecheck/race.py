@@ -167,11 +167,6 @@ def validate(spec: RaceSpec) -> None:
     """Refuse bad input before any process starts, saying what was wrong and how to fix it."""
     if not callable(spec.fn):
         raise TypeError(f"race() needs a callable to run in every racer, got {spec.fn!r}")
-    if inspect.iscoroutinefunction(spec.fn):
-        raise TypeError(
-            f"race(): {spec.fn_name} is a coroutine function; racers call plain functions. "
-            "Wrap it: def attempt(): return asyncio.run(your_coroutine())"
-        )
     validate_settings(spec.settings)
     for name in ("reset", "check", "racer_setup", "racer_teardown", "on_round"):
         value = getattr(spec, name)

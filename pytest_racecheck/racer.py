@@ -8,7 +8,9 @@ Ctrl-C so that the controller alone decides how a race ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import threading
@@ -93,6 +95,7 @@ def racer_main(
     # A database that cannot be reached now fails the first round, where it is reported.
     with contextlib.suppress(Exception):
         _warm_up(fn, args, kwargs)
+    call = _caller(fn, args, kwargs)
     racer_points = points.RacerPoints(channel, setup.held_points, setup.hold_all)
     points.activate(racer_points)
     channel.send(Ready(os.getpid()))
@@ -107,7 +110,7 @@ def racer_main(
             value: Any = None
             error: RaisedError | None = None
             try:
-                value = fn(*args, **kwargs)
+                value = call()
             except BaseException as exc:
                 error = RaisedError.from_exception(exc)
             ended = time.monotonic_ns()
@@ -139,6 +142,19 @@ def _prepare(setup: Setup, channel: Any) -> None:
         from pytest_racecheck import statements
 
         statements.install(lambda pid: channel.send(BackendPid(pid)))
+
+
+def _caller(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """How a round calls ``fn``: directly, or a coroutine function on this racer's event loop.
+
+    One loop per racer, kept for every round, as a worker process keeps its loop: objects bound
+    to it (an async connection pool, say) survive from round to round.
+    """
+    if not inspect.iscoroutinefunction(fn):
+        return lambda: fn(*args, **kwargs)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return lambda: loop.run_until_complete(fn(*args, **kwargs))
 
 
 def _warm_up(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -80,3 +80,28 @@ def test_a_failing_setup_names_the_racer_and_teardown_runs(pytester: pytest.Pyte
         """,
     )
     pytester.runpytest_inprocess().assert_outcomes(passed=2)
+
+
+def test_a_coroutine_function_runs_on_one_loop_per_racer(pytester: pytest.Pytester) -> None:
+    """An ``async def`` is awaited in every round, on a loop the racer keeps for all rounds."""
+    pytester.makepyfile(
+        """
+        import asyncio
+        import os
+
+        async def attempt(delay):
+            await asyncio.sleep(delay)
+            return (os.getpid(), id(asyncio.get_running_loop()))
+
+        def test_async(race):
+            result = race(attempt, 0.001, processes=2, rounds=4)
+            per_racer = {}
+            for rnd in result.rounds:
+                for o in rnd.outcomes:
+                    assert o.error is None, o.error
+                    per_racer.setdefault(o.racer, set()).add(o.value)
+            # every racer answered from one process and one loop in all four rounds
+            assert sorted(len(v) for v in per_racer.values()) == [1, 1]
+        """
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
