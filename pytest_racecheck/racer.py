@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -130,6 +131,17 @@ def racer_main(
         if racer_teardown is not None:
             with contextlib.suppress(BaseException):
                 racer_teardown()
+    _leave()
+
+
+def _leave() -> None:
+    """End now that the race is over: the controller waits for its racers to be gone, and a
+    full interpreter shutdown costs 50-100 ms per racer on a busy machine. Output is flushed;
+    connections close with the process, as they would at a normal exit."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _prepare(setup: Setup, channel: Any) -> None:

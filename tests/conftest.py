@@ -29,15 +29,27 @@ def tagged_processes(tag: str) -> list[tuple[int, str]]:
     return found
 
 
+def _own_child(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[1] == str(os.getpid())
+
+
 @pytest.fixture
 def run_tag(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Tag the processes a pytester subprocess run starts; fail if any survives the test."""
     tag = uuid.uuid4().hex
     monkeypatch.setenv(TAG_VAR, tag)
     yield tag
-    # multiprocess's resource tracker serves the whole test process and ends with it.
+    # multiprocess's resource tracker serves the whole test process and ends with it, and so do
+    # this test process's own spare racers (started in the background after an earlier race,
+    # they may have inherited the tag): only what the tagged run started must be gone.
     left = [
-        p for p in tagged_processes(tag) if p[0] != os.getpid() and "resource_tracker" not in p[1]
+        p
+        for p in tagged_processes(tag)
+        if p[0] != os.getpid() and "resource_tracker" not in p[1] and not _own_child(p[0])
     ]
     assert not left, f"processes left behind by the run: {left}"
 

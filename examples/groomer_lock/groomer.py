@@ -1,4 +1,4 @@
-"""The groomer from the story (the second story in the README): a scheduled job that must not run twice.
+"""The groomer from the second story in the README: a scheduled job that must not run twice.
 
 Every tick of a scheduler, the groomer picks issues that nobody has groomed yet and grooms them
 (in the story with an LLM call; here it marks the issue and counts). Two replicas of the
