@@ -590,7 +590,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 def race(request: pytest.FixtureRequest) -> Iterator[Race]:
-    """Race a function in several real OS processes against a shared database."""
+    """Race a function in several real OS processes against a shared database.
+
+    ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, start_method=, explore=,
+    seed=, meet_at=, pause_after=, pause_before=, schedule=, racer_setup=, racer_teardown=,
+    **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer, every round, and returns a
+    RaceResult to assert on (a result never checked gets a warning). Defaults come from
+    @pytest.mark.race(...), then --racecheck-* options, then racecheck_* ini keys.
+    """
     racer = Race(request)
     request.node.stash[race_key] = racer
     yield racer
@@ -631,7 +638,12 @@ def make_sqlite_db(
 def sqlite_db(
     request: pytest.FixtureRequest, make_sqlite_db: Callable[..., SqliteDatabase]
 ) -> SqliteDatabase:
-    """A fresh SQLite database file for this test (WAL, 5 s busy timeout by default)."""
+    """A fresh SQLite database file for this test, removed with its directory afterwards.
+
+    WAL mode and a 5 s busy timeout by default; @pytest.mark.sqlite_db(journal_mode=...,
+    busy_timeout=...) changes them. ``.path``, ``.url``, ``.connect()``, ``.execute()``,
+    ``.executescript()``, ``.scalar()``; picklable, so racers can use it.
+    """
     marker = request.node.get_closest_marker("sqlite_db")
     options = dict(marker.kwargs) if marker is not None else {}
     unknown = set(options) - {"journal_mode", "busy_timeout"}
@@ -708,7 +720,14 @@ def _racecheck_postgres(
 def postgres_db(
     request: pytest.FixtureRequest, _racecheck_postgres: _PostgresSource
 ) -> Iterator[Database]:
-    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    """A fresh PostgreSQL database for this test, dropped afterwards.
+
+    On a throwaway server started once per run (initdb/pg_ctl found on PATH, in
+    /usr/lib/postgresql/*/bin or by --racecheck-postgres-bin), or on the server of
+    --racecheck-postgres-url / RACECHECK_POSTGRES_URL. Skips with the reason when neither is
+    available; --racecheck-require-postgres makes that an error. ``.dsn``, ``.url``, and the
+    same conveniences as sqlite_db.
+    """
     source = _racecheck_postgres
     if source.provider is None:
         if request.config.getoption("racecheck_require_postgres"):
@@ -740,7 +759,10 @@ def postgres_db(
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def race_db(request: pytest.FixtureRequest) -> Database:
-    """The test runs twice: on a SQLite file and on a PostgreSQL database."""
+    """The test runs twice: on a SQLite file and on a PostgreSQL database (ids sqlite, postgres).
+
+    The postgres half skips like postgres_db when no PostgreSQL is available.
+    """
     return request.getfixturevalue(f"{request.param}_db")
 
 
