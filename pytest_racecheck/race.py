@@ -168,6 +168,11 @@ def validate(spec: RaceSpec) -> None:
     if not callable(spec.fn):
         raise TypeError(f"race() needs a callable to run in every racer, got {spec.fn!r}")
     validate_settings(spec.settings)
+    if spec.explore is not None and spec.rounds != DEFAULTS.rounds:
+        raise ValueError(
+            f"race(): explore={spec.explore} is the number of rounds (one interleaving each); "
+            f"do not also pass rounds={spec.rounds}"
+        )
     for name in ("reset", "check", "racer_setup", "racer_teardown", "on_round"):
         value = getattr(spec, name)
         if value is not None and not callable(value):

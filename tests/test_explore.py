@@ -131,6 +131,7 @@ def test_more_than_three_racers_use_pct_with_the_seed(race, sqlite_db) -> None:
         ({"meet_at": "checked"}, "cannot be combined with meet_at"),
         ({"pause_after": "pytest_racecheck.runs:reset"}, "cannot be combined with pause_after"),
         ({"explore": 0}, "explore must be at least 1"),
+        ({"rounds": 10}, "do not also pass rounds=10"),
         ({"explore": 5, "processes": 9}, "explore works with 2 to 8 racers"),
     ],
 )
