@@ -378,6 +378,28 @@ class _Raced:
     recorded: bool = False
 
 
+TIMEOUT_SHARE = 0.8
+"""The share of a pytest-timeout limit a race may take, from the start of the test."""
+MIN_CAPPED_TIMEOUT_S = 0.5
+
+
+def _pytest_timeout(item: pytest.Item) -> float | None:
+    """The test's pytest-timeout limit in seconds, where that plugin is active."""
+    if not item.config.pluginmanager.hasplugin("timeout"):
+        return None
+    marker = item.get_closest_marker("timeout")
+    value: Any = None
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    if value is None:
+        value = getattr(item.config, "_env_timeout", None)  # --timeout, ini, PYTEST_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
 class Race:
     """The ``race`` fixture's value: call it to race a function across processes."""
 
@@ -385,6 +407,7 @@ class Race:
         self._request = request
         self.results: list[RaceResult] = []
         self._raced: list[_Raced] = []
+        self._created = time.monotonic()
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -432,6 +455,12 @@ class Race:
             soak=config.stash[soak_key],
             soak_seconds=config.stash[soak_seconds_key],
         )
+        test_timeout = _pytest_timeout(self._request.node)
+        if test_timeout is not None and isinstance(chosen["timeout"], (int, float)):
+            # End the race, with its report naming the racers, before pytest-timeout ends the
+            # test with a stack dump that says nothing about them.
+            left = TIMEOUT_SHARE * test_timeout - (time.monotonic() - self._created)
+            chosen["timeout"] = max(min(chosen["timeout"], round(left, 1)), MIN_CAPPED_TIMEOUT_S)
         try:
             spec = RaceSpec(
                 fn=fn,
