@@ -105,3 +105,34 @@ def test_a_coroutine_function_runs_on_one_loop_per_racer(pytester: pytest.Pytest
         """
     )
     pytester.runpytest_inprocess().assert_outcomes(passed=1)
+
+
+def test_a_target_no_racer_reaches_fails_the_race_as_not_forced(pytester: pytest.Pytester) -> None:
+    """A meeting nobody came to forced nothing: that is a failure, not a pass."""
+    pytester.makepyfile(
+        helpers="""
+        def never_called():
+            return None
+        """,
+        test_it="""
+        import pytest
+        from pytest_racecheck import RaceNotForced, point
+
+        def attempt():
+            point("checked")
+            return 1
+
+        @pytest.mark.parametrize("how", [
+            {"meet_at": "chekced"},
+            {"pause_after": "helpers:never_called"},
+        ], ids=["meet_at", "pause_after"])
+        def test_not_forced(race, how):
+            with pytest.raises(RaceNotForced, match="never reached: this race was not forced"):
+                race(attempt, processes=2, rounds=2, **how)
+
+        def test_forced(race):
+            result = race(attempt, processes=2, rounds=2, meet_at="checked")
+            assert result.targets_reached == {"checked": 2}
+        """,
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=3)
