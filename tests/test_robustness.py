@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sqlite3
+import subprocess
 import time
 
 import multiprocess
