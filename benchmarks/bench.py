@@ -21,12 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pytest_racecheck import point, runs
+from pytest_racecheck import point, runs, spares
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 from pytest_racecheck.blocking import AnyProbe, ServerProbe, SqliteLockProbe
 from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import RaceSpec, run_race
+from pytest_racecheck.race import run_race
+from pytest_racecheck.spec import RaceSpec
 
 
 def noop() -> int:
@@ -94,7 +95,12 @@ def postgres() -> Iterator[Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    rounds = 60 if parser.parse_args().quick else 300
+    parser.add_argument("--spares", type=int, default=0, help="spare groups kept (default 0)")
+    options = parser.parse_args()
+    rounds = 60 if options.quick else 300
+    # The races here run back to back: spares started after one race would boot during the
+    # next one's rounds and measure the machine's start-up, not the harness.
+    spares.configure(options.spares)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}"

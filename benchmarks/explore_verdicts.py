@@ -36,7 +36,8 @@ from pytest_racecheck.blocking import (
     SqliteLockProbe,
 )
 from pytest_racecheck.outcomes import RaceResult, Round
-from pytest_racecheck.race import RaceSpec, run_race
+from pytest_racecheck.race import run_race
+from pytest_racecheck.spec import RaceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 for example in ("run_manager", "groomer_lock"):

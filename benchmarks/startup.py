@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from pytest_racecheck import spares
-from pytest_racecheck.race import RaceSpec, run_race
+from pytest_racecheck.race import run_race
+from pytest_racecheck.spec import RaceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

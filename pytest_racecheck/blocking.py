@@ -322,6 +322,4 @@ class AnyProbe:
 
     def event(self) -> None:
         for probe in self.probes:
-            event = getattr(probe, "event", None)
-            if event is not None:
-                event()
+            notify_event(probe)

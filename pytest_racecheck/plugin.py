@@ -29,8 +29,9 @@ from pytest_racecheck.blocking import (
     lock_probe,
 )
 from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import RaceError, RaceSpec, run_race
+from pytest_racecheck.race import RaceError, run_race
 from pytest_racecheck.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
+from pytest_racecheck.spec import RaceSpec
 
 SETTINGS: dict[str, tuple[type, str, str]] = {
     "processes": (int, "racer processes per race", f"default {DEFAULTS.processes}"),

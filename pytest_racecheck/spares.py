@@ -14,8 +14,10 @@ that imported the harness and the libraries racers usually need, and now waits f
   to the next.
 - The first group of a size starts only once a race of that size ended: no spare exists while
   no race runs. ``limit`` groups are kept per size and start method (``--racecheck-spares``,
-  default 1; 0 turns spares off), and at most :data:`MAX_SPARE_PROCESSES` processes in all
-  (the least recently asked sizes go first).
+  default 0: off. Opt in: a group booting beside the next race takes its CPU on a small
+  machine, so spares pay only where races are short, of one size, and have gaps between
+  them), and at most :data:`MAX_SPARE_PROCESSES` processes in all (the least recently asked
+  sizes go first).
 - ``start_method="fork"`` never uses spares: a forked racer exists to inherit the test
   process's state at the moment of the race, which a spare forked earlier would not have.
 - When a race takes a group, each spare receives the test process's current environment,
@@ -49,7 +51,7 @@ from pytest_racecheck.barrier import StartGate
 
 multiprocess: Any = _multiprocess  # an untyped package
 
-DEFAULT_LIMIT = 1
+DEFAULT_LIMIT = 0
 """Groups kept ready per (start method, race size) by default."""
 
 MAX_SPARE_PROCESSES = 32

@@ -16,7 +16,8 @@ import multiprocess
 import pytest
 
 from pytest_racecheck import RacerDied, RaceTimeout
-from pytest_racecheck.race import RaceSpec, run_race
+from pytest_racecheck.race import run_race
+from pytest_racecheck.spec import RaceSpec
 
 
 def _no_racers_left() -> None:

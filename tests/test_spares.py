@@ -17,7 +17,8 @@ import pytest
 from conftest import tagged_processes
 
 from pytest_racecheck import spares
-from pytest_racecheck.race import RaceSpec, run_race
+from pytest_racecheck.race import run_race
+from pytest_racecheck.spec import RaceSpec
 
 
 def pid_and_hash() -> tuple[int, int]:
@@ -187,12 +188,15 @@ def test_two(race):
 
 def test_session_end_ends_the_spares(pytester: pytest.Pytester, run_tag: str) -> None:
     pytester.makepyfile(SESSION)
-    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("--racecheck-spares=1").assert_outcomes(passed=2)
     assert len((pytester.path / "spares.txt").read_text().split()) == 2
     # run_tag fails the test if any process of the run, spares included, is left.
 
 
-def test_option_zero_starts_no_spare(pytester: pytest.Pytester, run_tag: str) -> None:
+@pytest.mark.parametrize("option", [[], ["--racecheck-spares=0"]], ids=["default", "zero"])
+def test_no_spare_unless_asked_for(
+    pytester: pytest.Pytester, run_tag: str, option: list[str]
+) -> None:
     pytester.makepyfile(
         """
         from pytest_racecheck import spares
@@ -207,7 +211,7 @@ def test_option_zero_starts_no_spare(pytester: pytest.Pytester, run_tag: str) ->
             assert spares.pool.pids() == [] and spares.pool.stats.started == started
         """
     )
-    pytester.runpytest_subprocess("--racecheck-spares=0").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess(*option).assert_outcomes(passed=1)
 
 
 def test_option_refuses_what_is_not_a_count(pytester: pytest.Pytester) -> None:
@@ -224,12 +228,14 @@ def test_spares_end_when_the_test_process_is_killed(
         f"""
         import os, sys, time
         from pytest_racecheck import spares
-        from pytest_racecheck.race import RaceSpec, run_race
+        from pytest_racecheck.race import run_race
+        from pytest_racecheck.spec import RaceSpec
 
         def attempt():
             return 1
 
         if __name__ == "__main__":
+            spares.configure(1)
             run_race(RaceSpec(fn=attempt, processes=2, rounds=1, start_method={start_method!r}))
             spares.pool._settle()
             print(" ".join(map(str, spares.pool.pids())), flush=True)
@@ -240,9 +246,11 @@ def test_spares_end_when_the_test_process_is_killed(
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     pids = [int(p) for p in line.split()]
-    assert len(pids) == 2, (line, proc.stderr.read() if proc.stderr else "")
+    # Killed before any assertion: the script sleeps for an hour, and its stderr is read only
+    # once it is gone, so a failure here can never hang the test.
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(60)
+    assert len(pids) == 2, (line, proc.stderr.read() if proc.stderr else "")
     _wait_gone(pids, "spares outlived their killed test process")
     # The fork server (forkserver) ends too, when it sees its parent's pipe close.
     helpers = [p for p, cmd in tagged_processes(run_tag) if "forkserver" in cmd]
