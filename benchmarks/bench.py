@@ -77,14 +77,14 @@ def postgres() -> Iterator[Any]:
     url = os.environ.get("RACECHECK_POSTGRES_URL")
     with tempfile.TemporaryDirectory() as shared:
         if url:
-            provider = pg.PostgresProvider.external(url)
+            provider = pg.PostgresServer.external(url)
         else:
             bindir = pg.find_bindir(None)
             if bindir is None:
                 yield None
                 return
             started = time.perf_counter()
-            provider = pg.PostgresProvider.throwaway(Path(shared), bindir, watchdog=True)
+            provider = pg.PostgresServer.throwaway(Path(shared), bindir, watchdog=True)
             print(f"postgres server start-up: {time.perf_counter() - started:.2f} s")
         try:
             yield provider

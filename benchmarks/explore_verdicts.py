@@ -175,9 +175,9 @@ def databases() -> Iterator[dict[str, tuple[Callable[[], Database], Callable[...
 
             bindir = postgres.find_bindir(None)
             if os.environ.get("RACECHECK_POSTGRES_URL"):
-                provider = postgres.PostgresProvider.external(os.environ["RACECHECK_POSTGRES_URL"])
+                provider = postgres.PostgresServer.external(os.environ["RACECHECK_POSTGRES_URL"])
             elif bindir is not None:
-                provider = postgres.PostgresProvider.throwaway(Path(tmp), bindir)
+                provider = postgres.PostgresServer.throwaway(Path(tmp), bindir)
         except Exception as exc:  # PostgreSQL is optional here: say so and go on
             print(f"PostgreSQL left out: {exc}", file=sys.stderr)
         if provider is not None:

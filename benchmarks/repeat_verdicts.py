@@ -69,7 +69,7 @@ def main() -> None:
 
         bindir = postgres.find_bindir(None)
         if bindir is not None:
-            provider = postgres.PostgresProvider.throwaway(Path(tmp), bindir)
+            provider = postgres.PostgresServer.throwaway(Path(tmp), bindir)
             pg = provider.create_database()
             probe = AnyProbe([ServerProbe(provider.blocked_application_names)])
             backends.append(("postgres", pg, probe))

@@ -10,10 +10,9 @@ __version__ = "0.2.0"
 if TYPE_CHECKING:
     from pytest_racecheck.backends.address import database
     from pytest_racecheck.backends.base import Database
-    from pytest_racecheck.backends.postgres import PostgresDatabase
+    from pytest_racecheck.backends.postgres import PostgresDatabase, PostgresServer
     from pytest_racecheck.backends.sqlite import SqliteDatabase
     from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
-    from pytest_racecheck.plugin import Race, RaceResultNeverChecked
     from pytest_racecheck.points import point
     from pytest_racecheck.race import (
         RaceError,
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
         RacerSetupFailed,
         RaceTimeout,
     )
+    from pytest_racecheck.race_fixture import Race, RaceResultNeverChecked
     from pytest_racecheck.racer import current_racer
 
 # Loaded on first use: helper processes that import a submodule (the PostgreSQL watchdog runs
@@ -31,8 +31,9 @@ _HOMES = {
     "Database": "backends.base",
     "PostgresDatabase": "backends.postgres",
     "SqliteDatabase": "backends.sqlite",
-    "Race": "plugin",
-    "RaceResultNeverChecked": "plugin",
+    "Race": "race_fixture",
+    "RaceResultNeverChecked": "race_fixture",
+    "PostgresServer": "backends.postgres",
     "RaceNotForced": "race",
     "Outcome": "outcomes",
     "RaceResult": "outcomes",
@@ -60,6 +61,7 @@ __all__ = [
     "Database",
     "Outcome",
     "PostgresDatabase",
+    "PostgresServer",
     "Race",
     "RaceError",
     "RaceNotForced",

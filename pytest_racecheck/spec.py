@@ -164,3 +164,23 @@ def pickle_call(spec: RaceSpec) -> tuple[bytes, bytes]:
             "functools.partial of one, with picklable arguments."
         ) from exc
     return call, hooks
+
+
+@dataclass(frozen=True)
+class CallsInOrder:
+    """Several set-ups (or tear-downs) sent to a racer as one: the conftest hooks' and the
+    race's own, in the order they must run."""
+
+    calls: tuple[Callable[[], Any], ...]
+
+    def __call__(self) -> None:
+        for call in self.calls:
+            call()
+
+
+def calls_in_order(*calls: Callable[[], Any] | None) -> Callable[[], Any] | None:
+    """One callable for the ``calls`` given (None ones left out), or None if there are none."""
+    present = tuple(call for call in calls if call is not None)
+    if len(present) <= 1:
+        return present[0] if present else None
+    return CallsInOrder(present)

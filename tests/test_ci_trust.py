@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_racecheck import plugin
+from pytest_racecheck import race_fixture
 
 LEFTOVERS = """
 import os
@@ -99,7 +99,7 @@ def test_never_checked_can_be_made_an_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_unchecked=UNCHECKED)
     result = pytester.runpytest_inprocess(
         "-W",
-        "error::pytest_racecheck.plugin.RaceResultNeverChecked",
+        "error::pytest_racecheck.RaceResultNeverChecked",
         "test_unchecked.py::test_unchecked",
     )
     result.assert_outcomes(passed=1, errors=1)
@@ -107,7 +107,7 @@ def test_never_checked_can_be_made_an_error(pytester: pytest.Pytester) -> None:
 
 
 def test_never_checked_warning_class_is_a_pytest_warning() -> None:
-    assert issubclass(plugin.RaceResultNeverChecked, pytest.PytestWarning)
+    assert issubclass(race_fixture.RaceResultNeverChecked, pytest.PytestWarning)
 
 
 SLOW = """
@@ -125,8 +125,8 @@ def test_long(race):
 @pytest.fixture
 def eager_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """Progress from the first round on, every round (in-process runs share the module)."""
-    monkeypatch.setattr(plugin, "PROGRESS_AFTER_S", 0.0)
-    monkeypatch.setattr(plugin, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(race_fixture, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(race_fixture, "PROGRESS_EVERY_S", 0.0)
 
 
 @pytest.mark.usefixtures("eager_progress")

@@ -53,14 +53,12 @@ def test_without_postgres(
 
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_an_external_server_by_url(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, _racecheck_postgres, how: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, postgres_server, how: str
 ) -> None:
     """Only the run's own databases are made there, and they are dropped afterwards."""
     import psycopg
 
-    provider = _racecheck_postgres.provider
-    if provider is None:
-        pytest.skip(_racecheck_postgres.skip_reason)
+    provider = postgres_server
     pytester.makeconftest(NO_BINARIES)  # the URL must be enough on its own
     names = pytester.path / "names.txt"
     pytester.makepyfile(

@@ -27,7 +27,7 @@ import pytest
 from pytest_racecheck.backends import postgres as pg
 from pytest_racecheck.backends.postgres import (
     PostgresDatabase,
-    PostgresProvider,
+    PostgresServer,
     PostgresSetupError,
     PostgresUnavailable,
 )
@@ -47,9 +47,9 @@ def bindir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def provider(bindir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresProvider]:
+def provider(bindir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """One server for the tests that only need databases."""
-    p = PostgresProvider.throwaway(tmp_path_factory.mktemp("pg-shared"), bindir)
+    p = PostgresServer.throwaway(tmp_path_factory.mktemp("pg-shared"), bindir)
     yield p
     server = p.server
     p.close()
@@ -141,9 +141,9 @@ def database_names(admin_dsn: str) -> set[str]:
 OWNER = r"""
 import json, sys
 from pathlib import Path
-from pytest_racecheck.backends.postgres import PostgresProvider
+from pytest_racecheck.backends.postgres import PostgresServer
 shared, bindir, watchdog = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
-provider = PostgresProvider.throwaway(shared, bindir, watchdog=watchdog)
+provider = PostgresServer.throwaway(shared, bindir, watchdog=watchdog)
 db = provider.create_database()
 db.execute("CREATE TABLE t (id int)")
 s = provider.server
@@ -220,7 +220,7 @@ def test_find_bindir_takes_the_explicit_directory_or_refuses_it(
 
 @needs_proc
 def test_start_create_drop_close_leaves_nothing(bindir: Path, tmp_path: Path) -> None:
-    p = PostgresProvider.throwaway(tmp_path, bindir)
+    p = PostgresServer.throwaway(tmp_path, bindir)
     server = p.server
     assert server is not None
     assert live(server.pid) and live(server.watchdog_pid)
@@ -252,7 +252,7 @@ def test_a_server_that_fails_to_start_says_why_and_leaves_nothing(
 ) -> None:
     before = set(Path(tempfile.gettempdir()).glob(pg.SERVER_DIR_PREFIX + "*"))
     with pytest.raises(PostgresSetupError, match="pg_ctl") as info:
-        PostgresProvider.throwaway(tmp_path, bindir, settings={"max_connections": "lots"})
+        PostgresServer.throwaway(tmp_path, bindir, settings={"max_connections": "lots"})
     assert "max_connections" in str(info.value)  # the server log's complaint is in the message
     root = Path(str(info.value).split("-D ", 1)[1].split()[0]).parent
     assert root.name.startswith(pg.SERVER_DIR_PREFIX) and root not in before
@@ -263,7 +263,7 @@ def test_a_server_that_fails_to_start_says_why_and_leaves_nothing(
 
 @needs_proc
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs as root only")
-def test_as_root_the_server_runs_as_the_postgres_user(provider: PostgresProvider) -> None:
+def test_as_root_the_server_runs_as_the_postgres_user(provider: PostgresServer) -> None:
     server = provider.server
     assert server is not None
     account = pwd.getpwnam(pg.SYSTEM_USER)
@@ -277,7 +277,7 @@ def test_as_root_the_server_runs_as_the_postgres_user(provider: PostgresProvider
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs as root only")
 def test_as_root_without_an_unprivileged_user_says_what_to_do(bindir: Path, tmp_path: Path) -> None:
     with pytest.raises(PostgresUnavailable) as info:
-        PostgresProvider.throwaway(tmp_path, bindir, system_user="racecheck-no-such-user")
+        PostgresServer.throwaway(tmp_path, bindir, system_user="racecheck-no-such-user")
     message = str(info.value)
     assert "useradd" in message and "RACECHECK_POSTGRES_URL" in message
     assert list(tmp_path.iterdir()) == []  # nothing was started
@@ -311,8 +311,8 @@ def test_two_workers_share_one_server_and_the_last_close_stops_it(
 
 @needs_proc
 def test_providers_in_one_process_share_too(bindir: Path, tmp_path: Path) -> None:
-    first = PostgresProvider.throwaway(tmp_path, bindir)
-    second = PostgresProvider.throwaway(tmp_path, bindir)
+    first = PostgresServer.throwaway(tmp_path, bindir)
+    second = PostgresServer.throwaway(tmp_path, bindir)
     server = first.server
     assert server is not None and second.server is not None
     assert second.server.pid == server.pid
@@ -351,7 +351,7 @@ def test_a_sigkilled_owners_server_is_swept_by_the_next_acquire(
     assert owner.watchdog is None
     owner.kill()
     shared = tmp_path / "killed" if where == "same-run" else tmp_path / "next"
-    p = PostgresProvider.throwaway(shared, bindir)
+    p = PostgresServer.throwaway(shared, bindir)
     try:
         assert p.server is not None and p.server.root != owner.root
         assert_gone(owner.root, owner.pid, None, timeout=1)
@@ -361,7 +361,7 @@ def test_a_sigkilled_owners_server_is_swept_by_the_next_acquire(
 
 
 @needs_proc
-def test_the_sweep_takes_only_dead_runs_of_this_machine(provider: PostgresProvider) -> None:
+def test_the_sweep_takes_only_dead_runs_of_this_machine(provider: PostgresServer) -> None:
     gone_pid = subprocess.Popen(["true"])
     gone_pid.wait()  # its pid now names nobody
 
@@ -453,7 +453,7 @@ def test_an_external_server_gets_only_its_own_databases_created_and_dropped(
 ) -> None:
     # A server of its own: another provider's spare made in the background would blur the
     # before/after comparison.
-    with PostgresProvider.throwaway(tmp_path, bindir) as provider:
+    with PostgresServer.throwaway(tmp_path, bindir) as provider:
         provider.spares = 0
         server = provider.server
         assert server is not None
@@ -461,7 +461,7 @@ def test_an_external_server_gets_only_its_own_databases_created_and_dropped(
         neighbour = provider.create_database()
         before = database_names(provider.admin_dsn)
 
-        ext = PostgresProvider.external(url)
+        ext = PostgresServer.external(url)
         assert ext.server is None and ext.template == "template0"
         kept = ext.create_database()
         dropped = ext.create_database()
@@ -478,11 +478,11 @@ def test_an_external_server_gets_only_its_own_databases_created_and_dropped(
 
 
 def test_an_external_server_takes_sqlalchemy_urls_and_conninfo_strings(
-    provider: PostgresProvider,
+    provider: PostgresServer,
 ) -> None:
     db = provider.create_database()
     for address in (db.url, db.uri, provider.admin_dsn):
-        with PostgresProvider.external(address) as ext:
+        with PostgresServer.external(address) as ext:
             assert (
                 ext.create_database().scalar("SELECT current_database()").startswith("racecheck_")
             )
@@ -500,7 +500,7 @@ def test_an_external_server_takes_sqlalchemy_urls_and_conninfo_strings(
 def test_a_bad_url_is_refused_up_front(url: str, message: str) -> None:
     pytest.importorskip("psycopg")
     with pytest.raises(PostgresSetupError, match=message) as info:
-        PostgresProvider.external(url)
+        PostgresServer.external(url)
     assert "postgresql://user:password@host:5432/dbname" in str(info.value)
 
 
@@ -508,7 +508,7 @@ def test_an_unreachable_server_is_an_error_that_hides_the_password(tmp_path: Pat
     pytest.importorskip("psycopg")
     url = f"postgresql://someone:s3cret@/db?host={tmp_path}/nowhere"
     with pytest.raises(PostgresSetupError, match="cannot connect") as info:
-        PostgresProvider.external(url)
+        PostgresServer.external(url)
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
 
 
@@ -516,7 +516,7 @@ def test_an_unreachable_server_is_an_error_that_hides_the_password(tmp_path: Pat
 
 
 def test_blocked_application_names_reports_a_session_waiting_on_a_row_lock(
-    provider: PostgresProvider,
+    provider: PostgresServer,
 ) -> None:
     import psycopg
 
@@ -557,7 +557,7 @@ def test_blocked_application_names_reports_a_session_waiting_on_a_row_lock(
         psycopg.connect(db.dsn)
 
 
-def test_drop_database_ends_the_sessions_still_connected(provider: PostgresProvider) -> None:
+def test_drop_database_ends_the_sessions_still_connected(provider: PostgresServer) -> None:
     import psycopg
 
     db = provider.create_database()
@@ -572,7 +572,7 @@ def test_drop_database_ends_the_sessions_still_connected(provider: PostgresProvi
         provider.drop_database(db)
 
 
-def test_the_handle_is_a_picklable_address(provider: PostgresProvider) -> None:
+def test_the_handle_is_a_picklable_address(provider: PostgresServer) -> None:
     import psycopg
 
     db = provider.create_database()
@@ -599,7 +599,7 @@ def test_the_handle_is_a_picklable_address(provider: PostgresProvider) -> None:
 def test_speed(bindir: Path, tmp_path: Path) -> None:
     """Figures for the docs (run with -s to see them); the bounds only catch gross regressions."""
     started = time.perf_counter()
-    p = PostgresProvider.throwaway(tmp_path, bindir)
+    p = PostgresServer.throwaway(tmp_path, bindir)
     start = time.perf_counter() - started
     try:
         creates: dict[int, list[float]] = {0: [], 1: []}

@@ -136,3 +136,103 @@ def test_a_target_no_racer_reaches_fails_the_race_as_not_forced(pytester: pytest
         """,
     )
     pytester.runpytest_inprocess().assert_outcomes(passed=3)
+
+
+def test_conftest_hooks_run_in_every_racer_outer_first(pytester: pytest.Pytester) -> None:
+    """``pytest_racecheck_racer_setup`` in conftests: outer, inner, then the race's own set-up;
+    tear-downs the other way round. A conftest of a sibling directory does not apply."""
+    log = pytester.path / "log"
+    log.mkdir()
+    hook = """
+        import os
+        from pathlib import Path
+        from pytest_racecheck import current_racer
+
+        def note(what):
+            racer = current_racer()
+            Path({log!r}, f"{{racer}}-{{os.getpid()}}").open("a").write(what + "\\n")
+
+        def pytest_racecheck_racer_setup():
+            note("setup {where}")
+
+        def pytest_racecheck_racer_teardown():
+            note("teardown {where}")
+        """
+    pytester.makeconftest(hook.format(log=str(log), where="outer"))
+    for where in ("inner", "sibling"):
+        pytester.mkpydir(where).joinpath("conftest.py").write_text(
+            __import__("textwrap").dedent(hook.format(log=str(log), where=where))
+        )
+    pytester.path.joinpath("inner", "test_it.py").write_text(
+        __import__("textwrap").dedent(
+            f"""
+            import functools
+            from conftest import note
+
+            def attempt():
+                note("round")
+                return 1
+
+            def test_it(race):
+                result = race(
+                    attempt, processes=2, rounds=2,
+                    racer_setup=functools.partial(note, "setup own"),
+                    racer_teardown=functools.partial(note, "teardown own"),
+                )
+                result.assert_outcomes([1])
+            """
+        )
+    )
+    pytester.runpytest_subprocess("inner", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    files = sorted(log.iterdir())
+    assert len(files) == 2, files  # one log per racer process
+    expected = [
+        "setup outer", "setup inner", "setup own", "round", "round",
+        "teardown own", "teardown inner", "teardown outer",
+    ]  # fmt: skip
+    for path in files:
+        assert path.read_text().split("\n")[:-1] == expected, path
+
+
+def test_a_raising_conftest_setup_fails_the_race_naming_the_racer(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        def pytest_racecheck_racer_setup():
+            raise LookupError("DJANGO_SETTINGS_MODULE is not set")
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_racecheck import RacerSetupFailed
+
+        def attempt():
+            return 1
+
+        def test_it(race):
+            with pytest.raises(RacerSetupFailed) as info:
+                race(attempt, processes=2, rounds=3)
+            assert "racer 0" in str(info.value) or "racer 1" in str(info.value)
+            assert "pytest_racecheck_racer_setup" in str(info.value)
+            assert "LookupError: DJANGO_SETTINGS_MODULE is not set" in str(info.value)
+        """
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_a_hook_with_arguments_is_refused_by_pytest(pytester: pytest.Pytester) -> None:
+    """The hooks take no arguments: pytest says so when it loads the conftest."""
+    pytester.makeconftest(
+        """
+        def pytest_racecheck_racer_setup(racer):
+            pass
+        """
+    )
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest_subprocess()
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(
+        ["*for hook 'pytest_racecheck_racer_setup'*", "*Argument(s) {'racer'} are declared*"]
+    )

@@ -18,7 +18,7 @@ import pytest
 
 from pytest_racecheck.backends.postgres import (
     PostgresDatabase,
-    PostgresProvider,
+    PostgresServer,
     PostgresSetupError,
     mask,
     scrub,
@@ -50,12 +50,10 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def refusing_url(_racecheck_postgres) -> str:
+def refusing_url(postgres_server) -> str:
     """A URL for a real server that refuses the login: no such role."""
     pytest.importorskip("psycopg")
-    provider = _racecheck_postgres.provider
-    if provider is None:
-        pytest.skip(_racecheck_postgres.skip_reason)
+    provider = postgres_server
     params = PostgresDatabase(dsn=provider.admin_dsn, name="postgres").params
     host, port = params.get("host", ""), params.get("port", "5432")
     if host.startswith("/"):
@@ -145,7 +143,7 @@ def test_an_external_providers_repr_hides_the_password(refusing_url: str) -> Non
     real = PostgresDatabase(dsn=refusing_url, name="x").params
     url = refusing_url.replace("racecheck_no_such_role", "postgres")
     try:
-        provider = PostgresProvider.external(url)
+        provider = PostgresServer.external(url)
     except PostgresSetupError as exc:
         pytest.skip(f"the session's server refuses the superuser by URL: {exc}")
     try:

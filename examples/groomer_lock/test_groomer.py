@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import groomer
 import pytest
 
-from pytest_racecheck import Round, current_racer, point, runs
+from pytest_racecheck import Race, Round, current_racer, point, runs
 from pytest_racecheck.backends.base import Database
-from pytest_racecheck.plugin import Race
 
 Groomer = Callable[..., groomer.Tick]
 

@@ -6,7 +6,7 @@ a new directory under ``/tmp``, reachable through a unix socket only, with durab
 takes about a second; each test's database is then cloned from a template in milliseconds.
 
 Who stops the server. Every process using it (pytest, or each pytest-xdist worker) registers as
-an owner in the server directory's ``state.json``. The last owner's :meth:`PostgresProvider.close`
+an owner in the server directory's ``state.json``. The last owner's :meth:`PostgresServer.close`
 stops it and removes the directory. For runs that cannot close (SIGKILL, a crash) a watchdog
 process polls the owners and does the same once none is alive, and every later run sweeps
 servers whose owners are all dead. One lock per server directory orders all of them.
@@ -15,7 +15,7 @@ One role per module:
 
 - :mod:`.errors`: :class:`PostgresUnavailable` (a skip) and :class:`PostgresSetupError` (an error).
 - :mod:`.handle`: :class:`PostgresDatabase`, connection strings and URLs, password masking.
-- :mod:`.provider`: :class:`PostgresProvider`, per-test databases on a throwaway or external
+- :mod:`.provider`: :class:`PostgresServer`, per-test databases on a throwaway or external
   server, and which sessions wait on a lock.
 - :mod:`.server`: finding the binaries; starting, joining and leaving the throwaway server.
 - :mod:`.state`: the server directory's state and lock, tearing a server down, the sweep.
@@ -32,7 +32,7 @@ from pytest_racecheck.backends.postgres.errors import (
     PostgresUnavailable,
 )
 from pytest_racecheck.backends.postgres.handle import PostgresDatabase, mask, scrub, secrets_in
-from pytest_racecheck.backends.postgres.provider import PostgresProvider
+from pytest_racecheck.backends.postgres.provider import PostgresServer
 from pytest_racecheck.backends.postgres.server import (
     SERVER_SETTINGS,
     SUPERUSER,
@@ -60,7 +60,7 @@ __all__ = [
     "TEMPLATE",
     "WATCHDOG_INTERVAL",
     "PostgresDatabase",
-    "PostgresProvider",
+    "PostgresServer",
     "PostgresSetupError",
     "PostgresUnavailable",
     "ThrowawayServer",

@@ -1,6 +1,6 @@
 """Databases for one pytest process: on this run's throwaway server, or on an existing server.
 
-Each pytest process (or xdist worker) makes one :class:`PostgresProvider`; the plugin asks it for
+Each pytest process (or xdist worker) makes one :class:`PostgresServer`; the plugin asks it for
 a fresh database per test and for which racers wait on a lock (``pg_blocking_pids``).
 """
 
@@ -42,11 +42,13 @@ if TYPE_CHECKING:
 
 
 _counter = itertools.count(1)
-_open_providers: weakref.WeakSet[PostgresProvider] = weakref.WeakSet()
+_open_providers: weakref.WeakSet[PostgresServer] = weakref.WeakSet()
 
 
-class PostgresProvider:
-    """Databases for one pytest process: a throwaway server's, or an existing server's.
+class PostgresServer:
+    """The server one pytest process makes its test databases on: a throwaway or an existing one.
+
+    The ``postgres_server`` fixture's value, and what a conftest override may return.
 
     Make one per process (pytest, or each xdist worker) with :meth:`throwaway` or
     :meth:`external`, call :meth:`create_database` / :meth:`drop_database` per test and
@@ -100,7 +102,7 @@ class PostgresProvider:
         system_user: str = srv.SYSTEM_USER,
         watchdog: bool = True,
         settings: Mapping[str, str] | None = None,
-    ) -> PostgresProvider:
+    ) -> PostgresServer:
         """Join this run's throwaway server, starting it if this process is the first.
 
         ``shared_dir`` is the same for every xdist worker of one run; a lock there makes sure
@@ -144,7 +146,7 @@ class PostgresProvider:
     @classmethod
     def external(
         cls, url: str, *, template: str = "template0", source: str = URL_SOURCE
-    ) -> PostgresProvider:
+    ) -> PostgresServer:
         """Use an existing server: ``postgresql://user:password@host:port/dbname`` or a conninfo.
 
         The URL's database is the admin connection's (``postgres`` when there is none); the
@@ -159,7 +161,7 @@ class PostgresProvider:
         admin.setdefault("dbname", "postgres")
         admin.setdefault("connect_timeout", "10")
         hidden = secrets_in(url) | {params.get("password", "")} - {""}
-        provider: PostgresProvider | None = None
+        provider: PostgresServer | None = None
         problem = ""
         try:
             provider = cls(admin, template=template, file_copy=False)
@@ -245,7 +247,7 @@ class PostgresProvider:
             if self.server is not None and self._owner_token is not None:
                 srv.leave(self.server.root, self._owner_token)
 
-    def __enter__(self) -> PostgresProvider:
+    def __enter__(self) -> PostgresServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -253,7 +255,7 @@ class PostgresProvider:
 
     def __repr__(self) -> str:
         where = f"throwaway {self.server.root}" if self.server else display(self._base)
-        return f"<PostgresProvider {where}>"
+        return f"<PostgresServer {where}>"
 
     # internals
 

@@ -1,0 +1,262 @@
+"""The plugin's settings from outside a race: ``--racecheck-*`` options, ini keys, the marker.
+
+One table (:data:`SETTINGS`) names the race settings an option or ini key may set; the
+readers here turn the command line, the ini file and ``@pytest.mark.race`` into values, and
+bad values into a :class:`pytest.UsageError` naming where they were set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_racecheck import spares
+from pytest_racecheck.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
+
+SETTINGS: dict[str, tuple[type, str, str]] = {
+    "processes": (int, "racer processes per race", f"default {DEFAULTS.processes}"),
+    "rounds": (int, "rounds per race", f"default {DEFAULTS.rounds}"),
+    "timeout": (
+        float,
+        "seconds a whole race may take before it fails",
+        f"default {DEFAULTS.timeout:g}",
+    ),
+    "start_method": (
+        str,
+        "how racers start: spawn, fork or forkserver",
+        f"default {DEFAULTS.start_method}",
+    ),
+    "explore": (
+        int,
+        "explore N interleavings of the racers' steps per race, one per round, instead of "
+        "stress rounds; a race that passes schedule=, meet_at= or pause_*= keeps its own",
+        "default off",
+    ),
+    "seed": (
+        int,
+        "seed of explore mode's random choices, to rerun a reported failure",
+        "default a fresh one per race, reported",
+    ),
+}
+"""The settings a race takes from outside its call: type, help, default as text."""
+assert tuple(SETTINGS) == NAMES, "options.SETTINGS must follow settings.RaceSettings"
+POSTGRES_ENV = "RACECHECK_POSTGRES_URL"
+GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+SOAK_ROUNDS_CAP = 1_000_000
+"""Rounds a race may run under ``--racecheck-soak-seconds``: the time budget ends it first."""
+
+settings_key = pytest.StashKey[RaceSettings]()
+soak_key = pytest.StashKey[int]()
+soak_seconds_key = pytest.StashKey["float | None"]()
+probes_key = pytest.StashKey[list[Any]]()
+spares_key = pytest.StashKey[int]()
+call_failed_key = pytest.StashKey[bool]()
+
+
+def _add_setting(
+    parser: pytest.Parser, group: Any, name: str, help: str, metavar: str | None = None
+) -> None:
+    """``--racecheck-NAME`` and the ini key ``racecheck_NAME``, which it overrides."""
+    group.addoption(
+        "--racecheck-" + name.replace("_", "-"),
+        dest=f"racecheck_{name}",
+        default=None,
+        metavar=metavar or name.upper(),
+        help=f"{help} (also ini racecheck_{name})",
+    )
+    parser.addini(f"racecheck_{name}", help, default=None)
+
+
+def setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
+    """The raw value of a setting and where it came from: command line over ini, or None."""
+    cli = config.getoption(f"racecheck_{name}")
+    if cli is not None:
+        return cli, "--racecheck-" + name.replace("_", "-")
+    ini = config.getini(f"racecheck_{name}")
+    if ini not in (None, ""):
+        return ini, f"ini racecheck_{name}"
+    return None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Every ``--racecheck-*`` option and its ini key."""
+    group = parser.getgroup("racecheck", "cross-process race checks (pytest-racecheck)")
+    for name, (_kind, text, default) in SETTINGS.items():
+        _add_setting(
+            parser,
+            group,
+            name,
+            f"{text} ({default}); a race() argument or @pytest.mark.race overrides it",
+            metavar="N" if name in ("explore", "seed") else None,
+        )
+    _add_setting(
+        parser,
+        group,
+        "soak",
+        "multiply every race's rounds and timeout by N, whatever set them (a CI soak run)",
+        metavar="N",
+    )
+    _add_setting(
+        parser,
+        group,
+        "soak_seconds",
+        "run every race for S seconds, as many rounds as fit, instead of its rounds "
+        "(a CI soak run with a time budget); its timeout grows by S",
+        metavar="S",
+    )
+    group.addoption(
+        "--racecheck-stop-early",
+        dest="racecheck_stop_early",
+        action="store_true",
+        default=None,
+        help="end a race at its first round where a racer raised or the check failed "
+        "(also ini racecheck_stop_early)",
+    )
+    parser.addini(
+        "racecheck_stop_early",
+        "end a race at its first round where a racer raised or the check failed",
+        type="bool",
+        default=False,
+    )
+    _add_setting(
+        parser,
+        group,
+        "report",
+        "write a JSON report of every race in the session to PATH (merged across "
+        "pytest-xdist workers; layout in docs/report.schema.json)",
+        metavar="PATH",
+    )
+    _add_setting(
+        parser,
+        group,
+        "postgres_url",
+        f"use this PostgreSQL server instead of a throwaway one (also env {POSTGRES_ENV})",
+        metavar="URL",
+    )
+    _add_setting(
+        parser,
+        group,
+        "postgres_bin",
+        "directory with PostgreSQL's initdb and pg_ctl for the throwaway server",
+        metavar="DIR",
+    )
+    _add_setting(
+        parser,
+        group,
+        "spares",
+        f"keep N groups of spare racers started ahead per race size and start method "
+        f"(spawn, forkserver), so races start without waiting for interpreters; 0 turns "
+        f"them off (default {spares.DEFAULT_LIMIT})",
+        metavar="N",
+    )
+    group.addoption(
+        "--racecheck-require-postgres",
+        dest="racecheck_require_postgres",
+        action="store_true",
+        default=False,
+        help="fail, instead of skipping, tests that need PostgreSQL when none is "
+        "available (for CI)",
+    )
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    kind = SETTINGS[name][0]
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(
+            f"{source} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+        ) from None
+
+
+def run_settings(config: pytest.Config) -> RaceSettings:
+    """The run-wide settings: command line over ini over the built-in defaults."""
+    found = {name: setting(config, name) for name in SETTINGS}
+    settings = DEFAULTS.replace(
+        **{name: _convert(name, *f) for name, f in found.items() if f is not None}
+    )
+    try:
+        validate_settings(settings)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"racecheck settings: {exc}") from None
+    return settings
+
+
+def soak_factor(config: pytest.Config) -> int:
+    """The soak factor, 1 when nothing sets it."""
+    found = setting(config, "soak")
+    if found is None:
+        return 1
+    raw, source = found
+    factor = int(raw) if str(raw).strip().isdigit() else 0
+    if factor < 1:
+        raise pytest.UsageError(f"{source} must be a whole number of at least 1, got {raw!r}")
+    return factor
+
+
+def soak_seconds(config: pytest.Config) -> float | None:
+    """The time budget of every race, None when nothing sets it."""
+    found = setting(config, "soak_seconds")
+    if found is None:
+        return None
+    raw, source = found
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise pytest.UsageError(f"{source} must be a number of seconds above 0, got {raw!r}")
+    return seconds
+
+
+def spare_groups(config: pytest.Config) -> int:
+    """Spare groups per race size, the default when nothing sets it."""
+    found = setting(config, "spares")
+    if found is None:
+        return spares.DEFAULT_LIMIT
+    raw, source = found
+    if not str(raw).strip().isdigit():
+        raise pytest.UsageError(
+            f"{source} must be a whole number (0 turns spares off), got {raw!r}"
+        )
+    return int(raw)
+
+
+def stop_early(config: pytest.Config) -> bool:
+    cli = config.getoption("racecheck_stop_early")
+    return bool(config.getini("racecheck_stop_early")) if cli is None else bool(cli)
+
+
+def report_path(config: pytest.Config) -> Path | None:
+    """Where to write the JSON report: the option's path is taken from the directory pytest
+    was started in, the ini key's from the ini file's directory (as pytest does for paths)."""
+    cli = config.getoption("racecheck_report")
+    if cli:
+        return config.invocation_params.dir / cli
+    ini = config.getini("racecheck_report")
+    if ini:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        return base / str(ini)
+    return None
+
+
+def marker_settings(node: pytest.Item) -> dict[str, Any]:
+    marker = node.get_closest_marker("race")
+    if marker is None:
+        return {}
+    if marker.args:
+        pytest.fail(
+            f"{node.nodeid}: @pytest.mark.race takes keyword arguments only "
+            f"({', '.join(SETTINGS)}), got {marker.args!r}",
+            pytrace=False,
+        )
+    unknown = set(marker.kwargs) - set(SETTINGS)
+    if unknown:
+        pytest.fail(
+            f"{node.nodeid}: @pytest.mark.race got unknown argument(s) {sorted(unknown)}; "
+            f"it takes {', '.join(SETTINGS)}",
+            pytrace=False,
+        )
+    return dict(marker.kwargs)
