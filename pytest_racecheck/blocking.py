@@ -47,6 +47,13 @@ WAIT_SYSCALLS = {
     "aarch64": {32, 25, 98, 72, 73, 22, 63, 207, 193, 192, 188, 183},
 }
 
+SOCKET_WAIT_SYSCALLS = {
+    # poll, select, pselect6, ppoll, epoll_wait, epoll_pwait, read, recvfrom: where a database
+    # client waits for its server's answer.
+    "x86_64": {7, 23, 270, 271, 232, 281, 0, 45},
+    "aarch64": {73, 72, 22, 63, 207},
+}
+
 IDLE_AFTER_S = 0.003
 """How long a racer must sleep without using CPU before it counts as blocked."""
 
@@ -59,6 +66,8 @@ class RacerView:
     pid: int
     app_name: str = ""
     backend_pids: frozenset[int] = frozenset()
+    connecting: bool = False
+    """It is making a PostgreSQL connection and has no backend pid for it yet."""
 
 
 class BlockedProbe(Protocol):
@@ -238,14 +247,23 @@ class IdleProbe:
     (:meth:`event`), a sleeper counts as blocked again only once it has woken, looked, and gone
     back to sleep; otherwise the others would run on while it could have gone.
 
-    It also counts a racer that sleeps on purpose or waits for a slow query's answer: the others
-    then go on, which changes the interleaving but never the verdict of correct code.
+    A racer that talks to PostgreSQL and sleeps on its socket is left to the database: while it
+    connects (:attr:`RacerView.connecting`) it waits for the server, not for a racer; once its
+    backends are known and ``postgres_judges`` (a :class:`BackendProbe` asks that server), the
+    server says whether it waits on a lock. Counting it here instead made a loaded machine,
+    whose server answers late, skip steps of a schedule. It still counts a racer that sleeps on
+    purpose: the others then go on, which changes the interleaving but never the verdict of
+    correct code.
     """
 
     idle_after_s: float = IDLE_AFTER_S
+    postgres_judges: bool = False
     _seen: dict[int, _Idle] = field(default_factory=dict)
     _sleeps: set[int] = field(default_factory=lambda: SLEEP_SYSCALLS.get(platform.machine(), set()))
     _waits: set[int] = field(default_factory=lambda: WAIT_SYSCALLS.get(platform.machine(), set()))
+    _sockets: set[int] = field(
+        default_factory=lambda: SOCKET_WAIT_SYSCALLS.get(platform.machine(), set())
+    )
 
     def __post_init__(self) -> None:
         if not procfs.available():
@@ -285,6 +303,10 @@ class IdleProbe:
                     continue  # a poller that has not looked at its lock since it may be free
             elif call not in self._waits:
                 continue  # woke just now, or waits for the disk (fsync), not for a racer
+            elif call in self._sockets and (
+                racer.connecting or (racer.backend_pids and self.postgres_judges)
+            ):
+                continue  # waits for its PostgreSQL server: the database judges it
             found.add(racer.index)
         self._moved = False
         return found

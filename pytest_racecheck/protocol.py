@@ -94,6 +94,14 @@ class BackendPid(Message):
 
 
 @dataclass(frozen=True)
+class Connecting(Message):
+    """The racer starts a PostgreSQL connection: until its :class:`BackendPid` comes, it waits
+    for the server, not for another racer."""
+
+    kind: ClassVar[str] = "connecting"
+
+
+@dataclass(frozen=True)
 class Result(Message):
     """The racer's call in round ``round`` is over."""
 

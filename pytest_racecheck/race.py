@@ -33,6 +33,7 @@ from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
 from pytest_racecheck.protocol import (
     At,
     BackendPid,
+    Connecting,
     Message,
     Pass,
     Ready,
@@ -102,12 +103,19 @@ class _Racer:
     at_point: str | None = None
     finished: bool = False
     backend_pids: set[int] = field(default_factory=set)
+    connecting: bool = False
 
     def describe(self) -> str:
         return f"racer {self.index} (pid {self.process.pid})"
 
     def view(self) -> RacerView:
-        return RacerView(self.index, self.process.pid, self.app_name, frozenset(self.backend_pids))
+        return RacerView(
+            self.index,
+            self.process.pid,
+            self.app_name,
+            frozenset(self.backend_pids),
+            self.connecting,
+        )
 
 
 @dataclass
@@ -303,13 +311,17 @@ class Controller:
 
     def racer_backend_pid(self, racer: _Racer, message: BackendPid) -> None:
         racer.backend_pids.add(message.pid)
+        racer.connecting = False
+
+    def racer_connecting(self, racer: _Racer, message: Connecting) -> None:
+        racer.connecting = True
 
     def racer_at(self, racer: _Racer, message: At) -> None:
         if self.round is None:
             raise RaceError(
                 f"{racer.describe()} held at {message.name!r} outside a round", self.result
             )
-        racer.at_point = message.name
+        racer.at_point, racer.connecting = message.name, False
         notify_event(self.probe)
         self._pass(self.coordinator.arrived(racer.index, message.name))
 
@@ -322,7 +334,7 @@ class Controller:
                 self.result,
             )
         state.outcomes[racer.index] = message.outcome
-        racer.finished, racer.at_point = True, None
+        racer.finished, racer.at_point, racer.connecting = True, None, False
         notify_event(self.probe)
         self._pass(self.coordinator.finished(racer.index))
 

@@ -258,7 +258,9 @@ class Race:
             probe = lock_probe(db)
             if probe is not None:
                 own.append(probe)
-        return AnyProbe([*registered, *own, IdleProbe()]), AnyProbe(own)
+        postgres_judges = any(isinstance(p, BackendProbe) for p in [*registered, *own])
+        idle = IdleProbe(postgres_judges=postgres_judges)
+        return AnyProbe([*registered, *own, idle]), AnyProbe(own)
 
     def record(self, item: pytest.Item) -> list[dict[str, Any]]:
         """Put the summaries of races not yet reported into ``item.user_properties``: each as

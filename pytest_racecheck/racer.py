@@ -24,7 +24,15 @@ from pytest_racecheck import points
 from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.barrier import GateClosed, StartGate
 from pytest_racecheck.outcomes import Outcome, RaisedError
-from pytest_racecheck.protocol import BackendPid, Ready, Result, Setup, SetupError, Warm
+from pytest_racecheck.protocol import (
+    BackendPid,
+    Connecting,
+    Ready,
+    Result,
+    Setup,
+    SetupError,
+    Warm,
+)
 
 WATCHDOG_S = 0.2
 
@@ -153,7 +161,10 @@ def _prepare(setup: Setup, channel: Any) -> None:
     if setup.statements:
         from pytest_racecheck import statements
 
-        statements.install(lambda pid: channel.send(BackendPid(pid)))
+        statements.install(
+            on_backend_pid=lambda pid: channel.send(BackendPid(pid)),
+            on_connect=lambda: channel.send(Connecting()),
+        )
 
 
 def _caller(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -5,13 +5,14 @@ before the statement runs, with no change to the code under test. Django and SQL
 the drivers through ``Database.connect`` / ``dbapi.connect`` and the psycopg classes at call
 time, so their statements are covered too. A point is named ``"<short sql> @ <file>:<line>"``
 (``INSERT runs @ run_manager.py:52``), where file:line is the first frame outside the driver,
-the ORMs, contextlib/functools and this plugin's plumbing: the line a person wrote.
+the ORMs, contextlib/functools, asyncio and this plugin's plumbing: the line a person wrote.
 
 Outside a race (``points._racer is None``) every hook returns after one global lookup: no name
 is computed and nothing is recorded. What remains costs about 1.1 to 1.3 microseconds per
 sqlite3 statement on the development machine (Python 3.11): about 0.8 for SQLite building the
 traced text and calling back into Python, the rest for the Python-level ``execute`` of the
-connection and cursor subclasses. A psycopg call pays one extra Python call.
+connection and cursor subclasses. A psycopg call pays one extra Python call (an async one, one
+extra coroutine frame).
 
 **sqlite3.** ``sqlite3.connect`` and ``dbapi2.connect`` are replaced by a wrapper that
 opens the connection through a subclass of the requested ``factory`` and installs a trace
@@ -39,25 +40,35 @@ so an error of ``point()`` there cannot stop the statement. A user's own
 Connections opened before :func:`install`, or by a ``connect`` imported by name before it
 (``from sqlite3 import connect``), are not covered.
 
-**psycopg 3** (sync API), patched on the classes: ``Cursor.execute`` / ``executemany`` /
-``copy`` / ``stream``, ``ServerCursor.execute``, ``Connection.commit`` / ``rollback`` (so also
-the connection's context-manager exit), ``Transaction.__enter__`` / ``__exit__``.
-``Connection.execute`` goes through ``Cursor.execute``: one point. Not covered: the implicit
-``BEGIN`` psycopg sends before the first statement of a transaction (it takes no lock and no
-snapshot, so it is not worth a step), a server cursor's ``FETCH`` / ``CLOSE``, two-phase
-commit, and the async API. The first statement on a connection whose backend pid is new calls
-``on_backend_pid(pid)`` before the point, once per pid.
+**psycopg 3**, the sync and the async API alike, patched on the classes: ``Cursor`` and
+``AsyncCursor`` ``execute`` / ``executemany`` / ``copy`` / ``stream``, ``ServerCursor`` and
+``AsyncServerCursor`` ``execute``, ``Connection`` and ``AsyncConnection`` ``commit`` /
+``rollback`` (so also the connection's context-manager exit), ``Transaction.__enter__`` /
+``__exit__`` and ``AsyncTransaction.__aenter__`` / ``__aexit__``. ``Connection.execute`` goes
+through ``Cursor.execute``: one point. A method's sync and async wrappers share one check; only
+the wrapper follows the method's kind, so that the point comes just before the statement goes
+out: when a coroutine is awaited, at a ``stream``'s first row, when a ``copy`` block is entered.
+In an async racer the point blocks the event loop, which is what holding the racer means: it
+runs one coroutine, on a loop of its own. asyncio's frames are skipped like the driver's, so
+the name gives the line that awaits; a driver coroutine run as a task of its own
+(``asyncio.gather(conn.execute(...))``) has no such line and is named for the line that runs
+the loop. Not covered: the implicit ``BEGIN`` psycopg sends before the first statement of a
+transaction (it takes no lock and no snapshot, so it is not worth a step), a server cursor's
+``FETCH`` / ``CLOSE`` and two-phase commit. The first statement on a connection whose backend
+pid is new calls ``on_backend_pid(pid)`` before the point, once per pid, for async connections
+as for sync ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import sqlite3
 import sqlite3.dbapi2 as dbapi2
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -259,11 +270,12 @@ def short_sql(sql: str) -> str:
 
 # -- where a statement comes from -----------------------------------------------------------
 
-# Drivers, ORMs and the stdlib's wrappers around them: the line to show is the caller's.
+# Drivers, ORMs, the stdlib's wrappers around them and asyncio, which runs the coroutines that
+# call them: the line to show is the caller's.
 # fmt: off
 _SKIP_PACKAGES = frozenset({
     "sqlite3", "_sqlite3", "psycopg", "psycopg_pool", "psycopg_binary", "psycopg_c",
-    "django", "sqlalchemy", "contextlib", "functools",
+    "django", "sqlalchemy", "contextlib", "functools", "asyncio",
 })
 # fmt: on
 _SKIP_MODULES = frozenset({"pytest_racecheck.statements", "pytest_racecheck.points"})
@@ -457,8 +469,9 @@ def _traced_connect(*args: Any, **kwargs: Any) -> Any:
 # -- psycopg 3 ----------------------------------------------------------------------------
 
 _MISSING = object()
-_patches: list[tuple[type, str, object]] = []
+_patches: list[tuple[Any, str, object]] = []  # (class or module, name, original)
 _on_backend_pid: Callable[[int], None] | None = None
+_on_connect: Callable[[], None] | None = None
 _seen_pids: set[int] = set()
 
 
@@ -493,7 +506,8 @@ def _composable_text(query: Any) -> str:
     return "?"
 
 
-def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
+def _report_backend_pid(conn: Any) -> None:
+    """Tell ``on_backend_pid`` about the connection's backend, once per pid."""
     callback = _on_backend_pid
     if callback is not None:
         try:
@@ -503,17 +517,137 @@ def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
         if pid and pid not in _seen_pids:
             _seen_pids.add(pid)
             callback(pid)
+
+
+def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
+    _report_backend_pid(conn)
     points.statement(f"{short} @ {_where(frame)}")
+
+
+def _patch_connect(cls: type | None, is_async: bool) -> None:
+    """``connect`` says when it starts (``on_connect``) and reports the new backend's pid as
+    soon as it has one: while it waits for the server it waits for no racer, and the probes
+    must know that before any statement names the backend."""
+    if cls is None or not isinstance(cls.__dict__.get("connect"), classmethod):
+        return
+    original = cls.__dict__["connect"]
+    function = original.__func__
+
+    def starting() -> bool:
+        announce = _on_connect
+        if points._racer is None or not _active or announce is None:
+            return False
+        announce()
+        return True
+
+    async def connect_async(klass: Any, *args: Any, **kwargs: Any) -> Any:
+        announced = starting()
+        conn = await function(klass, *args, **kwargs)
+        if announced:
+            _report_backend_pid(conn)
+        return conn
+
+    def connect_sync(klass: Any, *args: Any, **kwargs: Any) -> Any:
+        announced = starting()
+        conn = function(klass, *args, **kwargs)
+        if announced:
+            _report_backend_pid(conn)
+        return conn
+
+    connect = connect_async if is_async else connect_sync
+    functools.update_wrapper(connect, function)
+    _patches.append((cls, "connect", original))
+    cls.connect = classmethod(connect)  # type: ignore[attr-defined]
 
 
 def _pg_query_point(conn: Any, query: Any, frame: FrameType | None) -> None:
     _pg_point(conn, short_sql(_query_text(query, conn)) or "SQL", frame)
 
 
-def _patch(cls: type, attr: str, make: Callable[[Any], Any]) -> None:
+# A hook's check: called with the frame of the wrapped method's caller and the method's own
+# arguments, in a race only; it reaches the point if the call sends a statement. The sync and
+# the async methods share it; only the wrapper around it follows the kind of the method.
+_Before = Callable[..., None]
+
+
+def _wrap_function(before: _Before, original: Any) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if points._racer is not None and _active:
+            before(sys._getframe(1), self, *args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    return method
+
+
+def _wrap_coroutine(before: _Before, original: Any) -> Any:
+    # The point is reached when the call is awaited, as the statement goes out then. Its
+    # frame's caller is then the coroutine that awaits it.
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if points._racer is not None and _active:
+            before(sys._getframe(1), self, *args, **kwargs)
+        return await original(self, *args, **kwargs)
+
+    return method
+
+
+def _wrap_generator(before: _Before, original: Any) -> Any:
+    # A generator, as the original: the query goes out at the first next().
+    def method(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        if points._racer is not None and _active:
+            before(sys._getframe(1), self, *args, **kwargs)
+        return (yield from original(self, *args, **kwargs))
+
+    return method
+
+
+def _wrap_async_generator(before: _Before, original: Any) -> Any:
+    # An async generator: the query goes out at the first __anext__(); closing this one
+    # closes the original, which then ends the query as it would have.
+    async def method(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if points._racer is not None and _active:
+            before(sys._getframe(1), self, *args, **kwargs)
+        async with contextlib.aclosing(original(self, *args, **kwargs)) as rows:
+            async for row in rows:
+                yield row
+
+    return method
+
+
+def _wrap_context_manager(before: _Before, original: Any) -> Any:
+    # The statement goes out on entering the block, so the point is there, not at the call.
+    @contextlib.contextmanager
+    def method(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        if points._racer is not None and _active:
+            before(sys._getframe(1), self, *args, **kwargs)
+        with original(self, *args, **kwargs) as value:
+            yield value
+
+    return method
+
+
+def _wrap_async_context_manager(before: _Before, original: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def method(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if points._racer is not None and _active:
+            before(sys._getframe(1), self, *args, **kwargs)
+        async with original(self, *args, **kwargs) as value:
+            yield value
+
+    return method
+
+
+def _patch(
+    cls: type | None, attr: str, wrap: Callable[[_Before, Any], Any], before: _Before
+) -> None:
+    """Replace ``cls.attr`` by ``wrap(before, cls.attr)``; a class or method that this version
+    of psycopg does not have is left out."""
+    if cls is None:
+        return
+    inherited = getattr(cls, attr, None)
+    if inherited is None:
+        return
     original = cls.__dict__.get(attr, _MISSING)
-    inherited = getattr(cls, attr)
-    wrapper = make(inherited)
+    wrapper = wrap(before, inherited)
     functools.update_wrapper(wrapper, inherited)
     _patches.append((cls, attr, original))
     setattr(cls, attr, wrapper)
@@ -528,92 +662,84 @@ def _install_psycopg() -> None:
     idle = pq.TransactionStatus.IDLE
     ok = pq.ConnStatus.OK
 
-    def cursor_method(original: Any) -> Any:
-        def method(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            if points._racer is not None and _active:
-                _pg_query_point(self.connection, query, sys._getframe(1))
-            return original(self, query, *args, **kwargs)
+    def query(frame: FrameType, cursor: Any, *args: Any, **kwargs: Any) -> None:
+        # execute(query, ...), executemany(query, ...), stream(query, ...), copy(statement, ...)
+        sql = args[0] if args else kwargs.get("query", kwargs.get("statement"))
+        _pg_query_point(cursor.connection, sql, frame)
 
-        return method
+    def end(short: str) -> _Before:
+        def before(frame: FrameType, conn: Any) -> None:
+            # Idle: nothing is sent. Inside transaction(): psycopg refuses the call.
+            if conn.pgconn.transaction_status != idle and not getattr(conn, "_num_transactions", 0):
+                _pg_point(conn, short, frame)
 
-    def stream(original: Any) -> Any:
-        def method(self: Any, query: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            # A generator, as the original: the query goes out at the first next().
-            if points._racer is not None and _active:
-                _pg_query_point(self.connection, query, sys._getframe(1))
-            return (yield from original(self, query, *args, **kwargs))
+        return before
 
-        return method
+    def transaction_enter(frame: FrameType, tx: Any) -> None:
+        if tx.pgconn.status != ok:
+            return
+        conn = tx.connection
+        if tx.pgconn.transaction_status == idle:
+            try:
+                begin = short_sql(_query_text(conn._get_tx_start_command(), conn))
+            except Exception:
+                begin = "BEGIN"
+            short = begin or "BEGIN"
+        else:
+            short = "SAVEPOINT"
+        _pg_point(conn, short, frame)
 
-    def end_method(short: str) -> Callable[[Any], Any]:
-        def make(original: Any) -> Any:
-            def method(self: Any) -> Any:
-                if (
-                    points._racer is not None
-                    and _active
-                    and self.pgconn.transaction_status != idle
-                    and not getattr(self, "_num_transactions", 0)
-                ):
-                    _pg_point(self, short, sys._getframe(1))
-                return original(self)
+    def transaction_exit(frame: FrameType, tx: Any, exc_type: Any, exc_val: Any, *_: Any) -> None:
+        if tx.pgconn.status != ok:
+            return
+        outer = getattr(tx, "_outer_transaction", tx.savepoint_name is None)
+        if not exc_val and not tx.force_rollback:
+            short = "COMMIT" if outer else "RELEASE"
+        else:
+            short = "ROLLBACK" if outer else "ROLLBACK TO"
+        _pg_point(tx.connection, short, frame)
 
-            return method
-
-        return make
-
-    def transaction_enter(original: Any) -> Any:
-        def method(self: Any) -> Any:
-            if points._racer is not None and _active and self.pgconn.status == ok:
-                conn = self.connection
-                if self.pgconn.transaction_status == idle:
-                    try:
-                        begin = short_sql(_query_text(conn._get_tx_start_command(), conn))
-                    except Exception:
-                        begin = "BEGIN"
-                    short = begin or "BEGIN"
-                else:
-                    short = "SAVEPOINT"
-                _pg_point(conn, short, sys._getframe(1))
-            return original(self)
-
-        return method
-
-    def transaction_exit(original: Any) -> Any:
-        def method(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
-            if points._racer is not None and _active and self.pgconn.status == ok:
-                outer = getattr(self, "_outer_transaction", self.savepoint_name is None)
-                if not exc_val and not self.force_rollback:
-                    short = "COMMIT" if outer else "RELEASE"
-                else:
-                    short = "ROLLBACK" if outer else "ROLLBACK TO"
-                _pg_point(self.connection, short, sys._getframe(1))
-            return original(self, exc_type, exc_val, exc_tb)
-
-        return method
-
-    _patch(psycopg.Cursor, "execute", cursor_method)
-    _patch(psycopg.Cursor, "executemany", cursor_method)
-    _patch(psycopg.Cursor, "copy", cursor_method)
-    _patch(psycopg.Cursor, "stream", stream)
-    _patch(psycopg.ServerCursor, "execute", cursor_method)
-    _patch(psycopg.Connection, "commit", end_method("COMMIT"))
-    _patch(psycopg.Connection, "rollback", end_method("ROLLBACK"))
-    _patch(psycopg.Transaction, "__enter__", transaction_enter)
-    _patch(psycopg.Transaction, "__exit__", transaction_exit)
+    commit, rollback = end("COMMIT"), end("ROLLBACK")
+    for api, call, rows, block in (
+        ("", _wrap_function, _wrap_generator, _wrap_context_manager),
+        ("Async", _wrap_coroutine, _wrap_async_generator, _wrap_async_context_manager),
+    ):
+        a = "a" if api else ""  # __enter__ / __aenter__
+        cursor = getattr(psycopg, f"{api}Cursor", None)
+        connection = getattr(psycopg, f"{api}Connection", None)
+        transaction = getattr(psycopg, f"{api}Transaction", None)
+        _patch(cursor, "execute", call, query)
+        _patch(cursor, "executemany", call, query)
+        _patch(cursor, "copy", block, query)
+        _patch(cursor, "stream", rows, query)
+        _patch(getattr(psycopg, f"{api}ServerCursor", None), "execute", call, query)
+        _patch(connection, "commit", call, commit)
+        _patch(connection, "rollback", call, rollback)
+        _patch(transaction, f"__{a}enter__", call, transaction_enter)
+        _patch(transaction, f"__{a}exit__", call, transaction_exit)
+        _patch_connect(connection, is_async=bool(api))
+    if "connect" in vars(psycopg):  # psycopg.connect is Connection.connect, bound at import
+        _patches.append((psycopg, "connect", vars(psycopg)["connect"]))
+        psycopg.connect = psycopg.Connection.connect  # type: ignore[assignment]
 
 
 # -- install / uninstall ------------------------------------------------------------------
 
 
-def install(on_backend_pid: Callable[[int], None] | None = None) -> None:
+def install(
+    on_backend_pid: Callable[[int], None] | None = None,
+    on_connect: Callable[[], None] | None = None,
+) -> None:
     """Make every SQL statement sent through sqlite3 and psycopg 3 in this process a sync point.
 
     Call it in a racer before the code under test opens connections. ``on_backend_pid`` is
-    called with each new PostgreSQL backend pid before that connection's first point. Calling
-    it again only replaces the callback.
+    called with each new PostgreSQL backend pid as its psycopg connection is made (or, for a
+    connection made otherwise, before its first point); ``on_connect`` as a psycopg connection
+    starts to be made. Calling it again only replaces the callbacks.
     """
-    global _active, _original_connect, _original_dbapi2_connect, _on_backend_pid
+    global _active, _original_connect, _original_dbapi2_connect, _on_backend_pid, _on_connect
     _on_backend_pid = on_backend_pid
+    _on_connect = on_connect
     _seen_pids.clear()
     if _active:
         return
@@ -630,7 +756,7 @@ def uninstall() -> None:
     Connections opened meanwhile keep their (now inert) trace callback and class; a user's
     trace callback on them keeps working.
     """
-    global _active, _on_backend_pid
+    global _active, _on_backend_pid, _on_connect
     if not _active:
         return
     _active = False
@@ -642,7 +768,7 @@ def uninstall() -> None:
             delattr(cls, attr)
         else:
             setattr(cls, attr, original)
-    _on_backend_pid = None
+    _on_backend_pid = _on_connect = None
     _seen_pids.clear()
 
 
