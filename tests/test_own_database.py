@@ -22,6 +22,8 @@ def test_database_understands_paths_and_urls(tmp_path) -> None:
     assert database(path).path == str(path)  # type: ignore[attr-defined]
     assert database(f"sqlite:///{path}").path == str(path)  # type: ignore[attr-defined]
     assert database(str(path)).backend == "sqlite"
+    assert database(f"file:{path}?mode=rw").path == str(path)  # type: ignore[attr-defined]
+    assert database(f"file://{path}").path == str(path)  # type: ignore[attr-defined]
     pg = database("postgresql+psycopg://app:secret@db.example:5433/app")
     assert (pg.backend, pg.name) == ("postgres", "app")  # type: ignore[attr-defined]
     assert "secret" not in repr(pg)
@@ -33,6 +35,7 @@ def test_database_understands_paths_and_urls(tmp_path) -> None:
     [
         ("", "needs a SQLite path or a PostgreSQL URL"),
         ("sqlite:///:memory:", "in-memory SQLite database is private to one process"),
+        ("file:memorydb_default?mode=memory&cache=shared", "in-memory SQLite database is private"),
         ("mysql://u@h/db", "'mysql' URLs are not supported"),
         ("/no/such/directory/app.db", "no directory"),
     ],

@@ -165,7 +165,7 @@ def test_conftest_hooks_run_in_every_racer_outer_first(pytester: pytest.Pytester
         )
     pytester.path.joinpath("inner", "test_it.py").write_text(
         __import__("textwrap").dedent(
-            f"""
+            """
             import functools
             from conftest import note
 

@@ -11,19 +11,26 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_IN_MEMORY = (
+    "{text!r}: racers are separate processes and need a database file; an in-memory SQLite "
+    "database is private to one process (pytest-django: give the test database a file, "
+    "DATABASES['default']['TEST']['NAME'])"
+)
 
 
 def database(target: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Database:
     """A handle for an existing database.
 
-    ``target`` is a SQLite file (a path, or ``sqlite:///path``), or a PostgreSQL server's
-    database (``postgresql://user:password@host:5432/name``, with or without SQLAlchemy's
-    ``+driver``, or a libpq string such as ``"host=/run/postgresql dbname=app"``).
+    ``target`` is a SQLite file (a path, ``sqlite:///path`` or a ``file:`` URI), or a
+    PostgreSQL server's database (``postgresql://user:password@host:5432/name``, with or
+    without SQLAlchemy's ``+driver``, or a libpq string such as
+    ``"host=/run/postgresql dbname=app"``).
     ``busy_timeout`` applies to SQLite connections the handle opens.
     """
     text = os.fspath(target).strip() if isinstance(target, (str, os.PathLike)) else None
@@ -31,6 +38,15 @@ def database(target: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Da
         raise ValueError(
             f"pytest_racecheck.database() needs a SQLite path or a PostgreSQL URL, got {target!r}"
         )
+    if text[:5].lower() == "file:":
+        # SQLite's URI filenames: file:app.db, file:///abs/app.db?mode=rw; Django's in-memory
+        # test database is file:memorydb_default?mode=memory&cache=shared.
+        path, _, query = text[5:].partition("?")
+        if path.startswith("//"):
+            path = "/" + path[2:].partition("/")[2]  # file://[localhost]/abs
+        if "mode=memory" in query or path in ("", ":memory:"):
+            raise ValueError(_IN_MEMORY.format(text=text))
+        return _sqlite(unquote(path), busy_timeout)
     match = _SCHEME.match(text)
     scheme = match.group(1).lower().partition("+")[0] if match else ""
     if scheme == "sqlite":
@@ -38,10 +54,7 @@ def database(target: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Da
         rest = text[match.end() :] if match else text
         path = rest[1:] if rest.startswith("/") else ""
         if not path or path == ":memory:":
-            raise ValueError(
-                f"{text!r}: racers are separate processes and need a database file; "
-                "an in-memory SQLite database is private to one process"
-            )
+            raise ValueError(_IN_MEMORY.format(text=text))
         return _sqlite(path, busy_timeout)
     if scheme in ("postgresql", "postgres") or (not scheme and "=" in text):
         from pytest_racecheck.backends.postgres import PostgresDatabase
