@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +60,51 @@ def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
     """pytester whose runs see this checkout's package first (racers import it too)."""
     pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
     return pytester
+
+
+class PointRecorder:
+    """Stands in for a racer's points (duck-typed like ``points.RacerPoints``) and its channel:
+    the names reached, the backend pids and connection starts reported, in order, by the thread
+    that made it (the PostgreSQL fixture prepares databases in another)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.last: str | None = None
+        self.pids: list[int] = []
+        self.pids_seen_at: list[int] = []
+        self.events: list[object] = []  # the SQL of each point, each pid, each "connecting"
+        self.thread = threading.get_ident()
+
+    def _mine(self) -> bool:
+        return threading.get_ident() == self.thread
+
+    def reach(self, name: str, statement: bool = False) -> None:
+        if self._mine():
+            self.names.append(name)
+            self.pids_seen_at.append(len(self.pids))
+            self.last = name
+            self.events.append(name.split(" @ ")[0])
+
+    def backend_pid(self, pid: int) -> None:
+        if self._mine():
+            self.pids.append(pid)
+            self.events.append(pid)
+
+    def connecting(self) -> None:
+        if self._mine():
+            self.events.append("connecting")
+
+
+@pytest.fixture
+def rec() -> Iterator[PointRecorder]:
+    """Statements are points in this process, recorded instead of held."""
+    from pytest_racecheck import points, statements
+
+    recorder = PointRecorder()
+    statements.install(on_backend_pid=recorder.backend_pid, on_connect=recorder.connecting)
+    points.activate(recorder)  # type: ignore[arg-type]
+    try:
+        yield recorder
+    finally:
+        points.activate(None)
+        statements.uninstall()

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from pytest_racecheck import points, statements
+from pytest_racecheck import statements
 
 FILE = Path(__file__).name
 SOURCE = Path(__file__).read_text().splitlines()
@@ -142,38 +140,6 @@ def test_explore_passes_the_async_check_then_insert_under_a_row_lock(race, postg
 # -- every async method, in this process --------------------------------------------------
 
 
-class Reached:
-    """Stands in for a racer's points: the names reached and the backend pids reported, by
-    the thread that made it (the PostgreSQL fixture may prepare databases in another)."""
-
-    last: str | None = None
-
-    def __init__(self) -> None:
-        self.thread = threading.get_ident()
-        self.names: list[str] = []
-        self.pids: list[int] = []
-
-    def reach(self, name: str, statement: bool = False) -> None:
-        if threading.get_ident() == self.thread:
-            self.names.append(name)
-
-    def backend_pid(self, pid: int) -> None:
-        if threading.get_ident() == self.thread:
-            self.pids.append(pid)
-
-
-@pytest.fixture
-def reached() -> Iterator[Reached]:
-    recorder = Reached()
-    statements.install(recorder.backend_pid)
-    points.activate(recorder)  # type: ignore[arg-type]
-    try:
-        yield recorder
-    finally:
-        points.activate(None)
-        statements.uninstall()
-
-
 async def every_method(dsn: str) -> int:
     conn = await psycopg.AsyncConnection.connect(dsn)
     cur = conn.cursor()
@@ -202,9 +168,9 @@ async def every_method(dsn: str) -> int:
     return pid
 
 
-def test_every_async_method_is_a_point_named_for_its_line(postgres_db, reached) -> None:
+def test_every_async_method_is_a_point_named_for_its_line(postgres_db, rec) -> None:
     pid = asyncio.run(every_method(postgres_db.dsn))  # loop
-    assert reached.names == [
+    assert rec.names == [
         f"CREATE TABLE runs @ {line('create')}",
         f"INSERT runs @ {line('many')}",
         f"SELECT runs @ {line('stream')}",
@@ -222,7 +188,7 @@ def test_every_async_method_is_a_point_named_for_its_line(postgres_db, reached) 
         # asyncio's frames are skipped too: the line that runs the loop
         f"SELECT @ {line('loop')}",
     ]
-    assert reached.pids == [pid]
+    assert rec.pids == [pid]
 
 
 ASYNC_PATCHED = [

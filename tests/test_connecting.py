@@ -14,68 +14,35 @@ import asyncio
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from pytest_racecheck import points, statements
+from pytest_racecheck import statements
 from pytest_racecheck.blocking import IdleProbe, RacerView
 from pytest_racecheck.procfs import available as procfs_available
 
 psycopg = pytest.importorskip("psycopg")
 
 
-class Events:
-    """Stands in for a racer's channel: what the statement hooks told it, in order."""
-
-    def __init__(self) -> None:
-        self.thread = threading.get_ident()
-        self.seen: list[object] = []
-
-    def reach(self, name: str, statement: bool = False) -> None:
-        if threading.get_ident() == self.thread:
-            self.seen.append(name.split(" @ ")[0])
-
-    def connecting(self) -> None:
-        if threading.get_ident() == self.thread:
-            self.seen.append("connecting")
-
-    def backend_pid(self, pid: int) -> None:
-        if threading.get_ident() == self.thread:
-            self.seen.append(pid)
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    recorder = Events()
-    statements.install(on_backend_pid=recorder.backend_pid, on_connect=recorder.connecting)
-    points.activate(recorder)  # type: ignore[arg-type]
-    try:
-        yield recorder
-    finally:
-        points.activate(None)
-        statements.uninstall()
-
-
 def test_connect_announces_itself_and_reports_the_pid_before_any_statement(
-    postgres_db, events
+    postgres_db, rec
 ) -> None:
     with psycopg.connect(postgres_db.dsn, autocommit=True) as conn:
         pid = conn.info.backend_pid
         conn.execute("SELECT 1")
-    assert events.seen == ["connecting", pid, "SELECT"]
+    assert rec.events == ["connecting", pid, "SELECT"]
 
 
-def test_async_connect_too(postgres_db, events) -> None:
+def test_async_connect_too(postgres_db, rec) -> None:
     async def run() -> int:
         async with await psycopg.AsyncConnection.connect(postgres_db.dsn, autocommit=True) as c:
             await c.execute("SELECT 1")
             return c.info.backend_pid
 
     pid = asyncio.run(run())
-    assert events.seen == ["connecting", pid, "SELECT"]
+    assert rec.events == ["connecting", pid, "SELECT"]
 
 
 def test_uninstall_restores_connect() -> None:

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PointRecorder
 
 from pytest_racecheck import points, statements
 from pytest_racecheck.statements import short_sql, statement_point_name
@@ -30,41 +30,6 @@ FILE = Path(__file__).name
 def at(offset: int = 1) -> str:
     """``test_statements.py:N`` for the line ``offset`` lines below the caller's."""
     return f"{FILE}:{sys._getframe(1).f_lineno + offset}"
-
-
-class Recorder:
-    """Stands in for a racer's points (duck-typed like ``points.RacerPoints``): keeps the names
-    reached by the thread that made it (the PostgreSQL fixture prepares databases in another)."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.last: str | None = None
-        self.pids: list[int] = []
-        self.pids_seen_at: list[int] = []
-        self.thread = threading.get_ident()
-
-    def reach(self, name: str, statement: bool = False) -> None:
-        if threading.get_ident() != self.thread:
-            return
-        self.names.append(name)
-        self.pids_seen_at.append(len(self.pids))
-        self.last = name
-
-    def backend_pid(self, pid: int) -> None:
-        if threading.get_ident() == self.thread:
-            self.pids.append(pid)
-
-
-@pytest.fixture
-def rec() -> Iterator[Recorder]:
-    recorder = Recorder()
-    statements.install(recorder.backend_pid)
-    points.activate(recorder)  # type: ignore[arg-type]
-    try:
-        yield recorder
-    finally:
-        points.activate(None)
-        statements.uninstall()
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -125,7 +90,7 @@ def test_statement_point_name_is_the_callers_line() -> None:
 SCHEMA = "CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)"
 
 
-def test_sqlite_statements_implicit_begin_and_commit(rec: Recorder, tmp_path: Path) -> None:
+def test_sqlite_statements_implicit_begin_and_commit(rec: PointRecorder, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "db.sqlite")  # legacy transaction mode, as by default
     create = at()
     conn.execute(SCHEMA)
@@ -146,7 +111,7 @@ def test_sqlite_statements_implicit_begin_and_commit(rec: Recorder, tmp_path: Pa
     assert rec.pids == []
 
 
-def test_sqlite_context_manager_and_rollback(rec: Recorder, tmp_path: Path) -> None:
+def test_sqlite_context_manager_and_rollback(rec: PointRecorder, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "db.sqlite")
     conn.execute(SCHEMA)
     del rec.names[:]
@@ -176,7 +141,7 @@ def test_sqlite_context_manager_and_rollback(rec: Recorder, tmp_path: Path) -> N
 
 
 def test_sqlite_explicit_transactions_executescript_executemany(
-    rec: Recorder, tmp_path: Path
+    rec: PointRecorder, tmp_path: Path
 ) -> None:
     conn = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
     script = at()
@@ -205,7 +170,7 @@ def test_sqlite_explicit_transactions_executescript_executemany(
     ]
 
 
-def test_sqlite_trigger_bodies_make_no_point(rec: Recorder, tmp_path: Path) -> None:
+def test_sqlite_trigger_bodies_make_no_point(rec: PointRecorder, tmp_path: Path) -> None:
     """SQLite reports each trigger program and statement; the hooks must not take them as points,
     yet the same statement executed again must be a point again."""
     conn = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
@@ -232,7 +197,9 @@ def test_sqlite_trigger_bodies_make_no_point(rec: Recorder, tmp_path: Path) -> N
     assert conn.execute("SELECT count(*) FROM audit").fetchone() == (8,)  # the triggers ran
 
 
-def test_sqlite_factory_and_user_trace_callback_are_kept(rec: Recorder, tmp_path: Path) -> None:
+def test_sqlite_factory_and_user_trace_callback_are_kept(
+    rec: PointRecorder, tmp_path: Path
+) -> None:
     class Mine(sqlite3.Connection):
         flavour = "mine"
 
@@ -260,7 +227,7 @@ def test_sqlite_factory_and_user_trace_callback_are_kept(rec: Recorder, tmp_path
 @pytest.mark.parametrize("journal_mode", ["delete", "wal"])
 @pytest.mark.parametrize("statement", ["BEGIN IMMEDIATE", "INSERT INTO runs (status) VALUES (2)"])
 def test_trace_callback_runs_before_the_statement_takes_its_lock(
-    rec: Recorder, tmp_path: Path, journal_mode: str, statement: str
+    rec: PointRecorder, tmp_path: Path, journal_mode: str, statement: str
 ) -> None:
     """A racer held at a statement's point must not hold that statement's lock.
 
@@ -341,7 +308,7 @@ def test_uninstall_restores_the_originals(tmp_path: Path) -> None:
     assert not statements.installed()
     assert sqlite3.connect is connect and dbapi2.connect is dbapi2_connect
     assert all(getattr(psycopg, c).__dict__.get(a) is before[c, a] for c, a in before)
-    recorder = Recorder()
+    recorder = PointRecorder()
     points.activate(recorder)  # type: ignore[arg-type]
     try:
         conn = sqlite3.connect(tmp_path / "db.sqlite")
@@ -410,7 +377,7 @@ def test_no_racer_computes_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         with conn:
             conn.execute("INSERT INTO runs (status) VALUES ('a')")
         assert named == []
-        recorder = Recorder()
+        recorder = PointRecorder()
         points.activate(recorder)  # type: ignore[arg-type]
         try:
             conn.execute("DELETE FROM runs")
@@ -427,7 +394,7 @@ def test_no_racer_computes_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 PG_SCHEMA = "CREATE TABLE runs (id serial PRIMARY KEY, status text)"
 
 
-def test_psycopg_cursor_and_connection_paths(postgres_db: Any, rec: Recorder) -> None:
+def test_psycopg_cursor_and_connection_paths(postgres_db: Any, rec: PointRecorder) -> None:
     import psycopg
 
     conn = psycopg.connect(postgres_db.dsn)
@@ -471,7 +438,7 @@ def test_psycopg_cursor_and_connection_paths(postgres_db: Any, rec: Recorder) ->
     conn.close()
 
 
-def test_psycopg_transactions_and_connection_context(postgres_db: Any, rec: Recorder) -> None:
+def test_psycopg_transactions_and_connection_context(postgres_db: Any, rec: PointRecorder) -> None:
     import psycopg
 
     with psycopg.connect(postgres_db.dsn, autocommit=True) as setup:
@@ -521,7 +488,7 @@ def test_psycopg_transactions_and_connection_context(postgres_db: Any, rec: Reco
         assert check.execute("SELECT status FROM runs").fetchall() == [("c",)]
 
 
-def test_psycopg_composed_sql_is_named(postgres_db: Any, rec: Recorder) -> None:
+def test_psycopg_composed_sql_is_named(postgres_db: Any, rec: PointRecorder) -> None:
     import psycopg
     from psycopg import sql
 
@@ -542,7 +509,7 @@ def test_psycopg_composed_sql_is_named(postgres_db: Any, rec: Recorder) -> None:
 
 
 def test_psycopg_backend_pid_once_per_connection_before_its_point(
-    postgres_db: Any, rec: Recorder
+    postgres_db: Any, rec: PointRecorder
 ) -> None:
     import psycopg
 
@@ -553,7 +520,8 @@ def test_psycopg_backend_pid_once_per_connection_before_its_point(
     second.execute("SELECT 3")
     first.execute("SELECT 4")
     assert rec.pids == [first.info.backend_pid, second.info.backend_pid]
-    assert rec.pids_seen_at == [1, 1, 2, 2]  # each pid was reported before its first point
+    # Each pid was reported as its connection was made, before any point.
+    assert rec.pids_seen_at == [2, 2, 2, 2]
     first.close()
     second.close()
 
@@ -591,7 +559,7 @@ def _orm_declarative() -> tuple[Any, Any]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_sqlalchemy_session_for_update_and_commit(
-    rec: Recorder, request: pytest.FixtureRequest, tmp_path: Path, backend: str
+    rec: PointRecorder, request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
