@@ -91,7 +91,7 @@ def racer_main(
         racer_setup, racer_teardown = dill.loads(setup.hooks) if setup.hooks else (None, None)
         if racer_setup is not None:
             doing = "set up"
-            racer_setup()
+            run_hook(racer_setup)
             doing = "load"
         for target in setup.pause_after:
             points.install_pause(target, "after")
@@ -138,7 +138,7 @@ def racer_main(
         points.activate(None)
         if racer_teardown is not None:
             with contextlib.suppress(BaseException):
-                racer_teardown()
+                run_hook(racer_teardown)
     _leave()
 
 
@@ -167,16 +167,32 @@ def _prepare(setup: Setup, channel: Any) -> None:
         )
 
 
-def _caller(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """How a round calls ``fn``: directly, or a coroutine function on this racer's event loop.
+_loop: asyncio.AbstractEventLoop | None = None
 
-    One loop per racer, kept for every round, as a worker process keeps its loop: objects bound
-    to it (an async connection pool, say) survive from round to round.
-    """
+
+def racer_loop() -> asyncio.AbstractEventLoop:
+    """This racer's event loop, made on first use and kept for its life, as a worker process
+    keeps its loop: what is bound to it (an async connection or pool opened by an ``async def``
+    set-up) serves every round."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop
+
+
+def run_hook(hook: Any) -> None:
+    """Call a set-up or tear-down; one that is ``async def`` runs on the racer's loop."""
+    result = hook()
+    if inspect.isawaitable(result):
+        racer_loop().run_until_complete(result)
+
+
+def _caller(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """How a round calls ``fn``: directly, or a coroutine function on this racer's loop."""
     if not inspect.iscoroutinefunction(fn):
         return lambda: fn(*args, **kwargs)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop = racer_loop()
     return lambda: loop.run_until_complete(fn(*args, **kwargs))
 
 

@@ -174,8 +174,10 @@ class CallsInOrder:
     calls: tuple[Callable[[], Any], ...]
 
     def __call__(self) -> None:
+        from pytest_racecheck.racer import run_hook  # in the racer, where this runs
+
         for call in self.calls:
-            call()
+            run_hook(call)
 
 
 def calls_in_order(*calls: Callable[[], Any] | None) -> Callable[[], Any] | None:

@@ -236,3 +236,56 @@ def test_a_hook_with_arguments_is_refused_by_pytest(pytester: pytest.Pytester) -
     result.stderr.fnmatch_lines(
         ["*for hook 'pytest_racecheck_racer_setup'*", "*Argument(s) {'racer'} are declared*"]
     )
+
+
+def test_an_async_setup_opens_what_the_async_racer_uses_every_round(
+    pytester: pytest.Pytester,
+) -> None:
+    """``async def`` set-up and tear-down run on the racer's own loop, the one its rounds run
+    on: an async PostgreSQL connection opened there serves every round."""
+    pytest.importorskip("psycopg")
+    pytester.makepyfile(
+        app="""
+        import os
+        from pathlib import Path
+
+        import psycopg
+        from pytest_racecheck import current_racer
+
+        conn = None
+
+        async def connect(dsn):
+            global conn
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+
+        async def backend():
+            cur = await conn.execute("SELECT pg_backend_pid()")
+            return (await cur.fetchone())[0]
+
+        async def close(directory):
+            pid = conn.info.backend_pid
+            await conn.close()
+            Path(directory, f"closed-{current_racer()}").write_text(str(pid))
+        """,
+        test_it="""
+        import functools
+        import app
+
+        def test_it(race, postgres_db, tmp_path):
+            result = race(
+                app.backend, processes=2, rounds=4,
+                racer_setup=functools.partial(app.connect, postgres_db.dsn),
+                racer_teardown=functools.partial(app.close, str(tmp_path)),
+            )
+            per_racer = {}
+            for rnd in result.rounds:
+                for o in rnd.outcomes:
+                    assert o.error is None, o.error
+                    per_racer.setdefault(o.racer, set()).add(o.value)
+            # one backend per racer, the same in all four rounds: the set-up's connection
+            assert sorted(len(v) for v in per_racer.values()) == [1, 1]
+            closed = {p.name: int(p.read_text()) for p in tmp_path.iterdir()}
+            assert closed == {f"closed-{r}": v.pop() for r, v in per_racer.items()}
+        """,
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
