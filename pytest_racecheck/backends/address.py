@@ -8,8 +8,10 @@ handed it can tell racers waiting on its locks from slow ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -71,10 +73,23 @@ def database(target: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Da
 
 
 def _sqlite(path: str, busy_timeout: float) -> SqliteDatabase:
-    directory = Path(path).expanduser().resolve().parent
-    if not directory.is_dir():
-        raise ValueError(f"no directory {str(directory)!r} for the SQLite database {path!r}")
-    return SqliteDatabase(path=str(Path(path).expanduser().resolve()), busy_timeout=busy_timeout)
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.parent.is_dir():
+        raise ValueError(f"no directory {str(resolved.parent)!r} for the SQLite database {path!r}")
+    return SqliteDatabase(
+        path=str(resolved), busy_timeout=busy_timeout, journal_mode=_journal_mode(resolved)
+    )
+
+
+def _journal_mode(path: Path) -> str:
+    """The file's journal mode as it is now, read-only; "unknown" before the file exists."""
+    if not path.is_file():
+        return "unknown"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    except sqlite3.Error:
+        return "unknown"
 
 
 def handles_in(fn: object, args: tuple[object, ...], kwargs: dict[str, object]) -> list[Database]:
