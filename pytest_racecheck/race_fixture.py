@@ -243,14 +243,19 @@ class Race:
 
     def _probe(self, spec: RaceSpec) -> tuple[AnyProbe, AnyProbe]:
         """How to tell racers blocked on a lock: ask the databases the fixtures made, and those
-        whose handles the race hands its racers (``pytest_racecheck.database(...)``); and watch
-        for racers asleep outside any database. Returns the probe, and the part of it made for
-        this race alone, to close afterwards."""
+        whose handles (``pytest_racecheck.database(...)``) the race hands its racers or its
+        ``reset`` and ``check`` use; and watch for racers asleep outside any database. Returns
+        the probe, and the part of it made for this race alone, to close afterwards."""
         registered = self._request.node.stash.get(probes_key, [])
         covered = {p.path for p in registered if isinstance(p, SqliteLockProbe)}
         server_known = any(isinstance(p, BackendProbe) for p in registered)
         own: list[Any] = []
-        for db in handles_in(spec.fn, spec.args, spec.kwargs):
+        # The handles racers get, and those reset and check use (a check that counts rows
+        # in the project's database names it, even when the raced function finds it itself).
+        handles = handles_in(spec.fn, spec.args, spec.kwargs)
+        for hook in (spec.reset, spec.check):
+            handles += [db for db in handles_in(hook, (), {}) if db not in handles]
+        for db in handles:
             if (db.backend == "sqlite" and getattr(db, "path", None) in covered) or (
                 db.backend == "postgres" and server_known
             ):

@@ -109,3 +109,32 @@ def test_own_postgres_database_holds_a_meeting_with_correct_locking(
     finally:
         with postgres_db.connect() as conn:
             conn.execute(f"DROP DATABASE {own} WITH (FORCE)")
+
+
+def _start_from_settings() -> str:
+    """Code that finds its database itself, as a service reads its settings."""
+    import os
+
+    return runs.B(database(os.environ["APP_DATABASE"]))
+
+
+def test_a_handle_only_check_uses_is_enough(race, tmp_path, monkeypatch) -> None:
+    """The raced function gets no handle; ``check`` and ``reset`` use one, and the race asks
+    that database who waits: the meeting opens in every round, with no timeout."""
+    path = tmp_path / "app.sqlite3"
+    sqlite3.connect(path).close()
+    monkeypatch.setenv("APP_DATABASE", str(path))  # racers inherit the environment
+    db = database(path)
+    runs.create_schema(db)
+    result = race(
+        _start_from_settings,
+        processes=3,
+        rounds=3,
+        meet_at="checked",
+        timeout=60,
+        reset=lambda: runs.reset(db),
+        check=lambda: runs.active_count(db) == 1,
+    )
+    result.assert_exactly_one(runs.CREATED)
+    assert all(r.waited_on_lock for r in result.rounds)
+    db.close()
