@@ -14,6 +14,7 @@ failing round, at most 2000 rounds). Prints Markdown tables for docs/benchmarks.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -28,13 +29,7 @@ from typing import Any
 from pytest_racecheck import runs
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import (
-    AnyProbe,
-    BackendProbe,
-    IdleProbe,
-    ServerProbe,
-    SqliteLockProbe,
-)
+from pytest_racecheck.blocking import race_probe
 from pytest_racecheck.outcomes import RaceResult, Round
 from pytest_racecheck.race import run_race
 from pytest_racecheck.spec import RaceSpec
@@ -167,7 +162,7 @@ def databases() -> Iterator[dict[str, tuple[Callable[[], Database], Callable[...
 
         made["sqlite"] = (
             sqlite,
-            lambda db: AnyProbe([SqliteLockProbe(db.path), IdleProbe()]),
+            lambda db: race_probe([], [db])[0],
         )
         provider = None
         try:
@@ -184,13 +179,7 @@ def databases() -> Iterator[dict[str, tuple[Callable[[], Database], Callable[...
             pg = provider
             made["postgres"] = (
                 pg.create_database,
-                lambda db: AnyProbe(
-                    [
-                        BackendProbe(db.connect),
-                        ServerProbe(pg.blocked_application_names),
-                        IdleProbe(),
-                    ]
-                ),
+                lambda db: race_probe([], [db])[0],
             )
         try:
             yield made
@@ -215,7 +204,11 @@ def race(case: Case, db: Database, probe: Any, **how: Any) -> RaceResult:
 
 
 def main() -> None:
-    times = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "times", nargs="?", type=int, default=20, help="races per strategy and database"
+    )
+    times = parser.parse_args().times
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )

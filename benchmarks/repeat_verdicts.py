@@ -11,7 +11,7 @@ Prints one line per strategy and database.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,11 @@ def verdict(db: Any, probe: Any, strategy: Any, unique: bool, how: dict[str, Any
 
 
 def main() -> None:
-    times = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "times", nargs="?", type=int, default=100, help="races per strategy and database"
+    )
+    times = parser.parse_args().times
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = SqliteDatabase.create(Path(tmp) / "v.sqlite3")
         backends: list[tuple[str, Any, Any]] = [

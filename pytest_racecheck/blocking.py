@@ -321,6 +321,27 @@ def lock_probe(db: Any) -> BlockedProbe | None:
     return None
 
 
+def race_probe(registered: Sequence[Any], handles: Sequence[Any]) -> tuple[AnyProbe, AnyProbe]:
+    """The probe one race uses: ``registered`` (the test's databases), one more per database
+    handle (``handles``) they do not cover yet, and the idle probe for waits outside any
+    database. Returns it, and the part made here, which the caller closes after the race."""
+    covered = {p.path for p in registered if isinstance(p, SqliteLockProbe)}
+    server_known = any(isinstance(p, BackendProbe) for p in registered)
+    own: list[Any] = []
+    for db in handles:
+        if (db.backend == "sqlite" and getattr(db, "path", None) in covered) or (
+            db.backend == "postgres" and server_known
+        ):
+            continue
+        probe = lock_probe(db)
+        if probe is not None:
+            own.append(probe)
+            covered |= {getattr(probe, "path", None)} - {None}
+            server_known |= isinstance(probe, BackendProbe)
+    idle = IdleProbe(postgres_judges=server_known)
+    return AnyProbe([*registered, *own, idle]), AnyProbe(own)
+
+
 class AnyProbe:
     """A racer is blocked when any probe says so."""
 

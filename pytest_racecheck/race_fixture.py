@@ -14,13 +14,7 @@ import pytest
 
 from pytest_racecheck import report as race_report
 from pytest_racecheck.backends.address import handles_in
-from pytest_racecheck.blocking import (
-    AnyProbe,
-    BackendProbe,
-    IdleProbe,
-    SqliteLockProbe,
-    lock_probe,
-)
+from pytest_racecheck.blocking import AnyProbe, race_probe
 from pytest_racecheck.options import (
     SOAK_ROUNDS_CAP,
     call_failed_key,
@@ -246,26 +240,12 @@ class Race:
         whose handles (``pytest_racecheck.database(...)``) the race hands its racers or its
         ``reset`` and ``check`` use; and watch for racers asleep outside any database. Returns
         the probe, and the part of it made for this race alone, to close afterwards."""
-        registered = self._request.node.stash.get(probes_key, [])
-        covered = {p.path for p in registered if isinstance(p, SqliteLockProbe)}
-        server_known = any(isinstance(p, BackendProbe) for p in registered)
-        own: list[Any] = []
         # The handles racers get, and those reset and check use (a check that counts rows
         # in the project's database names it, even when the raced function finds it itself).
         handles = handles_in(spec.fn, spec.args, spec.kwargs)
         for hook in (spec.reset, spec.check):
             handles += [db for db in handles_in(hook, (), {}) if db not in handles]
-        for db in handles:
-            if (db.backend == "sqlite" and getattr(db, "path", None) in covered) or (
-                db.backend == "postgres" and server_known
-            ):
-                continue
-            probe = lock_probe(db)
-            if probe is not None:
-                own.append(probe)
-        postgres_judges = any(isinstance(p, BackendProbe) for p in [*registered, *own])
-        idle = IdleProbe(postgres_judges=postgres_judges)
-        return AnyProbe([*registered, *own, idle]), AnyProbe(own)
+        return race_probe(self._request.node.stash.get(probes_key, []), handles)
 
     def record(self, item: pytest.Item) -> list[dict[str, Any]]:
         """Put the summaries of races not yet reported into ``item.user_properties``: each as
