@@ -49,14 +49,13 @@ def test_bad_targets_are_refused_with_the_reason(target: str, message: str) -> N
         database(target)
 
 
-def test_own_sqlite_file_holds_a_meeting_with_correct_locking(race, tmp_path) -> None:
-    path = tmp_path / "app.sqlite3"
-    sqlite3.connect(path).close()  # the project made this file, not the plugin
-    db = database(path)
+def _meeting_opens_every_round(race, db: Database, fn, *args) -> None:
+    """B, held at ``checked``: exactly one run per round, the others seen waiting on the lock
+    (without that the meeting could only wait for the timeout)."""
     runs.create_schema(db)
     result = race(
-        runs.B,
-        db,
+        fn,
+        *args,
         processes=3,
         rounds=3,
         meet_at="checked",
@@ -67,6 +66,13 @@ def test_own_sqlite_file_holds_a_meeting_with_correct_locking(race, tmp_path) ->
     result.assert_exactly_one(runs.CREATED)
     assert all(r.waited_on_lock for r in result.rounds)
     db.close()
+
+
+def test_own_sqlite_file_holds_a_meeting_with_correct_locking(race, tmp_path) -> None:
+    path = tmp_path / "app.sqlite3"
+    sqlite3.connect(path).close()  # the project made this file, not the plugin
+    db = database(path)
+    _meeting_opens_every_round(race, db, runs.B, db)
 
 
 OWN_SERVER_TEST = """
@@ -124,17 +130,4 @@ def test_a_handle_only_check_uses_is_enough(race, tmp_path, monkeypatch) -> None
     path = tmp_path / "app.sqlite3"
     sqlite3.connect(path).close()
     monkeypatch.setenv("APP_DATABASE", str(path))  # racers inherit the environment
-    db = database(path)
-    runs.create_schema(db)
-    result = race(
-        _start_from_settings,
-        processes=3,
-        rounds=3,
-        meet_at="checked",
-        timeout=60,
-        reset=lambda: runs.reset(db),
-        check=lambda: runs.active_count(db) == 1,
-    )
-    result.assert_exactly_one(runs.CREATED)
-    assert all(r.waited_on_lock for r in result.rounds)
-    db.close()
+    _meeting_opens_every_round(race, database(path), _start_from_settings)
