@@ -69,6 +69,7 @@ def racer_main(
     """
     global _current
     _current = index
+    channel = _OneSenderAtATime(channel)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The parent is the controller, or with forkserver the fork server, which ends with it.
     parent_pid = os.getppid() if os.getppid() != 1 else controller_pid
@@ -140,6 +141,22 @@ def racer_main(
             with contextlib.suppress(BaseException):
                 run_hook(racer_teardown)
     _leave()
+
+
+class _OneSenderAtATime:
+    """The racer's end of its pipe, whose messages never interleave: a connection pool's own
+    threads may report a new connection while the main thread sends a result."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self._lock:
+            self._channel.send(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
 
 
 def _leave() -> None:
