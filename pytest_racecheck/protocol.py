@@ -31,7 +31,7 @@ class Setup(Message):
 
     kind: ClassVar[str] = "setup"
     call: bytes  # dill pickle of (fn, args, kwargs)
-    hooks: bytes = b""  # dill pickle of (racer_setup, racer_teardown), loaded first
+    hooks: bytes = b""  # dill pickle of (set-ups, tear-downs) in calling order, loaded first
     held_points: dict[str, int] = field(default_factory=dict)
     hold_all: bool = False
     """Hold the racer at every point it reaches (explore mode)."""

@@ -28,7 +28,7 @@ from pytest_racecheck.options import (
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.race import RaceError, run_race
 from pytest_racecheck.settings import DEFAULTS
-from pytest_racecheck.spec import RaceSpec, calls_in_order
+from pytest_racecheck.spec import RaceSpec
 
 PROGRESS_AFTER_S = 3.0
 """A race that runs longer than this prints progress lines..."""
@@ -208,8 +208,10 @@ class Race:
                 pause_after=pause_after,
                 pause_before=pause_before,
                 schedule=schedule,
-                racer_setup=calls_in_order(*hooks.setups, racer_setup),
-                racer_teardown=calls_in_order(racer_teardown, *reversed(hooks.teardowns)),
+                racer_setup=racer_setup,
+                racer_teardown=racer_teardown,
+                conftest_setups=hooks.setups,
+                conftest_teardowns=hooks.teardowns,
                 stop_early=stop_early(config),
                 budget_s=budget_s,
                 on_round=_Progress(config, self._request.node.nodeid, budget_s),

@@ -86,14 +86,14 @@ def racer_main(
     setup = channel.recv()
     assert isinstance(setup, Setup), setup
     doing = "load"
-    racer_teardown: Any = None
+    teardowns: tuple[Any, ...] = ()
     try:
         _prepare(setup, channel)
-        racer_setup, racer_teardown = dill.loads(setup.hooks) if setup.hooks else (None, None)
-        if racer_setup is not None:
-            doing = "set up"
+        setups, teardowns = dill.loads(setup.hooks) if setup.hooks else ((), ())
+        doing = "set up"
+        for racer_setup in setups:
             run_hook(racer_setup)
-            doing = "load"
+        doing = "load"
         for target in setup.pause_after:
             points.install_pause(target, "after")
         for target in setup.pause_before:
@@ -137,7 +137,7 @@ def racer_main(
         pass
     finally:
         points.activate(None)
-        if racer_teardown is not None:
+        for racer_teardown in teardowns:
             with contextlib.suppress(BaseException):
                 run_hook(racer_teardown)
     _leave()

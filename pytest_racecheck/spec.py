@@ -43,6 +43,10 @@ class RaceSpec:
     schedule: Sequence[str] | None = None
     racer_setup: Callable[[], Any] | None = None
     racer_teardown: Callable[[], Any] | None = None
+    conftest_setups: tuple[Callable[[], Any], ...] = ()
+    """``pytest_racecheck_racer_setup`` implementations, outer conftest first."""
+    conftest_teardowns: tuple[Callable[[], Any], ...] = ()
+    """``pytest_racecheck_racer_teardown`` implementations, outer conftest first."""
     stop_early: bool = False
     """Stop at the first round where a racer raised or the check failed."""
     budget_s: float | None = None
@@ -155,8 +159,14 @@ def pickle_call(spec: RaceSpec) -> tuple[bytes, bytes]:
             f"({type(exc).__name__}: {exc}). Racers are separate processes: pass database "
             "handles or paths, and open connections inside the function."
         ) from exc
+    # Set-ups outer conftest first, the race's own last; tear-downs the other way round.
+    setups = (*spec.conftest_setups, spec.racer_setup)
+    teardowns = (spec.racer_teardown, *reversed(spec.conftest_teardowns))
     try:
-        hooks = dill.dumps((spec.racer_setup, spec.racer_teardown), recurse=True)
+        hooks = dill.dumps(
+            tuple(tuple(h for h in hs if h is not None) for hs in (setups, teardowns)),
+            recurse=True,
+        )
     except Exception as exc:
         raise TypeError(
             f"race(): cannot send racer_setup / racer_teardown to the racer processes "
@@ -164,25 +174,3 @@ def pickle_call(spec: RaceSpec) -> tuple[bytes, bytes]:
             "functools.partial of one, with picklable arguments."
         ) from exc
     return call, hooks
-
-
-@dataclass(frozen=True)
-class CallsInOrder:
-    """Several set-ups (or tear-downs) sent to a racer as one: the conftest hooks' and the
-    race's own, in the order they must run."""
-
-    calls: tuple[Callable[[], Any], ...]
-
-    def __call__(self) -> None:
-        from pytest_racecheck.racer import run_hook  # in the racer, where this runs
-
-        for call in self.calls:
-            run_hook(call)
-
-
-def calls_in_order(*calls: Callable[[], Any] | None) -> Callable[[], Any] | None:
-    """One callable for the ``calls`` given (None ones left out), or None if there are none."""
-    present = tuple(call for call in calls if call is not None)
-    if len(present) <= 1:
-        return present[0] if present else None
-    return CallsInOrder(present)
