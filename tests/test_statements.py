@@ -22,7 +22,12 @@ import pytest
 from conftest import PointRecorder
 
 from pytest_racecheck import points, statements
-from pytest_racecheck.statements import short_sql, statement_point_name
+from pytest_racecheck.statements import (
+    psycopg_hooks,
+    short_sql,
+    sqlite_trace,
+    statement_point_name,
+)
 
 FILE = Path(__file__).name
 
@@ -369,7 +374,7 @@ def test_no_racer_computes_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         named.append(sql)
         return real(sql)
 
-    monkeypatch.setattr(statements, "short_sql", counting)
+    monkeypatch.setattr(sqlite_trace, "short_sql", counting)  # where the sqlite3 hook finds it
     statements.install()
     try:
         conn = sqlite3.connect(tmp_path / "db.sqlite")
@@ -504,7 +509,7 @@ def test_psycopg_composed_sql_is_named(postgres_db: Any, rec: PointRecorder) -> 
     conn.execute(sql.SQL("SELECT {} FROM {}").format(sql.Identifier("id"), sql.Identifier("runs")))
     assert rec.names == [f"INSERT runs @ {insert}", f"SELECT runs @ {select}"]
     # Without a usable connection the name is rebuilt from the parts.
-    assert statements._composable_text(query) == 'INSERT INTO "runs" ("status") VALUES (?)'
+    assert psycopg_hooks._composable_text(query) == 'INSERT INTO "runs" ("status") VALUES (?)'
     conn.close()
 
 
