@@ -8,10 +8,8 @@ handed it can tell racers waiting on its locks from slow ones.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import sqlite3
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -76,20 +74,9 @@ def _sqlite(path: str, busy_timeout: float) -> SqliteDatabase:
     resolved = Path(path).expanduser().resolve()
     if not resolved.parent.is_dir():
         raise ValueError(f"no directory {str(resolved.parent)!r} for the SQLite database {path!r}")
-    return SqliteDatabase(
-        path=str(resolved), busy_timeout=busy_timeout, journal_mode=_journal_mode(resolved)
-    )
-
-
-def _journal_mode(path: Path) -> str:
-    """The file's journal mode as it is now, read-only; "unknown" before the file exists."""
-    if not path.is_file():
-        return "unknown"
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-    except sqlite3.Error:
-        return "unknown"
+    # The file's journal mode is the file's business: the handle does not open it to ask
+    # (code that finds its database itself may make a handle every round).
+    return SqliteDatabase(path=str(resolved), busy_timeout=busy_timeout, journal_mode="unknown")
 
 
 def handles_in(fn: object, args: tuple[object, ...], kwargs: dict[str, object]) -> list[Database]:
