@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pytest_racecheck.meeting import PROBE_INTERVAL_S, Coordinator, format_step
+from pytest_racecheck.protocol import Statement
 
 EXHAUSTIVE_MAX_RACERS = 3
+REDUCED_MAX_RACERS = 4
 Choice = tuple[int, ...]
 """Racers released together at one decision (usually one)."""
 
@@ -195,7 +197,14 @@ class PCT:
         return False
 
 
-def make_search(processes: int, seed: int) -> Search:
+def make_search(processes: int, seed: int, reduce: bool = True) -> Search:
+    """The reduced search (:mod:`pytest_racecheck.dpor`) up to REDUCED_MAX_RACERS racers, PCT
+    beyond; ``reduce=False`` is the unreduced search of before (kept for comparisons)."""
+    if reduce:
+        # imported here: dpor builds on this module's PCT
+        from pytest_racecheck.dpor import DPOR, ConflictPCT
+
+        return DPOR() if processes <= REDUCED_MAX_RACERS else ConflictPCT(processes, seed)
     if processes <= EXHAUSTIVE_MAX_RACERS:
         return Exhaustive()
     return PCT(processes, seed)
@@ -234,9 +243,16 @@ class Explorer(Coordinator):
     def exhausted(self) -> bool:
         return self.search.exhausted()
 
-    def arrived(self, racer: int, name: str) -> list[int]:
+    def without_reduction(self) -> int | None:
+        count = getattr(self.search, "without_reduction", None)
+        return count() if count is not None else None
+
+    def arrived(self, racer: int, name: str, statement: Statement | None = None) -> list[int]:
         self.waiting_in_db = set()
         self.at[racer] = name
+        tell = getattr(self.search, "arrived", None)  # a search that reads statements
+        if tell is not None:
+            tell(racer, statement)
         return self._decide()
 
     def finished(self, racer: int) -> list[int]:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pytest_racecheck.points import pause_point_name, resolve_target
+from pytest_racecheck.protocol import Statement
 
 PROBE_INTERVAL_S = 0.001
 """How often the controller asks whether racers are blocked, while a meeting waits on them."""
@@ -47,6 +48,10 @@ class Coordinator:
         """Done because every interleaving ran (explore mode)."""
         return False
 
+    def without_reduction(self) -> int | None:
+        """How many interleavings an unreduced search has for the steps seen (explore mode)."""
+        return None
+
     def targets_reached(self) -> dict[str, int]:
         """Each held target, with the number of rounds in which some racer reached it."""
         return {}
@@ -55,7 +60,8 @@ class Coordinator:
         """This round's steps in the ``schedule=`` format, for replay."""
         return ()
 
-    def arrived(self, racer: int, name: str) -> list[int]:
+    def arrived(self, racer: int, name: str, statement: Statement | None = None) -> list[int]:
+        """``racer`` is held at point ``name`` (``statement``: what it is, if it is one)."""
         return [racer]
 
     def finished(self, racer: int) -> list[int]:
@@ -101,7 +107,7 @@ class MeetAt(Coordinator):
     def targets_reached(self) -> dict[str, int]:
         return {self.name: self.reached_rounds}
 
-    def arrived(self, racer: int, name: str) -> list[int]:
+    def arrived(self, racer: int, name: str, statement: Statement | None = None) -> list[int]:
         self.reached = True
         if self.met:
             return [racer]
@@ -204,7 +210,7 @@ class Schedule(Coordinator):
         self.position, self.at, self.done = 0, {}, set()
         self.waiting_in_db, self.owed, self.log, self.taken = set(), set(), [], []
 
-    def arrived(self, racer: int, name: str) -> list[int]:
+    def arrived(self, racer: int, name: str, statement: Statement | None = None) -> list[int]:
         self.waiting_in_db = set()
         if (racer, name) in self.owed:
             self.owed.discard((racer, name))

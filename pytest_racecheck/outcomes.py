@@ -146,9 +146,13 @@ class RaceResult:
     """How racers were driven: stress, meet_at, pause_after, pause_before, schedule, explore."""
     seed: int | None = None
     search: str | None = None
-    """Explore mode: 'exhaustive' (every interleaving, fewest preemptions first) or 'pct'."""
+    """Explore mode: 'dpor' (every class of interleavings once, up to 4 racers), 'pct', or
+    'exhaustive' (the unreduced search)."""
     exhausted: bool = False
     """Explore mode: every interleaving of the racers' points was run."""
+    without_reduction: int | None = None
+    """Explore mode: how many interleavings the unreduced search has for the statements the
+    racers ran (every order of every step); the rounds run are what the reduction kept."""
     targets_reached: dict[str, int] = field(default_factory=dict)
     """For a held target (meet_at, pause_after/before): in how many rounds a racer reached it."""
     first_failure: Round | None = None
@@ -183,6 +187,18 @@ class RaceResult:
     def failing_rounds_so_far(self) -> int:
         """Rounds where a racer raised or the check failed (progress lines; not a look)."""
         return sum(1 for r in self._rounds if r.failed_plainly)
+
+    def explored(self) -> str | None:
+        """Explore mode in words: ``'exhausted after 9 interleavings (321 without
+        reduction)'``; None for other modes."""
+        if self.mode != "explore":
+            return None
+        run = len(self._rounds)
+        said = f"{'exhausted after' if self.exhausted else 'stopped after'} {run} interleaving"
+        said += "" if run == 1 else "s"
+        if self.without_reduction is not None:
+            said += f" ({self.without_reduction} without reduction)"
+        return said
 
     @property
     def failing_schedule(self) -> list[str] | None:
@@ -375,6 +391,8 @@ class RaceResult:
             "seed": self.seed,
             "search": self.search,
             "exhausted": self.exhausted,
+            "without_reduction": self.without_reduction,
+            "explored": self.explored(),
             "budget_s": self.budget_s,
             "failing_schedule": self.failing_schedule,
             "targets_reached": dict(self.targets_reached),

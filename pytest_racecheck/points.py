@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pytest_racecheck.protocol import At, Pass
+from pytest_racecheck.protocol import At, Pass, Statement
 
 
 class _Channel(Protocol):
@@ -37,17 +37,17 @@ class RacerPoints:
         self._left = Counter(self._held)
         self.last = None
 
-    def reach(self, name: str, statement: bool = False) -> None:
+    def reach(self, name: str, statement: bool = False, info: Statement | None = None) -> None:
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
         if self._hold_all:
-            self._hold(name)
+            self._hold(name, info)
         elif self._left[name] > 0:
             self._left[name] -= 1
-            self._hold(name)
+            self._hold(name, info)
 
-    def _hold(self, name: str) -> None:
-        self._channel.send(At(name))
+    def _hold(self, name: str, info: Statement | None = None) -> None:
+        self._channel.send(At(name, info))
         reply = self._channel.recv()
         if reply != Pass(name):
             raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
@@ -63,11 +63,13 @@ def point(name: str) -> None:
         racer.reach(name)
 
 
-def statement(name: str) -> None:
-    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too."""
+def statement(name: str, info: Statement | None = None) -> None:
+    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too.
+
+    ``info`` says what it is, for explore's search to tell which statements conflict."""
     racer = _racer
     if racer is not None:
-        racer.reach(name, statement=True)
+        racer.reach(name, statement=True, info=info)
 
 
 def activate(racer: RacerPoints | None) -> None:

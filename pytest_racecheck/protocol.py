@@ -54,6 +54,18 @@ class Pass(Message):
 
 
 @dataclass(frozen=True)
+class Statement:
+    """A SQL statement at its point: what explore's search needs to tell which conflict."""
+
+    sql: str
+    database: str = ""
+    """'sqlite' or 'postgres'."""
+    transaction: str = ""
+    """What the driver knows of the connection's transaction: 'begin' (this statement opens one
+    implicitly, as psycopg does outside autocommit), 'open' (it runs inside one), or ''."""
+
+
+@dataclass(frozen=True)
 class Ready(Message):
     """The function is loaded and the racer's set-up ran."""
 
@@ -83,6 +95,8 @@ class At(Message):
 
     kind: ClassVar[str] = "at"
     name: str
+    statement: Statement | None = None
+    """What the statement is, when the point is one (explore's search reads what it touches)."""
 
 
 @dataclass(frozen=True)

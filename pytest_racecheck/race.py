@@ -202,6 +202,7 @@ class Controller:
                     break
             self._check_targets()
         finally:
+            result.without_reduction = self.coordinator.without_reduction()
             result.elapsed_s = time.monotonic() - started
             shutdown(self.racers, gate)
             # Spares for the next race start now, not during this one's rounds; not when
@@ -323,7 +324,7 @@ class Controller:
             )
         racer.at_point, racer.connecting = message.name, False
         notify_event(self.probe)
-        self._pass(self.coordinator.arrived(racer.index, message.name))
+        self._pass(self.coordinator.arrived(racer.index, message.name, message.statement))
 
     def racer_result(self, racer: _Racer, message: Result) -> None:
         state = self.round

@@ -50,6 +50,11 @@ def top_outcome(verdict: str, race: dict[str, Any]) -> str:
 
 def rounds_cell(race: dict[str, Any]) -> str:
     budget = race.get("budget_s")
+    explored = race.get("explored")
+    if explored:
+        return f"{race['rounds']}/{race['rounds_requested']}, {explored.split(' after ')[0]}" + (
+            f" ({race['without_reduction']} unreduced)" if race.get("without_reduction") else ""
+        )
     if budget:
         return f"{race['rounds']} in {budget:g}s"
     return f"{race['rounds']}/{race['rounds_requested']}"
@@ -111,6 +116,8 @@ def race_entry(test_id: str, verdict: str, race: dict[str, Any]) -> dict[str, An
         "seed": race.get("seed"),
         "search": race.get("search"),
         "exhausted": bool(race.get("exhausted", False)),
+        "without_reduction": race.get("without_reduction"),
+        "explored": race.get("explored"),
         "budget_s": race.get("budget_s"),
         "histogram": [{"outcome": k, "rounds": n} for k, n in race.get("histogram") or []],
         "distinct_outcomes": race.get("distinct_outcomes", len(race.get("histogram") or [])),

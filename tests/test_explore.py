@@ -1,12 +1,12 @@
 """Explore mode on real racers against real databases: every statement a point.
 
-Why these verdicts cannot vary: with two racers the explorer's search is exhaustive and
-deterministic. It runs the two serial orders first, then every order with one switch away from
-a racer that could have gone on, then two, and so on. A check-then-act fails at the first
-one-switch order that puts both checks before either write, which comes within the first few
-rounds (round 3 for ``naive`` on both databases), far inside ``explore=50``. A correct strategy
-has no failing order at all, so whichever orders the budget reaches, they pass. What varies
-from run to run is only timing inside a step, never which racer goes next.
+Why these verdicts cannot vary: with two racers the explorer's search (DPOR, see
+:mod:`pytest_racecheck.dpor`) is exhaustive and deterministic. It runs one serial order first,
+then reverses each pair of conflicting statements it saw, depth first. A check-then-act fails
+as soon as a reversal puts both checks before either write, which comes within the first few
+rounds, far inside ``explore=50``. A correct strategy has no failing order at all, so whichever
+orders the budget reaches, they pass. What varies from run to run is only timing inside a
+step, never which racer goes next.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _explore(race, db: Database, strategy, unique: bool = False, **kwargs):
 @pytest.mark.parametrize(("strategy", "kwargs"), BROKEN)
 def test_explore_flags_every_broken_strategy_without_points(race, race_db, strategy, kwargs):
     result = _explore(race, race_db, strategy, **kwargs)
-    assert result.search == "exhaustive"
+    assert result.search == "dpor"
     with pytest.raises(AssertionError, match="replay this interleaving") as failure:
         result.assert_exactly_one(runs.CREATED)
     schedule = result.failing_schedule
@@ -106,12 +106,12 @@ def test_a_small_space_is_exhausted_and_says_so(race, sqlite_db) -> None:
     assert result.summary()["exhausted"] is True
 
 
-def test_more_than_three_racers_use_pct_with_the_seed(race, sqlite_db) -> None:
+def test_more_than_four_racers_use_pct_with_the_seed(race, sqlite_db) -> None:
     runs.create_schema(sqlite_db)
     result = race(
         runs.naive,
         sqlite_db,
-        processes=4,
+        processes=5,
         explore=20,
         seed=1234,
         timeout=120,

@@ -76,7 +76,8 @@ def test_report_file_validates_and_says_what_failed(pytester: pytest.Pytester) -
     assert [(r["racer"], r["value"]) for r in first["racers"]] == [(0, "bad"), (1, "bad")]
     explored = races["test_explores"]
     assert (explored["mode"], explored["seed"]) == ("explore", 42)
-    assert explored["search"] in ("exhaustive", "pct")
+    assert explored["search"] in ("dpor", "pct")
+    assert explored["explored"].startswith("exhausted after")
 
 
 def test_report_path_from_ini_is_beside_the_ini_file(

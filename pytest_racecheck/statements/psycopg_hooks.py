@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from pytest_racecheck import points
+from pytest_racecheck.protocol import Statement
 from pytest_racecheck.statements.naming import short_sql, where
 
 _active = False
@@ -88,9 +89,23 @@ def _report_backend_pid(conn: Any) -> None:
             callback(pid)
 
 
-def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
+def _pg_point(conn: Any, short: str, frame: FrameType | None, sql: str = "") -> None:
     _report_backend_pid(conn)
-    points.statement(f"{short} @ {where(frame)}")
+    points.statement(
+        f"{short} @ {where(frame)}", Statement(sql or short, "postgres", _transaction(conn))
+    )
+
+
+def _transaction(conn: Any) -> str:
+    """'begin' when the statement opens a transaction implicitly (not autocommit, idle), 'open'
+    inside one, '' in autocommit outside one."""
+    try:
+        idle = conn.pgconn.transaction_status == 0  # pq.TransactionStatus.IDLE
+        if idle:
+            return "" if conn.autocommit else "begin"
+    except Exception:
+        return ""
+    return "open"
 
 
 def _patch_connect(cls: type | None, is_async: bool) -> None:
@@ -130,7 +145,8 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
 
 
 def _pg_query_point(conn: Any, query: Any, frame: FrameType | None) -> None:
-    _pg_point(conn, short_sql(_query_text(query, conn)) or "SQL", frame)
+    text = _query_text(query, conn)
+    _pg_point(conn, short_sql(text) or "SQL", frame, text)
 
 
 # A hook's check: called with the frame of the wrapped method's caller and the method's own

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_racecheck import points
+from pytest_racecheck.protocol import Statement
 from pytest_racecheck.statements.naming import short_sql, where
 
 # -- sqlite3 ------------------------------------------------------------------------------
@@ -64,7 +65,9 @@ class _TraceState:
                 state.last = sql
                 short = short_sql(sql)
                 if short:  # '-- TRIGGER name' (Python 3.10) and other comment-only text
-                    points.statement(f"{short} @ {where(sys._getframe(1))}")
+                    points.statement(
+                        f"{short} @ {where(sys._getframe(1))}", Statement(sql, "sqlite")
+                    )
             user = state.user
             if user is not None:
                 user(sql)

@@ -1,0 +1,384 @@
+"""Explore's reduced search: every order of the steps that matter, and no other.
+
+Two interleavings that differ only in the order of *independent* steps (steps of different
+racers whose footprints do not conflict, see :mod:`pytest_racecheck.independence`) reach the
+same database state and the same outcomes: running both is a wasted round. :class:`DPOR` runs
+one interleaving of each class, with the dynamic partial-order reduction of
+
+    C. Flanagan and P. Godefroid, "Dynamic partial-order reduction for model checking
+    software", POPL 2005 (the algorithm of its Figure 4, with sleep sets, as in section 4.2).
+
+A round is one execution. At every decision the search looks, for each racer held at a point,
+for the last step of another racer that its next statement conflicts with and that does not
+already happen before it (vector clocks over the steps of the round); at the state before that
+step, it adds the racer (or, where the racer was not held there, every held racer) to the
+decisions still to try. Sleep sets keep a step that has been tried from a state, and that
+nothing since has conflicted with, from being tried again below it. The tree of decisions is
+walked depth first, one round per leaf, and the next round replays the prefix up to the
+deepest decision with something left to try.
+
+A step that releases two racers at once (how a race inside one statement is tried) is added
+where two racers were held at the same time at conflicting statements that can race inside the
+database (:func:`~pytest_racecheck.independence.may_overlap`); it is a step of both.
+
+``reduce=False`` takes every pair of steps as conflicting: the same search then runs every
+interleaving, the full enumeration that the soundness test compares against.
+
+:class:`ConflictPCT` is PCT whose priority change points fall on steps that conflict with
+another held racer's next step only (a change point anywhere else cannot change an outcome).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pytest_racecheck.explore import PCT, Choice
+from pytest_racecheck.independence import (
+    EVERYTHING,
+    Footprint,
+    dependent,
+    footprint,
+    may_overlap,
+    step_footprint,
+    transaction_effect,
+)
+from pytest_racecheck.protocol import Statement
+
+_UNREDUCED = Footprint(everything=True, overlaps=True)
+"""Without the reduction every step conflicts with every other and may overlap it."""
+
+
+def _depends(a: Footprint, b: Footprint, reduce: bool) -> bool:
+    return dependent(a, b) if reduce else True
+
+
+@dataclass
+class _Node:
+    """A decision of the round: who was held where, what was tried, what is left to try."""
+
+    pending: dict[int, Footprint]
+    sleep: dict[Choice, Footprint]
+    previous: int | None
+    backtrack: list[Choice] = field(default_factory=list)
+    done: dict[Choice, Footprint] = field(default_factory=dict)
+    taken: Choice = ()
+    plans: list[tuple[Choice, ...]] = field(default_factory=list)
+    """Sequences to run from here that end in a joint step (see ``DPOR._reverse``)."""
+    planned: int = 0
+
+    def add(self, choice: Choice) -> None:
+        if choice not in self.backtrack:
+            self.backtrack.append(choice)
+
+    def left(self) -> list[Choice]:
+        """Choices still to try here, one racer before several at once (whose result is partly
+        left to timing inside the database)."""
+        left = [c for c in self.backtrack if c not in self.done and c not in self.sleep]
+        return sorted(left, key=len)
+
+    def step(self, choice: Choice) -> Footprint:
+        return _combined([self.pending[racer] for racer in choice])
+
+
+@dataclass
+class DPOR:
+    """Dynamic partial-order reduction with sleep sets (Flanagan and Godefroid, POPL 2005)."""
+
+    reduce: bool = True
+    name: str = "dpor"
+    nodes: list[_Node] = field(default_factory=list)
+    target: int = -1
+    """The depth where this round takes a new choice (-1: the first round)."""
+    next_steps: dict[int, Footprint] = field(default_factory=dict)
+    diverged: int = 0
+    sleep_blocked: int = 0
+    rounds: int = 0
+    most_steps: dict[int, int] = field(default_factory=dict)
+    _depth: int = 0
+    _dead: bool = False
+    _finished: bool = False
+    _events: list[tuple[Choice, Footprint]] = field(default_factory=list)
+    _clocks: list[dict[int, int]] = field(default_factory=list)
+    _last: dict[int, int] = field(default_factory=dict)
+    _plan: list[Choice] = field(default_factory=list)
+    _next_plan: list[Choice] = field(default_factory=list)
+    _next_sql: dict[int, str] = field(default_factory=dict)
+    _transaction: dict[int, str] = field(default_factory=dict)
+    """Per racer: 'begun' (no statement since BEGIN yet), 'open', or absent."""
+    _steps: dict[int, int] = field(default_factory=dict)
+
+    # -- what the explorer tells it -------------------------------------------------------
+
+    def arrived(self, racer: int, statement: Statement | None) -> None:
+        """Racer ``racer`` is held before ``statement`` (None: a point of the user's)."""
+        sql = statement.sql if statement is not None else ""
+        state = self._transaction.get(racer)
+        told = statement.transaction if statement is not None else ""
+        if told == "begin":  # the driver opens a transaction with this statement
+            state = self._transaction[racer] = "begun"
+        elif told == "open" and state is None:
+            state = self._transaction[racer] = "open"
+        database = statement.database if statement is not None else ""
+        self.next_steps[racer] = (
+            step_footprint(sql, database, state == "begun", state is not None)
+            if self.reduce
+            else _UNREDUCED
+        )
+        self._next_sql[racer] = sql
+
+    def begin(self) -> None:
+        self.rounds += 1
+        self._depth, self._dead = 0, False
+        self._events, self._clocks, self._last, self._steps = [], [], {}, {}
+        self.next_steps, self._next_sql, self._transaction = {}, {}, {}
+        self._plan = []
+
+    def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
+        unknown = EVERYTHING if self.reduce else _UNREDUCED
+        pending = {r: self.next_steps.get(r, unknown) for r in enabled}
+        depth = self._depth
+        self._depth += 1
+        fresh = False
+        if self._dead:
+            choice = _default(enabled, previous, {})
+        elif depth < len(self.nodes):
+            node = self.nodes[depth]
+            choice = node.taken
+            if depth == self.target:
+                self._plan = list(self._next_plan)
+            fresh = depth == self.target
+            if set(node.pending) != set(enabled):
+                # the round did not repeat the tree (another racer was held, or none): what
+                # this round does below here is not a branch of it
+                self.diverged += 1
+                self._dead, fresh = True, False
+                choice = _default(enabled, previous, {})
+        else:
+            choice = self._new_node(pending, previous)
+            fresh = not self._dead
+        self._record(choice, pending, fresh)
+        return choice
+
+    def end(self) -> None:
+        for racer, n in self._steps.items():
+            self.most_steps[racer] = max(self.most_steps.get(racer, 0), n)
+        while self.nodes:
+            node = self.nodes[-1]
+            left = node.left()
+            self.target = len(self.nodes) - 1
+            if left:
+                node.taken = left[0]
+                node.done[node.taken] = node.step(node.taken)
+                self._next_plan = []
+                return
+            if node.planned < len(node.plans):
+                plan = node.plans[node.planned]
+                node.planned += 1
+                node.taken, self._next_plan = plan[0], list(plan[1:])
+                return
+            self.nodes.pop()
+        self._finished = True
+
+    def done(self) -> bool:
+        return self._finished
+
+    def exhausted(self) -> bool:
+        return self._finished and not self.diverged
+
+    def without_reduction(self) -> int:
+        """How many interleavings the unreduced search has for the steps seen (no waits)."""
+        steps = tuple(self.most_steps.get(r, 0) for r in sorted(self.most_steps))
+        return count_interleavings(steps)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _new_node(self, pending: dict[int, Footprint], previous: int | None) -> Choice:
+        depth = len(self.nodes)
+        if depth == 0:
+            sleep: dict[Choice, Footprint] = {}
+        else:
+            parent = self.nodes[-1]
+            step = parent.step(parent.taken)
+            asleep = {**parent.sleep, **{c: f for c, f in parent.done.items() if c != parent.taken}}
+            sleep = {
+                c: f
+                for c, f in asleep.items()
+                if not set(c) & set(parent.taken) and not _depends(f, step, self.reduce)
+            }
+        choice = _default(list(pending), previous, sleep)
+        if self._plan:  # the way to a joint step: taken even where asleep (the joint is new)
+            planned = self._plan.pop(0)
+            if set(planned) <= set(pending):
+                choice = planned
+            else:
+                self._plan = []
+        if not choice:  # every held racer is asleep: this execution repeats an explored one
+            self.sleep_blocked += 1
+            self._dead = True
+            return _default(list(pending), previous, {})
+        node = _Node(dict(pending), sleep, previous)
+        self.nodes.append(node)
+        node.add(choice)
+        node.taken = choice
+        node.done[choice] = node.step(choice)
+        return choice
+
+    def _happens_before(self, i: int, j: int) -> bool:
+        """Event i happens before event j of this round (program order or a conflict chain)."""
+        return i < j and any(self._clocks[j].get(r, 0) > i for r in self._events[i][0])
+
+    def _races(self, choice: Choice, step: Footprint) -> None:
+        """The new event against every event it is in a race with (Abdulla et al.'s
+        source-DPOR, Algorithm 1): each such race is reversed at the state before the
+        earlier event, by a racer that can start the reversed order (an *initial*)."""
+        racers = set(choice)
+        dependents = [
+            j
+            for j, (c, f) in enumerate(self._events)
+            if not racers & set(c) and _depends(f, step, self.reduce)
+        ]
+        own = [self._last[r] for r in choice if r in self._last]
+        before = dependents + own  # the new event's direct predecessors
+        for e in dependents:
+            if any(j != e and self._happens_before(e, j) for j in before):
+                continue  # ordered through another event: not a race of its own
+            self._reverse(e, choice, step, before)
+
+    def _reverse(self, e: int, choice: Choice, step: Footprint, before: list[int]) -> None:
+        node = self.nodes[e]
+        later = [j for j in range(e + 1, len(self._events)) if not self._happens_before(e, j)]
+        initials: list[int] = []
+        for n, j in enumerate(later):
+            if not any(self._happens_before(k, j) for k in later[:n]):
+                initials += [r for r in self._events[j][0] if r not in initials]
+        if not any(self._leads_to(k, before) for k in later):
+            initials += [r for r in choice if r not in initials]
+        held = [r for r in initials if r in node.pending]
+        self._joint(e, choice, step, [k for k in later if self._leads_to(k, before)])
+        if any((r,) in node.backtrack for r in held):
+            pass
+        elif held:
+            node.add((next((r for r in held if r in choice), held[0]),))
+        else:
+            for other in node.pending:
+                node.add((other,))
+
+    def _leads_to(self, k: int, before: list[int]) -> bool:
+        """Event k happens before the new event (whose direct predecessors are ``before``)."""
+        return k in before or any(self._happens_before(k, b) for b in before)
+
+    def _joint(self, e: int, choice: Choice, step: Footprint, way: list[int]) -> None:
+        """Both racers of a race at once, where their statements can race inside the database.
+
+        From the state before event e, the events of ``way`` (those the new event needs, none
+        of which needs e) bring the new event's racer to its statement while e's racer still
+        waits at its own: there the joint step is tried. With no way to go it is a choice of
+        the node itself; else a plan that the round follows to it."""
+        earlier, earlier_step = self._events[e]
+        if len(earlier) != 1 or len(choice) != 1:
+            return
+        if self.reduce and not may_overlap(earlier_step, step):
+            return
+        joint = tuple(sorted((*earlier, *choice)))
+        node = self.nodes[e]
+        if not way:
+            node.add(joint)
+            return
+        plan = (*(self._events[k][0] for k in way), joint)
+        if plan not in node.plans:
+            node.plans.append(plan)
+
+    def _record(self, choice: Choice, pending: Mapping[int, Footprint], fresh: bool) -> None:
+        step = _combined([pending.get(racer, EVERYTHING) for racer in choice])
+        if fresh:
+            self._races(choice, step)
+        index = len(self._events)
+        clock: dict[int, int] = {}
+        for racer in choice:
+            if racer in self._last:
+                _merge(clock, self._clocks[self._last[racer]])
+        for j, (_, earlier) in enumerate(self._events):
+            if _depends(earlier, step, self.reduce):
+                _merge(clock, self._clocks[j])
+        for racer in choice:
+            clock[racer] = index + 1
+            self._steps[racer] = self._steps.get(racer, 0) + 1
+            self._last[racer] = index
+            self.next_steps.pop(racer, None)
+            self._moved(racer, self._next_sql.pop(racer, ""))
+        self._events.append((choice, step))
+        self._clocks.append(clock)
+
+    def _moved(self, racer: int, sql: str) -> None:
+        """Follow the racer's transaction: which of its statements takes the snapshot."""
+        effect = transaction_effect(sql) if sql else ""
+        if effect == "begin":
+            self._transaction[racer] = "begun"
+        elif effect == "end":
+            self._transaction.pop(racer, None)
+        elif racer in self._transaction:
+            self._transaction[racer] = "open"
+
+
+def _combined(steps: Sequence[Footprint]) -> Footprint:
+    """The footprint of several racers' statements released together."""
+    result = steps[0]
+    for other in steps[1:]:
+        result = result.union(other)
+    return result
+
+
+def _merge(into: dict[int, int], other: Mapping[int, int]) -> None:
+    for racer, n in other.items():
+        if n > into.get(racer, 0):
+            into[racer] = n
+
+
+def _default(
+    enabled: Sequence[int], previous: int | None, sleep: Mapping[Choice, Footprint]
+) -> Choice:
+    """The racer that just ran goes on if it can; else the lowest awake; () if all sleep."""
+    awake = [r for r in enabled if (r,) not in sleep]
+    if previous in awake:
+        return (previous,)  # type: ignore[return-value]
+    return (awake[0],) if awake else ()
+
+
+@lru_cache(maxsize=256)
+def count_interleavings(steps: tuple[int, ...]) -> int:
+    """Interleavings of racers with ``steps`` steps each, one racer or two at a time."""
+    live = [i for i, n in enumerate(steps) if n]
+    if not live:
+        return 1
+    total = 0
+    for a in live:
+        total += count_interleavings(_less(steps, (a,)))
+        for b in live:
+            if b > a:
+                total += count_interleavings(_less(steps, (a, b)))
+    return total
+
+
+def _less(steps: tuple[int, ...], racers: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(n - (i in racers) for i, n in enumerate(steps))
+
+
+@dataclass
+class ConflictPCT(PCT):
+    """PCT whose change points are counted among conflicting steps only."""
+
+    name: str = "pct"
+    next_steps: dict[int, Footprint] = field(default_factory=dict)
+
+    def arrived(self, racer: int, statement: Statement | None) -> None:
+        self.next_steps[racer] = footprint(statement.sql) if statement is not None else EVERYTHING
+
+    def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
+        pending = [self.next_steps.get(r, EVERYTHING) for r in enabled]
+        conflicting = any(dependent(a, b) for i, a in enumerate(pending) for b in pending[i + 1 :])
+        if not conflicting:  # no order of these steps can matter: no change point here
+            racer = max(enabled, key=lambda r: self.priority[r])
+            return (racer,)
+        return super().choose(enabled, previous)

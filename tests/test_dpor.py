@@ -1,0 +1,214 @@
+"""Explore's reduced search (DPOR) on a model of racers: it reaches every outcome that full
+enumeration reaches, in fewer rounds.
+
+No process runs here: the subject is the choice logic. A racer of the model is a list of SQL
+statements; their footprints come from the real :mod:`pytest_racecheck.independence`, and the
+model gives each statement a meaning on a tiny database of cells (table, key) -> value, so that
+reordering two conflicting statements really can change what racers read and what is left.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from pytest_racecheck.dpor import DPOR, count_interleavings
+from pytest_racecheck.protocol import Statement
+
+Program = list[list[str]]
+KEYS = (1, 2)
+
+
+def read_sql(table: str, key: int | None) -> str:
+    return f"SELECT v FROM {table}" + (f" WHERE k = {key}" if key is not None else "")
+
+
+def write_sql(table: str, key: int | None) -> str:
+    return f"UPDATE {table} SET v = 1" + (f" WHERE k = {key}" if key is not None else "")
+
+
+def read_write_sql(table: str, key: int | None) -> str:
+    """Reads and writes in one statement: two at once can both read the old value."""
+    return f"UPDATE {table} SET v = v + 1" + (f" WHERE k = {key}" if key is not None else "")
+
+
+PARSE = {}
+
+
+def meaning(sql: str) -> tuple[str, str | None, tuple[int, ...]]:
+    """(kind, table, keys) of a model statement."""
+    if sql in PARSE:
+        return PARSE[sql]
+    if sql == "COMMIT":
+        result: tuple[str, str | None, tuple[int, ...]] = ("commit", None, ())
+    else:
+        kind = "read" if sql.startswith("SELECT") else "rw" if "v + 1" in sql else "write"
+        table = sql.split()[3] if kind == "read" else sql.split()[1]
+        keys = (int(sql.rsplit(" ", 1)[1]),) if "WHERE" in sql else KEYS
+        result = (kind, table, keys)
+    PARSE[sql] = result
+    return result
+
+
+class Model:
+    """The model database and racers' logs; a step runs one statement of each racer named."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.position = [0] * len(program)
+        self.cells: dict[tuple[str, int], int] = {}
+        self.logs: list[list[object]] = [[] for _ in program]
+
+    def enabled(self) -> list[int]:
+        return [r for r, ops in enumerate(self.program) if self.position[r] < len(ops)]
+
+    def next_sql(self, racer: int) -> str:
+        return self.program[racer][self.position[racer]]
+
+    def step(self, racers: Sequence[int]) -> None:
+        """Several racers at once: every read sees the state before, then the writes land."""
+        before = dict(self.cells)
+        writes = []
+        for racer in racers:
+            kind, table, keys = meaning(self.next_sql(racer))
+            if kind == "commit" or table is None:
+                self.logs[racer].append(tuple(sorted(before.items())))
+            elif kind == "read":
+                self.logs[racer].append(tuple(before.get((table, k)) for k in keys))
+            else:
+                seen = tuple(before.get((table, k)) for k in keys) if kind == "rw" else ()
+                value = hash((racer, tuple(self.logs[racer]), seen)) % 1000
+                writes += [((table, k), value) for k in keys]
+            self.position[racer] += 1
+        for cell, value in writes:
+            self.cells[cell] = value
+
+    def outcome(self) -> tuple[object, ...]:
+        return (tuple(sorted(self.cells.items())), tuple(tuple(log) for log in self.logs))
+
+
+def all_outcomes(program: Program) -> set[tuple[object, ...]]:
+    """Every outcome of every interleaving (single steps and pairs), by brute force over the
+    model's states (a state reached twice is walked once)."""
+    seen: set[tuple[object, ...]] = set()
+    visited: set[tuple[object, ...]] = set()
+
+    def walk(model: Model) -> None:
+        key = (tuple(model.position), model.outcome())
+        if key in visited:
+            return
+        visited.add(key)
+        enabled = model.enabled()
+        if not enabled:
+            seen.add(model.outcome())
+            return
+        choices = [(a,) for a in enabled] + [(a, b) for a in enabled for b in enabled if b > a]
+        for choice in choices:
+            child = Model(program)
+            child.position = list(model.position)
+            child.cells = dict(model.cells)
+            child.logs = [list(log) for log in model.logs]
+            child.step(choice)
+            walk(child)
+
+    walk(Model(program))
+    return seen
+
+
+def search_outcomes(search: DPOR, program: Program, limit: int = 100_000) -> list[object]:
+    """Drive ``search`` over the model, one round per interleaving, until it is done."""
+    outcomes = []
+    for _ in range(limit):
+        search.begin()
+        model = Model(program)
+        previous: int | None = None
+        while enabled := model.enabled():
+            for racer in enabled:
+                search.arrived(racer, Statement(model.next_sql(racer)))
+            choice = search.choose(enabled, previous)
+            assert choice and set(choice) <= set(enabled)
+            model.step(choice)
+            previous = choice[0] if len(choice) == 1 else None
+        search.end()
+        outcomes.append(model.outcome())
+        if search.done():
+            return outcomes
+    raise AssertionError("the search did not finish")
+
+
+def random_program(rng: random.Random, racers: int) -> Program:
+    program = []
+    for _ in range(racers):
+        ops = []
+        for _ in range(rng.randint(2, 4)):
+            roll = rng.random()
+            table = rng.choice(["a", "b", "c"])
+            key = rng.choice([1, 2, None])
+            if roll < 0.1:
+                ops.append("COMMIT")
+            elif roll < 0.5:
+                ops.append(read_sql(table, key))
+            elif roll < 0.75:
+                ops.append(read_write_sql(table, key))
+            else:
+                ops.append(write_sql(table, key))
+        program.append(ops)
+    return program
+
+
+@pytest.mark.parametrize("racers", [2, 3])
+def test_reduction_reaches_every_outcome_of_full_enumeration(racers: int) -> None:
+    rng = random.Random(racers)
+    saved = 0
+    for _ in range(60 if racers == 2 else 25):
+        program = random_program(rng, racers)
+        full = all_outcomes(program)
+        reduced = search_outcomes(DPOR(), program)
+        assert set(reduced) == full, program
+        steps = tuple(len(ops) for ops in program)
+        if count_interleavings(steps) <= 2000:  # the full enumeration by the search itself
+            unreduced = search_outcomes(DPOR(reduce=False), program)
+            assert set(unreduced) == full, program
+            assert len(unreduced) == count_interleavings(steps)
+        saved += count_interleavings(steps) - len(reduced)
+    assert saved > 0  # the mixes have independent statements: the reduction does save rounds
+
+
+def test_unreduced_search_runs_every_interleaving_once() -> None:
+    program = [[write_sql("a", 1)] * 3, [write_sql("a", 1)] * 2]
+    search = DPOR(reduce=False)
+    outcomes = search_outcomes(search, program)
+    assert len(outcomes) == count_interleavings((3, 2)) == 25  # Delannoy(3, 2)
+    assert search.exhausted()
+    assert search.without_reduction() == 25
+
+
+def test_independent_racers_run_once() -> None:
+    program = [[read_sql("a", None), write_sql("a", 1)], [read_sql("b", None), write_sql("b", 2)]]
+    search = DPOR()
+    assert len(search_outcomes(search, program)) == 1
+    assert search.exhausted()
+    assert search.without_reduction() == count_interleavings((2, 2)) == 13
+
+
+def test_rows_named_by_equality_commute() -> None:
+    program = [[write_sql("a", 1), read_sql("a", 1)], [write_sql("a", 2), read_sql("a", 2)]]
+    assert len(search_outcomes(DPOR(), program)) == 1
+
+
+def test_check_then_act_behind_harmless_reads_fails_early() -> None:
+    """25 reads of a table nobody writes, then a check-then-act: they add no interleaving."""
+    harmless = [read_sql("settings", None)] * 25
+    act = [read_sql("runs", None), write_sql("runs", None)]
+    program = [harmless + act, harmless + act]
+    outcomes = search_outcomes(DPOR(), program)
+    both_saw_nothing = [
+        o
+        for o in outcomes
+        if all(log[25] == (None, None) for log in o[1])  # type: ignore[index]
+    ]
+    assert both_saw_nothing
+    assert outcomes.index(both_saw_nothing[0]) < 10
+    assert len(outcomes) < 20
