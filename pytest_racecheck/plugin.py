@@ -84,7 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
         config.pluginmanager.register(
-            SummaryTable(report_path(config), os.environ.get(GITHUB_SUMMARY_ENV)),
+            SummaryTable(
+                report_path(config),
+                os.environ.get(GITHUB_SUMMARY_ENV),
+                report_path(config, "html"),
+            ),
             "racecheck-summary",
         )
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_racecheck.outcomes import MAX_STEPS, Step
 from pytest_racecheck.protocol import At, Pass
 
 
@@ -32,19 +34,26 @@ class RacerPoints:
         self._hold_all = hold_all
         self._left: Counter[str] = Counter()
         self.last: str | None = None
+        self.steps: list[Step] = []
 
     def begin_round(self) -> None:
         self._left = Counter(self._held)
         self.last = None
+        self.steps = []
 
-    def reach(self, name: str, statement: bool = False) -> None:
+    def reach(
+        self, name: str, statement: bool = False, sql: str | None = None, conn: int = 0
+    ) -> None:
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
+        reached = time.monotonic_ns()
         if self._hold_all:
             self._hold(name)
         elif self._left[name] > 0:
             self._left[name] -= 1
             self._hold(name)
+        if len(self.steps) < MAX_STEPS:  # the timeline of the round, for the reports
+            self.steps.append(Step(name, reached, time.monotonic_ns(), sql, conn))
 
     def _hold(self, name: str) -> None:
         self._channel.send(At(name))
@@ -63,11 +72,14 @@ def point(name: str) -> None:
         racer.reach(name)
 
 
-def statement(name: str) -> None:
-    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too."""
+def statement(name: str, sql: str | None = None, conn: int = 0) -> None:
+    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too.
+
+    ``sql`` is its text for the reports (parameters bound where known), ``conn`` the racer's
+    number for the connection that sends it."""
     racer = _racer
     if racer is not None:
-        racer.reach(name, statement=True)
+        racer.reach(name, statement=True, sql=sql, conn=conn)
 
 
 def activate(racer: RacerPoints | None) -> None:

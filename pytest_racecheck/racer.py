@@ -124,7 +124,9 @@ def racer_main(
             except BaseException as exc:
                 error = RaisedError.from_exception(exc)
             ended = time.monotonic_ns()
-            outcome = Outcome(index, value, error, released, ended, racer_points.last)
+            outcome = Outcome(
+                index, value, error, released, ended, racer_points.last, tuple(racer_points.steps)
+            )
             try:
                 channel.send(Result(generation, outcome))
             except Exception as exc:

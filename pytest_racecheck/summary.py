@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_racecheck import html_report
 from pytest_racecheck import report as race_report
 
 
@@ -16,10 +17,16 @@ class SummaryTable:
     send) and, at the end of the session, prints one table, writes the JSON report and
     appends the table to the GitHub Actions step summary."""
 
-    def __init__(self, report_path: Path | None = None, github_summary: str | None = None) -> None:
+    def __init__(
+        self,
+        report_path: Path | None = None,
+        github_summary: str | None = None,
+        html_path: Path | None = None,
+    ) -> None:
         self.rows: list[race_report.Row] = []
         self.report_path = report_path
         self.github_summary = github_summary
+        self.html_path = html_path
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Each race's summary rides on the report of the phase it ran in, once.
@@ -41,10 +48,15 @@ class SummaryTable:
             terminalreporter.write_line("  ".join([*cells, row[-1]]))
         if self.report_path is not None:
             terminalreporter.write_line(f"racecheck report: {self.report_path}")
+        if self.html_path is not None:
+            terminalreporter.write_line(f"racecheck html: {self.html_path}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        document = race_report.build(self.rows)
         if self.report_path is not None:
-            race_report.write(self.report_path, race_report.build(self.rows))
+            race_report.write(self.report_path, document)
+        if self.html_path is not None:
+            race_report.write_text(self.html_path, html_report.render(document))
         if self.github_summary and self.rows:
             with open(self.github_summary, "a", encoding="utf-8") as out:
                 out.write(race_report.markdown(self.rows) + "\n")
