@@ -24,7 +24,7 @@ TOP = 28
 BOX = 22
 CHAR_PX = 6.4
 
-CSS = """
+PAGE_CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2330;
 background:#fafbfc}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:0;word-break:break-all}
@@ -37,29 +37,37 @@ color:#fff;background:#8a94a6;margin-right:8px;vertical-align:2px}
 .badge.failed{background:#d1242f}.badge.passed{background:#1f883d}
 table.kv{border-collapse:collapse;font-size:13px;margin:8px 0}
 table.kv td{padding:1px 14px 1px 0}table.kv td:first-child{color:#5b6475}
-.anomaly{background:#fff4e5;border:1px solid #f0c48a;border-radius:4px;padding:6px 10px;
-margin:10px 0}
-.anomaly.unclassified{background:#f3f4f6;border-color:#d0d5dd}
-pre.schedule{background:#0d1117;color:#e6edf3;padding:10px 12px;border-radius:4px;
-overflow-x:auto;font-size:12.5px;margin:4px 0}
-button.copy{font-size:12px;margin:4px 0}
-svg text{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11px}
-svg .lane-label{font-family:system-ui,sans-serif;font-size:12px;font-weight:600}
-svg .axis{stroke:#c4cad4}svg .tick{fill:#7a8394;font-size:10px}
-svg .held{stroke:#b8bfcc;stroke-width:2;stroke-dasharray:2 2}
-svg rect.read{fill:#cfe3ff;stroke:#4a86d8}svg rect.write{fill:#ffd9b3;stroke:#d9822b}
-svg rect.commit{fill:#c9efd3;stroke:#2f9e55}svg rect.txn{fill:#e4e7ec;stroke:#98a2b3}
-svg rect.lock{fill:#e6dcff;stroke:#7b5cd6}svg rect.code{fill:#f1f3f6;stroke:#c4cad4}
-svg rect.wait{fill:url(#hatch);stroke:#b42318}
-svg rect.result{fill:#e9f7ee;stroke:#2f9e55}svg rect.result.raised{fill:#fde7e9;stroke:#d1242f}
-svg rect.in-anomaly{stroke-width:2}
-svg rect.marked{stroke:#d1242f;stroke-width:3}
-svg .mark-label{fill:#d1242f;font-weight:700}
-.legend span{display:inline-block;margin-right:12px;font-size:12px}
-.legend i{display:inline-block;width:14px;height:10px;border:1px solid;margin-right:4px;
-vertical-align:-1px}
 details{margin:6px 0}summary{cursor:pointer;color:#3d4a61}
 """
+PICTURE_CSS = """
+.racecheck .anomaly{background:#fff4e5;border:1px solid #f0c48a;border-radius:4px;
+padding:6px 10px;margin:10px 0}
+.racecheck .anomaly.unclassified{background:#f3f4f6;border-color:#d0d5dd}
+.racecheck pre.schedule{background:#0d1117;color:#e6edf3;padding:10px 12px;border-radius:4px;
+overflow-x:auto;font-size:12.5px;margin:4px 0}
+.racecheck button.copy{font-size:12px;margin:4px 0}
+.racecheck svg text{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11px}
+.racecheck svg .lane-label{font-family:system-ui,sans-serif;font-size:12px;font-weight:600}
+.racecheck svg .axis{stroke:#c4cad4}.racecheck svg .tick{fill:#7a8394;font-size:10px}
+.racecheck svg .held{stroke:#b8bfcc;stroke-width:2;stroke-dasharray:2 2}
+.racecheck svg rect.read{fill:#cfe3ff;stroke:#4a86d8}
+.racecheck svg rect.write{fill:#ffd9b3;stroke:#d9822b}
+.racecheck svg rect.commit{fill:#c9efd3;stroke:#2f9e55}
+.racecheck svg rect.txn{fill:#e4e7ec;stroke:#98a2b3}
+.racecheck svg rect.lock{fill:#e6dcff;stroke:#7b5cd6}
+.racecheck svg rect.code{fill:#f1f3f6;stroke:#c4cad4}
+.racecheck svg rect.wait{stroke:#b42318}
+.racecheck svg rect.result{fill:#e9f7ee;stroke:#2f9e55}
+.racecheck svg rect.result.raised{fill:#fde7e9;stroke:#d1242f}
+.racecheck svg rect.in-anomaly{stroke-width:2}
+.racecheck svg rect.marked{stroke:#d1242f;stroke-width:3}
+.racecheck svg .mark-label{fill:#d1242f;font-weight:700}
+.racecheck .legend span{display:inline-block;margin-right:12px;font-size:12px}
+.racecheck .legend i{display:inline-block;width:14px;height:10px;border:1px solid;
+margin-right:4px;vertical-align:-1px}
+"""
+"""The timeline's own rules, all under ``.racecheck``: the picture also goes into pages of
+other tools (pytest-html), whose styles they must not touch."""
 
 COPY_JS = (
     "function racecheckCopy(id){var t=document.getElementById(id).textContent;"
@@ -123,11 +131,12 @@ def timeline_svg(rnd: dict[str, Any], dom_id: str = "t") -> str:
         return round(LEFT + ms * scale, 2)
 
     height = TOP + LANE * len(racers) + 24
+    hatch = f"{dom_id}-hatch"
     out = [
         f'<svg class="timeline" id="{_e(dom_id)}" xmlns="http://www.w3.org/2000/svg" '
         f'width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-label="timeline of round {_e(rnd.get("index"))}">',
-        '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+        f'<defs><pattern id="{_e(hatch)}" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde7e9"/>'
         '<line x1="0" y1="0" x2="0" y2="6" stroke="#d1242f" stroke-width="2"/></pattern></defs>',
     ]
@@ -149,7 +158,7 @@ def timeline_svg(rnd: dict[str, Any], dom_id: str = "t") -> str:
         )
         steps = racer.get("steps") or []
         for i, step in enumerate(steps):
-            out.append(_step_svg(step, number, i, x, y, (number, i) in in_anomaly, marked))
+            out.append(_step_svg(step, number, i, (x, y), (number, i) in in_anomaly, marked, hatch))
         out.append(_result_svg(racer, len(steps), x, y, marked))
         out.append("</g>")
     out.append("</svg>")
@@ -168,11 +177,12 @@ def _step_svg(
     step: dict[str, Any],
     racer: int,
     index: int,
-    x: Any,
-    y: float,
+    where: tuple[Any, float],
     in_anomaly: bool,
     marked: tuple[int, int] | None,
+    hatch: str,
 ) -> str:
+    x, y = where
     at, held, ran = step["at_ms"], step["held_ms"], step["ran_ms"]
     start = at + held
     kind = step_class(step)
@@ -206,7 +216,7 @@ def _step_svg(
     if step.get("blocked_at_ms") is not None:
         wait_left = max(x(step["blocked_at_ms"]), left)
         parts.append(
-            f'<rect class="wait" x="{wait_left}" y="{y + 3}" '
+            f'<rect class="wait" fill="url(#{_e(hatch)})" x="{wait_left}" y="{y + 3}" '
             f'width="{max(right - wait_left, 2):.2f}"'
             f' height="{BOX - 6}"><title>lock wait</title></rect>'
         )
@@ -372,10 +382,20 @@ def render(document: dict[str, Any]) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{title}</title><style>{CSS}</style><script>{COPY_JS}</script></head><body>"
+        f"<title>{title}</title><style>{PAGE_CSS}{PICTURE_CSS}</style><script>{COPY_JS}</script>"
+        '</head><body class="racecheck">'
         f"<h1>{title}</h1>"
         f'<p class="meta">{len(races)} race{"s" if len(races) != 1 else ""}'
         f"{': ' + _e(verdicts) if verdicts else ''} · {_e(document.get('created', ''))} · "
         f"pytest-racecheck {_e(document.get('plugin_version') or '')}</p>"
         f"{sections}</body></html>\n"
+    )
+
+
+def picture_extra(rnd: dict[str, Any], dom_id: str) -> str:
+    """The failing round for another tool's page (a pytest-html extra): its own styles, all
+    under ``.racecheck``, and the copy button's script."""
+    return (
+        f'<div class="racecheck"><style>{PICTURE_CSS}</style><script>{COPY_JS}</script>'
+        f"{failing_round_html(rnd, dom_id)}</div>"
     )

@@ -3,6 +3,7 @@ report and the GitHub Actions step summary are written from the same rows."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,19 @@ def _verdict(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfail" if report.skipped else "XPASS"
     return report.outcome
+
+
+def add_html_extras(report: pytest.TestReport, summaries: list[dict[str, Any]]) -> None:
+    """With pytest-html: a failed test's report gets each of its failing races' timelines as
+    an extra (pytest-html's documented ``report.extras``), so its page shows the picture."""
+    if not report.failed:
+        return
+    from pytest_html import extras  # only called where pytest-html is active
+
+    found = list(getattr(report, "extras", None) or [])
+    for number, summary in enumerate(summaries, 1):
+        rnd = summary.get("first_failure")
+        if rnd:
+            dom_id = f"racecheck-{zlib.crc32(report.nodeid.encode()):x}-{report.when}-{number}"
+            found.append(extras.html(html_report.picture_extra(rnd, dom_id)))
+    report.extras = found  # type: ignore[attr-defined]
