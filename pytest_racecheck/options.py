@@ -173,15 +173,22 @@ def _convert(name: str, raw: Any, source: str) -> Any:
 
 def run_settings(config: pytest.Config) -> RaceSettings:
     """The run-wide settings: command line over ini over the built-in defaults."""
-    found = {name: setting(config, name) for name in SETTINGS}
-    settings = DEFAULTS.replace(
-        **{name: _convert(name, *f) for name, f in found.items() if f is not None}
-    )
-    try:
-        validate_settings(settings)
-    except (TypeError, ValueError) as exc:
-        raise pytest.UsageError(f"racecheck settings: {exc}") from None
+    found = {name: f for name in SETTINGS if (f := setting(config, name)) is not None}
+    values = {name: _convert(name, *f) for name, f in found.items()}
+    # Each value alone first, so the message names the option or ini key that set it.
+    for name, value in values.items():
+        raw, source = found[name]
+        _validate(DEFAULTS.replace(**{name: value}), f"{source}={raw}")
+    settings = DEFAULTS.replace(**values)
+    _validate(settings, " and ".join(f"{source}={raw}" for raw, source in found.values()))
     return settings
+
+
+def _validate(settings: RaceSettings, where: str) -> None:
+    try:
+        validate_settings(settings, where)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def soak_factor(config: pytest.Config) -> int:
@@ -259,4 +266,12 @@ def marker_settings(node: pytest.Item) -> dict[str, Any]:
             f"it takes {', '.join(SETTINGS)}",
             pytrace=False,
         )
+    given = {k: v for k, v in marker.kwargs.items() if v is not None}
+    try:
+        validate_settings(
+            DEFAULTS.replace(**given),
+            f"@pytest.mark.race({', '.join(f'{k}={v!r}' for k, v in given.items())})",
+        )
+    except (TypeError, ValueError) as exc:
+        pytest.fail(f"{node.nodeid}: {exc}", pytrace=False)
     return dict(marker.kwargs)
