@@ -7,6 +7,7 @@ bad values into a :class:`pytest.UsageError` naming where they were set.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,43 @@ def report_path(config: pytest.Config) -> Path | None:
     if ini:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         return base / str(ini)
+    return None
+
+
+def check_report_path(config: pytest.Config) -> Path | None:
+    """The report's path, checked before any test runs: a run of an hour must not learn at
+    its end that its report cannot be written. A UsageError names the setting and the path."""
+    path = report_path(config)
+    if path is None:
+        return None
+    source = (
+        "--racecheck-report" if config.getoption("racecheck_report") else "ini racecheck_report"
+    )
+    problem = report_path_problem(path)
+    if problem is not None:
+        raise pytest.UsageError(
+            f"{source}={path}: the report cannot be written there: {problem}; "
+            "give a file path in a writable directory"
+        )
+    return path
+
+
+def report_path_problem(path: Path) -> str | None:
+    """Why the report could not be written to ``path`` (its directory is made if missing),
+    or None."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            return f"no part of {path.parent} exists"
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable"
     return None
 
 
