@@ -39,6 +39,12 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "seed of explore mode's random choices, to rerun a reported failure",
         "default a fresh one per race, reported",
     ),
+    "clock": (
+        str,
+        "the racers' clock: real, or virtual (sleeps end at once; time jumps to the earliest "
+        "wake-up when every racer waits)",
+        f"default {DEFAULTS.clock}",
+    ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
 assert tuple(SETTINGS) == NAMES, "options.SETTINGS must follow settings.RaceSettings"
