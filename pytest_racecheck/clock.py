@@ -65,11 +65,11 @@ def format_duration(seconds: float) -> str:
     return "+" + "".join(parts)
 
 
-def validate_clock(clock: object) -> None:
-    """Refuse a bad ``clock=`` before any process starts."""
+def validate_clock(clock: object, where: str = "race()") -> None:
+    """Refuse a bad ``clock=`` before any process starts; ``where`` names what set it."""
     if clock not in CLOCKS:
         raise ValueError(
-            f"race(): unknown clock {clock!r}: use clock='virtual' for the race's own clock "
+            f"{where}: unknown clock {clock!r}: use clock='virtual' for the race's own clock "
             "(sleeps end at once, time jumps when every racer waits) or clock='real' (the default)"
         )
 

@@ -141,7 +141,7 @@ def install(path: str) -> RacerClock:
     return clock
 
 
-PRELOADED = ("psycopg",)
+PRELOADED = ("psycopg", "psycopg2", "asyncpg")
 """Drivers whose C extension takes the datetime types when it loads: loaded under freezegun's
 classes, it warns that their size changed. Loaded first, they keep the real ones (freezegun's
 values are subclasses of them, so they are still understood)."""
