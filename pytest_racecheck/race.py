@@ -30,6 +30,7 @@ import multiprocess.synchronize
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
 from pytest_racecheck.clock import SLEEP_POINT, VirtualClock
+from pytest_racecheck.descendants import kill_group
 from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
 from pytest_racecheck.protocol import (
@@ -544,5 +545,7 @@ def shutdown(racers: list[_Racer], gate: StartGate) -> None:
         for racer in alive:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
+        # What a racer that could not clean up (it was killed) left in its process group.
+        kill_group(racer.process.pid)
         if racer.process.exitcode is not None:
             racer.process.close()
