@@ -8,6 +8,7 @@ bad values into a :class:`pytest.UsageError` naming where they were set.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ soak_seconds_key = pytest.StashKey["float | None"]()
 probes_key = pytest.StashKey[list[Any]]()
 spares_key = pytest.StashKey[int]()
 call_failed_key = pytest.StashKey[bool]()
+servers_key = pytest.StashKey[list[Callable[[], str | None]]]()
+"""Per test: how to ask each server its databases are on whether it died (None: it runs)."""
 
 
 def _add_setting(

@@ -82,6 +82,11 @@ class RacerSetupFailed(RaceError):
     """A racer could not load the function it was to race, or its racer_setup raised."""
 
 
+class ServerDied(RaceError):
+    """A database server the race used died during it (its throwaway PostgreSQL's postmaster
+    is gone): the racers' errors are its consequence, not the code's."""
+
+
 class RaceNotForced(RaceError):
     """A held target (meet_at, pause_after, pause_before) was never reached by any racer."""
 

@@ -20,13 +20,14 @@ from pytest_racecheck.options import (
     call_failed_key,
     marker_settings,
     probes_key,
+    servers_key,
     settings_key,
     soak_key,
     soak_seconds_key,
     stop_early,
 )
 from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import Controller, RaceError
+from pytest_racecheck.race import Controller, RaceError, ServerDied
 from pytest_racecheck.settings import DEFAULTS
 from pytest_racecheck.spec import RaceSpec
 
@@ -229,8 +230,12 @@ class Race:
             except KeyboardInterrupt:
                 self._interrupted(controller.result, budget_s)
                 raise
+            except Exception:
+                self._check_servers(controller.result)  # a dead server is the cause to tell
+                raise
             finally:
                 own_probes.close()
+            self._check_servers(result)
         except RaceError as exc:
             if exc.result is not None:
                 exc.result.budget_s = budget_s
@@ -242,6 +247,17 @@ class Race:
         self.results.append(result)
         self._raced.append(_Raced(result, "ran", where))
         return result
+
+    def _check_servers(self, result: RaceResult) -> None:
+        """Raise ServerDied when a database server of this test died during the race: what
+        racers then raised, or a probe's lost connection, says less than that."""
+        for died in self._request.node.stash.get(servers_key, []):
+            why = died()
+            if why is not None:
+                raise ServerDied(
+                    f"race of {result.fn_name}, after {result.rounds_run} complete round(s): {why}",
+                    result,
+                )
 
     def _interrupted(self, result: RaceResult, budget_s: float | None) -> None:
         """Ctrl-C ended this race: pytest makes no report for its test, so the summary table
