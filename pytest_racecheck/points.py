@@ -46,20 +46,31 @@ class RacerPoints:
     ) -> None:
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
-        reached = time.monotonic_ns()
-        if self._hold_all:
-            self._hold(name)
-        elif self._left[name] > 0:
-            self._left[name] -= 1
+        reached = _real_ns()
+        if self.holds(name):
             self._hold(name)
         if len(self.steps) < MAX_STEPS:  # the timeline of the round, for the reports
-            self.steps.append(Step(name, reached, time.monotonic_ns(), sql, conn))
+            self.steps.append(Step(name, reached, _real_ns(), sql, conn))
+
+    def holds(self, name: str) -> bool:
+        """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
+        if self._hold_all:
+            return True
+        if self._left[name] > 0:
+            self._left[name] -= 1
+            return True
+        return False
 
     def _hold(self, name: str) -> None:
         self._channel.send(At(name))
         reply = self._channel.recv()
         if reply != Pass(name):
             raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
+
+
+def _real_ns() -> int:
+    """The monotonic clock, also under a virtual clock: a step's times are real."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 _racer: RacerPoints | None = None
