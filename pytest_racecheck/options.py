@@ -7,6 +7,8 @@ bad values into a :class:`pytest.UsageError` naming where they were set.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,12 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "seed of explore mode's random choices, to rerun a reported failure",
         "default a fresh one per race, reported",
     ),
+    "clock": (
+        str,
+        "the racers' clock: real, or virtual (sleeps end at once; time jumps to the earliest "
+        "wake-up when every racer waits)",
+        f"default {DEFAULTS.clock}",
+    ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
 assert tuple(SETTINGS) == NAMES, "options.SETTINGS must follow settings.RaceSettings"
@@ -53,6 +61,8 @@ soak_seconds_key = pytest.StashKey["float | None"]()
 probes_key = pytest.StashKey[list[Any]]()
 spares_key = pytest.StashKey[int]()
 call_failed_key = pytest.StashKey[bool]()
+servers_key = pytest.StashKey[list[Callable[[], str | None]]]()
+"""Per test: how to ask each server its databases are on whether it died (None: it runs)."""
 
 
 def _add_setting(
@@ -131,6 +141,15 @@ def add_options(parser: pytest.Parser) -> None:
     _add_setting(
         parser,
         group,
+        "html",
+        "write one self-contained HTML page of every race in the session to PATH: verdicts, "
+        "histograms, timings, and each failing round as a timeline (merged across "
+        "pytest-xdist workers)",
+        metavar="PATH",
+    )
+    _add_setting(
+        parser,
+        group,
         "postgres_url",
         f"use this PostgreSQL server instead of a throwaway one (also env {POSTGRES_ENV})",
         metavar="URL",
@@ -173,15 +192,22 @@ def _convert(name: str, raw: Any, source: str) -> Any:
 
 def run_settings(config: pytest.Config) -> RaceSettings:
     """The run-wide settings: command line over ini over the built-in defaults."""
-    found = {name: setting(config, name) for name in SETTINGS}
-    settings = DEFAULTS.replace(
-        **{name: _convert(name, *f) for name, f in found.items() if f is not None}
-    )
-    try:
-        validate_settings(settings)
-    except (TypeError, ValueError) as exc:
-        raise pytest.UsageError(f"racecheck settings: {exc}") from None
+    found = {name: f for name in SETTINGS if (f := setting(config, name)) is not None}
+    values = {name: _convert(name, *f) for name, f in found.items()}
+    # Each value alone first, so the message names the option or ini key that set it.
+    for name, value in values.items():
+        raw, source = found[name]
+        _validate(DEFAULTS.replace(**{name: value}), f"{source}={raw}")
+    settings = DEFAULTS.replace(**values)
+    _validate(settings, " and ".join(f"{source}={raw}" for raw, source in found.values()))
     return settings
+
+
+def _validate(settings: RaceSettings, where: str) -> None:
+    try:
+        validate_settings(settings, where)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def soak_factor(config: pytest.Config) -> int:
@@ -229,16 +255,55 @@ def stop_early(config: pytest.Config) -> bool:
     return bool(config.getini("racecheck_stop_early")) if cli is None else bool(cli)
 
 
-def report_path(config: pytest.Config) -> Path | None:
-    """Where to write the JSON report: the option's path is taken from the directory pytest
-    was started in, the ini key's from the ini file's directory (as pytest does for paths)."""
-    cli = config.getoption("racecheck_report")
+def report_path(config: pytest.Config, name: str = "report") -> Path | None:
+    """Where to write the JSON report (``name="html"``: the HTML page): the option's path is
+    taken from the directory pytest was started in, the ini key's from the ini file's
+    directory (as pytest does for paths)."""
+    cli = config.getoption(f"racecheck_{name}")
     if cli:
         return config.invocation_params.dir / cli
-    ini = config.getini("racecheck_report")
+    ini = config.getini(f"racecheck_{name}")
     if ini:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         return base / str(ini)
+    return None
+
+
+def check_report_path(config: pytest.Config, name: str = "report") -> Path | None:
+    """The report's path (``name="html"``: the HTML page's), checked before any test runs: a
+    run of an hour must not learn at its end that its report cannot be written. A UsageError
+    names the setting and the path."""
+    path = report_path(config, name)
+    if path is None:
+        return None
+    source = (
+        f"--racecheck-{name}" if config.getoption(f"racecheck_{name}") else f"ini racecheck_{name}"
+    )
+    problem = report_path_problem(path)
+    if problem is not None:
+        raise pytest.UsageError(
+            f"{source}={path}: the report cannot be written there: {problem}; "
+            "give a file path in a writable directory"
+        )
+    return path
+
+
+def report_path_problem(path: Path) -> str | None:
+    """Why the report could not be written to ``path`` (its directory is made if missing),
+    or None."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            return f"no part of {path.parent} exists"
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable"
     return None
 
 
@@ -259,4 +324,12 @@ def marker_settings(node: pytest.Item) -> dict[str, Any]:
             f"it takes {', '.join(SETTINGS)}",
             pytrace=False,
         )
+    given = {k: v for k, v in marker.kwargs.items() if v is not None}
+    try:
+        validate_settings(
+            DEFAULTS.replace(**given),
+            f"@pytest.mark.race({', '.join(f'{k}={v!r}' for k, v in given.items())})",
+        )
+    except (TypeError, ValueError) as exc:
+        pytest.fail(f"{node.nodeid}: {exc}", pytrace=False)
     return dict(marker.kwargs)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_racecheck.outcomes import MAX_STEPS, Step
 from pytest_racecheck.protocol import At, Pass, Statement
 
 
@@ -32,25 +34,48 @@ class RacerPoints:
         self._hold_all = hold_all
         self._left: Counter[str] = Counter()
         self.last: str | None = None
+        self.steps: list[Step] = []
 
     def begin_round(self) -> None:
         self._left = Counter(self._held)
         self.last = None
+        self.steps = []
 
-    def reach(self, name: str, statement: bool = False, info: Statement | None = None) -> None:
+    def reach(
+        self,
+        name: str,
+        statement: bool = False,
+        sql: str | None = None,
+        conn: int = 0,
+        info: Statement | None = None,
+    ) -> None:
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
+        reached = _real_ns()
+        if self.holds(name):
+            self._hold(name, info)
+        if len(self.steps) < MAX_STEPS:  # the timeline of the round, for the reports
+            self.steps.append(Step(name, reached, _real_ns(), sql, conn))
+
+    def holds(self, name: str) -> bool:
+        """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
         if self._hold_all:
-            self._hold(name, info)
-        elif self._left[name] > 0:
+            return True
+        if self._left[name] > 0:
             self._left[name] -= 1
-            self._hold(name, info)
+            return True
+        return False
 
     def _hold(self, name: str, info: Statement | None = None) -> None:
         self._channel.send(At(name, info))
         reply = self._channel.recv()
         if reply != Pass(name):
             raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
+
+
+def _real_ns() -> int:
+    """The monotonic clock, also under a virtual clock: a step's times are real."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 _racer: RacerPoints | None = None
@@ -63,13 +88,17 @@ def point(name: str) -> None:
         racer.reach(name)
 
 
-def statement(name: str, info: Statement | None = None) -> None:
+def statement(
+    name: str, sql: str | None = None, conn: int = 0, info: Statement | None = None
+) -> None:
     """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too.
 
-    ``info`` says what it is, for explore's search to tell which statements conflict."""
+    ``sql`` is its text for the reports (parameters bound where known), ``conn`` the racer's
+    number for the connection that sends it, ``info`` what explore's search reads to tell which
+    statements conflict (the whole text, the kind of database, the transaction)."""
     racer = _racer
     if racer is not None:
-        racer.reach(name, statement=True, info=info)
+        racer.reach(name, statement=True, sql=sql, conn=conn, info=info)
 
 
 def activate(racer: RacerPoints | None) -> None:

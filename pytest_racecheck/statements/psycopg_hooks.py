@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
@@ -33,16 +34,14 @@ from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.protocol import Statement
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements import pg_backends
+from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
 
 _active = False
 # -- psycopg 3 ----------------------------------------------------------------------------
 
 _MISSING = object()
 _patches: list[tuple[Any, str, object]] = []  # (class or module, name, original)
-_on_backend_pid: Callable[[int], None] | None = None
-_on_connect: Callable[[], None] | None = None
-_seen_pids: set[int] = set()
 
 
 def _query_text(query: Any, conn: Any) -> str:
@@ -77,35 +76,63 @@ def _composable_text(query: Any) -> str:
 
 
 def _report_backend_pid(conn: Any) -> None:
-    """Tell ``on_backend_pid`` about the connection's backend, once per pid."""
-    callback = _on_backend_pid
-    if callback is not None:
-        try:
-            pid = int(conn.pgconn.backend_pid)
-        except Exception:
-            pid = 0
-        if pid and pid not in _seen_pids:
-            _seen_pids.add(pid)
-            callback(pid)
+    """Tell the controller about the connection's backend, once per pid."""
+    try:
+        pid = int(conn.pgconn.backend_pid)
+    except Exception:
+        pid = 0
+    pg_backends.report(pid)
 
 
-def _pg_point(conn: Any, short: str, frame: FrameType | None, sql: str = "") -> None:
+def _pg_point(conn: Any, short: str, frame: FrameType | None, sql: str | None = None) -> None:
     _report_backend_pid(conn)
     points.statement(
-        f"{short} @ {where(frame)}", Statement(sql or short, "postgres", _transaction(conn))
+        f"{short} @ {where(frame)}",
+        kept_sql(sql or short),
+        connection_number(conn),
+        Statement(sql or short, "postgres", transaction_state(conn)),
     )
 
 
-def _transaction(conn: Any) -> str:
-    """'begin' when the statement opens a transaction implicitly (not autocommit, idle), 'open'
-    inside one, '' in autocommit outside one."""
+def transaction_state(conn: Any) -> str:
+    """For explore's search: 'begin' when the statement opens a transaction implicitly (not
+    autocommit, idle), 'open' inside one, '' in autocommit outside one (psycopg 2 and 3)."""
     try:
-        idle = conn.pgconn.transaction_status == 0  # pq.TransactionStatus.IDLE
-        if idle:
+        pgconn = getattr(conn, "pgconn", None)
+        status = pgconn.transaction_status if pgconn else conn.get_transaction_status()
+        if status == 0:  # IDLE in both drivers
             return "" if conn.autocommit else "begin"
     except Exception:
         return ""
     return "open"
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def bound_text(sql: str, params: Any) -> str:
+    """``sql`` with psycopg's ``%s`` / ``%(name)s`` placeholders replaced by the parameters as
+    literals, for the reports (never sent anywhere); text it cannot bind is left as it is."""
+    if not params:
+        return sql
+    try:
+        if isinstance(params, dict):
+            return re.sub(
+                r"%\((\w+)\)s", lambda m: _literal(params[m.group(1)]), sql.replace("%%", "\0")
+            ).replace("\0", "%")
+        values = iter(list(params))
+        return re.sub(r"%[sbt]", lambda m: _literal(next(values)), sql.replace("%%", "\0")).replace(
+            "\0", "%"
+        )
+    except (KeyError, StopIteration, TypeError):
+        return sql
 
 
 def _patch_connect(cls: type | None, is_async: bool) -> None:
@@ -118,11 +145,7 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
     function = original.__func__
 
     def starting() -> bool:
-        announce = _on_connect
-        if points._racer is None or not _active or announce is None:
-            return False
-        announce()
-        return True
+        return _active and pg_backends.connecting()
 
     async def connect_async(klass: Any, *args: Any, **kwargs: Any) -> Any:
         announced = starting()
@@ -144,9 +167,9 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
     cls.connect = classmethod(connect)  # type: ignore[attr-defined]
 
 
-def _pg_query_point(conn: Any, query: Any, frame: FrameType | None) -> None:
+def _pg_query_point(conn: Any, query: Any, frame: FrameType | None, params: Any = None) -> None:
     text = _query_text(query, conn)
-    _pg_point(conn, short_sql(text) or "SQL", frame, text)
+    _pg_point(conn, short_sql(text) or "SQL", frame, bound_text(text, params))
 
 
 # A hook's check: called with the frame of the wrapped method's caller and the method's own
@@ -250,7 +273,8 @@ def _patch_all() -> None:
     def query(frame: FrameType, cursor: Any, *args: Any, **kwargs: Any) -> None:
         # execute(query, ...), executemany(query, ...), stream(query, ...), copy(statement, ...)
         sql = args[0] if args else kwargs.get("query", kwargs.get("statement"))
-        _pg_query_point(cursor.connection, sql, frame)
+        params = args[1] if len(args) > 1 else kwargs.get("params")
+        _pg_query_point(cursor.connection, sql, frame, params)
 
     def end(short: str) -> _Before:
         def before(frame: FrameType, conn: Any) -> None:
@@ -308,20 +332,16 @@ def _patch_all() -> None:
         psycopg.connect = psycopg.Connection.connect  # type: ignore[assignment]
 
 
-def install(
-    on_backend_pid: Callable[[int], None] | None, on_connect: Callable[[], None] | None
-) -> None:
-    """Patch psycopg's classes (once) and set the callbacks (each time)."""
-    global _active, _on_backend_pid, _on_connect
-    _on_backend_pid, _on_connect = on_backend_pid, on_connect
-    _seen_pids.clear()
+def install() -> None:
+    """Patch psycopg's classes (once)."""
+    global _active
     if not _active:
         _patch_all()
         _active = True
 
 
 def uninstall() -> None:
-    global _active, _on_backend_pid, _on_connect
+    global _active
     _active = False
     while _patches:
         cls, attr, original = _patches.pop()
@@ -329,5 +349,3 @@ def uninstall() -> None:
             delattr(cls, attr)
         else:
             setattr(cls, attr, original)
-    _on_backend_pid = _on_connect = None
-    _seen_pids.clear()

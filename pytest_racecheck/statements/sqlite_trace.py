@@ -32,12 +32,13 @@ from __future__ import annotations
 import sqlite3
 import sqlite3.dbapi2 as dbapi2
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.protocol import Statement
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
 
 # -- sqlite3 ------------------------------------------------------------------------------
 
@@ -47,16 +48,25 @@ _original_dbapi2_connect: Any = None
 _connection_classes: dict[type, type] = {}
 _cursor_classes: dict[type, type] = {}
 _STATE = "_racecheck_statements"
+_relay = threading.local()
+
+
+def relay_points(reach: Callable[[str], None] | None) -> None:
+    """On this thread, hand each traced statement's short SQL to ``reach`` instead of making
+    its point here (``None``: make it here again). aiosqlite runs sqlite3 on a thread of its
+    own; its statements' points belong to the event loop's thread, the racer's own."""
+    _relay.reach = reach
 
 
 class _TraceState:
     """Per connection: the user's trace callback and the text of the last traced statement."""
 
-    __slots__ = ("last", "trace", "user")
+    __slots__ = ("conn", "last", "trace", "user")
 
-    def __init__(self) -> None:
+    def __init__(self, conn: int = 0) -> None:
         self.user: Callable[[str], object] | None = None
         self.last: str | None = None
+        self.conn = conn
         state = self
 
         def trace(sql: str) -> None:
@@ -65,9 +75,16 @@ class _TraceState:
                 state.last = sql
                 short = short_sql(sql)
                 if short:  # '-- TRIGGER name' (Python 3.10) and other comment-only text
-                    points.statement(
-                        f"{short} @ {where(sys._getframe(1))}", Statement(sql, "sqlite")
-                    )
+                    reach = getattr(_relay, "reach", None)
+                    if reach is None:
+                        points.statement(
+                            f"{short} @ {where(sys._getframe(1))}",
+                            kept_sql(sql),
+                            state.conn,
+                            Statement(sql, "sqlite"),
+                        )
+                    else:
+                        reach(short)
             user = state.user
             if user is not None:
                 user(sql)
@@ -78,7 +95,7 @@ class _TraceState:
 def _state_of(conn: sqlite3.Connection) -> _TraceState:
     state = conn.__dict__.get(_STATE) if hasattr(conn, "__dict__") else None
     if state is None:
-        state = _TraceState()
+        state = _TraceState(connection_number(conn))
         if hasattr(conn, "__dict__"):
             conn.__dict__[_STATE] = state
     return state
