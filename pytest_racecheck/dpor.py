@@ -50,6 +50,10 @@ _UNREDUCED = Footprint(everything=True, overlaps=True)
 """Without the reduction every step conflicts with every other and may overlap it."""
 
 
+MAX_RETRIES = 2
+"""How often a choice is tried again when its round strayed from the tree (timing)."""
+
+
 def _depends(a: Footprint, b: Footprint, reduce: bool) -> bool:
     return dependent(a, b) if reduce else True
 
@@ -64,6 +68,7 @@ class _Node:
     backtrack: list[Choice] = field(default_factory=list)
     done: dict[Choice, Footprint] = field(default_factory=dict)
     taken: Choice = ()
+    retries: int = 0
     plans: list[tuple[Choice, ...]] = field(default_factory=list)
     """Sequences to run from here that end in a joint step (see ``DPOR._reverse``)."""
     planned: int = 0
@@ -103,6 +108,7 @@ class DPOR:
     _clocks: list[dict[int, int]] = field(default_factory=list)
     _last: dict[int, int] = field(default_factory=dict)
     _plan: list[Choice] = field(default_factory=list)
+    _retry: bool = False
     _next_plan: list[Choice] = field(default_factory=list)
     _next_sql: dict[int, str] = field(default_factory=dict)
     _transaction: dict[int, str] = field(default_factory=dict)
@@ -133,7 +139,7 @@ class DPOR:
         self._depth, self._dead = 0, False
         self._events, self._clocks, self._last, self._steps = [], [], {}, {}
         self.next_steps, self._next_sql, self._transaction = {}, {}, {}
-        self._plan = []
+        self._plan, self._retry = [], False
 
     def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
         unknown = EVERYTHING if self.reduce else _UNREDUCED
@@ -150,10 +156,11 @@ class DPOR:
                 self._plan = list(self._next_plan)
             fresh = depth == self.target
             if set(node.pending) != set(enabled):
-                # the round did not repeat the tree (another racer was held, or none): what
-                # this round does below here is not a branch of it
+                # the round did not repeat the tree (another racer was held, or none: a racer
+                # judged blocked by timing): what it does below here is not a branch of it
                 self.diverged += 1
                 self._dead, fresh = True, False
+                self._retry = True
                 choice = _default(enabled, previous, {})
         else:
             choice = self._new_node(pending, previous)
@@ -164,6 +171,16 @@ class DPOR:
     def end(self) -> None:
         for racer, n in self._steps.items():
             self.most_steps[racer] = max(self.most_steps.get(racer, 0), n)
+        if self._retry and 0 <= self.target < len(self.nodes):
+            node = self.nodes[self.target]
+            if node.retries < MAX_RETRIES:  # try the same choice again: timing may differ
+                node.retries += 1
+                self.diverged -= 1
+                if node.taken in node.done and not self._next_plan:
+                    del node.done[node.taken]
+                elif node.planned:
+                    node.planned -= 1
+                del self.nodes[self.target + 1 :]
         while self.nodes:
             node = self.nodes[-1]
             left = node.left()
@@ -196,7 +213,10 @@ class DPOR:
 
     def _new_node(self, pending: dict[int, Footprint], previous: int | None) -> Choice:
         depth = len(self.nodes)
-        if depth == 0:
+        if depth == 0 or len(self.nodes[-1].taken) > 1:
+            # Below a joint step nothing sleeps: a joint step is no transition of the theory's
+            # (it is neither order of its two statements), so what its siblings explored does
+            # not cover what follows it.
             sleep: dict[Choice, Footprint] = {}
         else:
             parent = self.nodes[-1]

@@ -50,6 +50,11 @@ class Footprint:
     inserts: frozenset[str] = frozenset()
     """Tables the step inserts into: two inserts into one table never commute (ids, uniques)."""
     everything: bool = False
+    reads_then_writes: bool = False
+    """It writes after reading rows it does not write through a query of its own (``INSERT ...
+    SELECT ... WHERE NOT EXISTS``, an ``UPDATE`` with a subquery): the shape of a race inside
+    one statement. A plain ``INSERT``, an upsert or an ``UPDATE ... WHERE`` on the rows it
+    writes waits for a conflicting row's lock and then sees it: as if in some order."""
     overlaps: bool = False
     """It can race with another statement *inside* the database, so releasing both at once can
     give what no order of the two gives: a PostgreSQL statement outside an explicit transaction
@@ -61,11 +66,9 @@ class Footprint:
             self.writes | other.writes,
             self.inserts | other.inserts,
             self.everything or other.everything,
+            self.reads_then_writes or other.reads_then_writes,
             self.overlaps and other.overlaps,
         )
-
-    def reads_and_writes(self) -> bool:
-        return bool(self.reads and self.writes)
 
     def describe(self) -> str:
         if self.everything:
@@ -197,7 +200,14 @@ def step_footprint(
 
 def may_overlap(a: Footprint, b: Footprint) -> bool:
     """Whether releasing both steps at once can give what neither order gives."""
-    return a.overlaps and b.overlaps and (a.reads_and_writes() or b.reads_and_writes())
+    return (
+        a.overlaps
+        and b.overlaps
+        and (
+            (a.reads_then_writes and _touches(b.writes, a.reads))
+            or (b.reads_then_writes and _touches(a.writes, b.reads))
+        )
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -290,7 +300,15 @@ def _statement_footprint(node: Any) -> Footprint:
     named = {_table_name(t) for t in node.find_all(exp.Table)}
     covered = {t for t, _ in reads | writes}
     reads |= {(t, frozenset()) for t in named - covered if t}
-    return Footprint(frozenset(reads), frozenset(writes), frozenset(inserts))
+    queries = any(True for _ in node.find_all(exp.Select)) or any(
+        node.args.get(arg) for arg in ("from", "from_", "using")
+    )
+    return Footprint(
+        frozenset(reads),
+        frozenset(writes),
+        frozenset(inserts),
+        reads_then_writes=bool(writes) and queries,
+    )
 
 
 def _table_name(table: exp.Table) -> str:

@@ -30,8 +30,10 @@ def write_sql(table: str, key: int | None) -> str:
 
 
 def read_write_sql(table: str, key: int | None) -> str:
-    """Reads and writes in one statement: two at once can both read the old value."""
-    return f"UPDATE {table} SET v = v + 1" + (f" WHERE k = {key}" if key is not None else "")
+    """Reads through a query, then writes, in one statement: two at once can both read the old
+    value (as two INSERT ... WHERE NOT EXISTS can)."""
+    where = f" WHERE k = {key}" if key is not None else ""
+    return f"UPDATE {table} SET v = (SELECT max(v) FROM {table}{where}){where}"
 
 
 PARSE = {}
@@ -44,9 +46,9 @@ def meaning(sql: str) -> tuple[str, str | None, tuple[int, ...]]:
     if sql == "COMMIT":
         result: tuple[str, str | None, tuple[int, ...]] = ("commit", None, ())
     else:
-        kind = "read" if sql.startswith("SELECT") else "rw" if "v + 1" in sql else "write"
+        kind = "read" if sql.startswith("SELECT") else "rw" if "max(v)" in sql else "write"
         table = sql.split()[3] if kind == "read" else sql.split()[1]
-        keys = (int(sql.rsplit(" ", 1)[1]),) if "WHERE" in sql else KEYS
+        keys = (int(sql.rsplit(" ", 1)[1]),) if sql.endswith(("1", "2")) else KEYS
         result = (kind, table, keys)
     PARSE[sql] = result
     return result
