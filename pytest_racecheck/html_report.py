@@ -128,13 +128,13 @@ def timeline_svg(rnd: dict[str, Any], dom_id: str = "t") -> str:
     scale = plot / span
 
     def x(ms: float) -> float:
-        return round(LEFT + ms * scale, 2)
+        return round(LEFT + ms * scale, 1)
 
     height = TOP + LANE * len(racers) + 24
     hatch = f"{dom_id}-hatch"
     out = [
         f'<svg class="timeline" id="{_e(dom_id)}" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'width="100%" viewBox="0 0 {WIDTH} {height}" style="max-width:{WIDTH}px" role="img" '
         f'aria-label="timeline of round {_e(rnd.get("index"))}">',
         f'<defs><pattern id="{_e(hatch)}" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde7e9"/>'
@@ -211,13 +211,13 @@ def _step_svg(
     stroke = ' class="marked"' if is_marked else ""
     parts.append(
         f'<rect class="{kind}{" in-anomaly" if in_anomaly else ""}" x="{left}" y="{y}" '
-        f'width="{width:.2f}" height="{BOX}" rx="3"/>'
+        f'width="{width:.1f}" height="{BOX}" rx="3"/>'
     )
     if step.get("blocked_at_ms") is not None:
         wait_left = max(x(step["blocked_at_ms"]), left)
         parts.append(
             f'<rect class="wait" fill="url(#{_e(hatch)})" x="{wait_left}" y="{y + 3}" '
-            f'width="{max(right - wait_left, 2):.2f}"'
+            f'width="{max(right - wait_left, 2):.1f}"'
             f' height="{BOX - 6}"><title>lock wait</title></rect>'
         )
     label = _fit(_short(step["name"]), width - 4)
@@ -225,7 +225,7 @@ def _step_svg(
         parts.append(f'<text x="{left + 3}" y="{y + BOX / 2 + 4}">{_e(label)}</text>')
     if is_marked:
         parts.append(
-            f'<rect{stroke} x="{left - 2}" y="{y - 2}" width="{width + 4:.2f}" '
+            f'<rect{stroke} x="{left - 2}" y="{y - 2}" width="{width + 4:.1f}" '
             f'height="{BOX + 4}" rx="4" fill="none"/>'
             f'<text class="mark-label" x="{left}" y="{y - 4}">✗ breaks here</text>'
         )
