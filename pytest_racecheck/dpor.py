@@ -65,9 +65,14 @@ class _Node:
     pending: dict[int, Footprint]
     sleep: dict[Choice, Footprint]
     previous: int | None
+    parent: _Node | None = None
+    edge: Choice = ()
+    """The choice at the parent that leads here."""
+    depth: int = 0
+    cost: int = 0
+    """Preemptions on the way here (see :func:`_preempts`)."""
     backtrack: list[Choice] = field(default_factory=list)
     done: dict[Choice, Footprint] = field(default_factory=dict)
-    taken: Choice = ()
     retries: int = 0
     plans: list[tuple[Choice, ...]] = field(default_factory=list)
     """Sequences to run from here that end in a joint step (see ``DPOR._reverse``)."""
@@ -86,6 +91,19 @@ class _Node:
     def step(self, choice: Choice) -> Footprint:
         return _combined([self.pending[racer] for racer in choice])
 
+    def path(self) -> list[_Node]:
+        nodes: list[_Node] = []
+        node: _Node | None = self
+        while node is not None:
+            nodes.append(node)
+            node = node.parent
+        return nodes[::-1]
+
+
+def _preempts(node: _Node, choice: Choice) -> int:
+    """1 for a switch away from a racer that could go on, or for a joint step; else 0."""
+    return int(len(choice) > 1 or (node.previous in node.pending and choice != (node.previous,)))
+
 
 @dataclass
 class DPOR:
@@ -94,6 +112,9 @@ class DPOR:
     reduce: bool = True
     name: str = "dpor"
     nodes: list[_Node] = field(default_factory=list)
+    """The nodes of this round's path, from the root."""
+    open_nodes: dict[int, _Node] = field(default_factory=dict)
+    """The nodes that may have something left to try, by id."""
     target: int = -1
     """The depth where this round takes a new choice (-1: the first round)."""
     next_steps: dict[int, Footprint] = field(default_factory=dict)
@@ -108,6 +129,8 @@ class DPOR:
     _clocks: list[dict[int, int]] = field(default_factory=list)
     _last: dict[int, int] = field(default_factory=dict)
     _plan: list[Choice] = field(default_factory=list)
+    _taken: list[Choice] = field(default_factory=list)
+    _target_choice: Choice = ()
     _retry: bool = False
     _next_plan: list[Choice] = field(default_factory=list)
     _next_sql: dict[int, str] = field(default_factory=dict)
@@ -139,7 +162,7 @@ class DPOR:
         self._depth, self._dead = 0, False
         self._events, self._clocks, self._last, self._steps = [], [], {}, {}
         self.next_steps, self._next_sql, self._transaction = {}, {}, {}
-        self._plan, self._retry = [], False
+        self._plan, self._retry, self._taken = [], False, []
 
     def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
         unknown = EVERYTHING if self.reduce else _UNREDUCED
@@ -151,10 +174,12 @@ class DPOR:
             choice = _default(enabled, previous, {})
         elif depth < len(self.nodes):
             node = self.nodes[depth]
-            choice = node.taken
-            if depth == self.target:
-                self._plan = list(self._next_plan)
             fresh = depth == self.target
+            if fresh:
+                choice = self._target_choice
+                self._plan = list(self._next_plan)
+            else:
+                choice = self.nodes[depth + 1].edge
             if set(node.pending) != set(enabled):
                 # the round did not repeat the tree (another racer was held, or none: a racer
                 # judged blocked by timing): what it does below here is not a branch of it
@@ -165,6 +190,7 @@ class DPOR:
         else:
             choice = self._new_node(pending, previous)
             fresh = not self._dead
+        self._taken.append(choice)
         self._record(choice, pending, fresh)
         return choice
 
@@ -176,27 +202,42 @@ class DPOR:
             if node.retries < MAX_RETRIES:  # try the same choice again: timing may differ
                 node.retries += 1
                 self.diverged -= 1
-                if node.taken in node.done and not self._next_plan:
-                    del node.done[node.taken]
-                elif node.planned:
+                if self._next_plan:
                     node.planned -= 1
-                del self.nodes[self.target + 1 :]
-        while self.nodes:
-            node = self.nodes[-1]
-            left = node.left()
-            self.target = len(self.nodes) - 1
-            if left:
-                node.taken = left[0]
-                node.done[node.taken] = node.step(node.taken)
-                self._next_plan = []
-                return
+                else:
+                    node.done.pop(self._target_choice, None)
+                self.open_nodes[id(node)] = node
+        self._next_target()
+
+    def _next_target(self) -> None:
+        """The cheapest choice left anywhere in the tree (fewest preemptions, then deepest):
+        most bugs need one or two preemptions, so they come early, as in the unreduced
+        search. The order in which a node's choices are taken does not change what is
+        explored in the end, only when."""
+        best: tuple[int, int] | None = None
+        chosen: tuple[_Node, Choice, list[Choice]] | None = None
+        for key_, node in list(self.open_nodes.items()):
+            options = [(c, []) for c in node.left()]
             if node.planned < len(node.plans):
                 plan = node.plans[node.planned]
-                node.planned += 1
-                node.taken, self._next_plan = plan[0], list(plan[1:])
-                return
-            self.nodes.pop()
-        self._finished = True
+                options.append((plan[0], list(plan[1:])))
+            if not options:
+                del self.open_nodes[key_]  # until a race adds to it again
+            for choice, rest in options:
+                key = (node.cost + _preempts(node, choice) + len(rest), -node.depth)
+                if best is None or key < best:
+                    best, chosen = key, (node, choice, rest)
+        if chosen is None:
+            self._finished = True
+            return
+        node, choice, rest = chosen
+        if rest:
+            node.planned += 1
+        else:
+            node.done[choice] = node.step(choice)
+        self.nodes = node.path()
+        self.target = node.depth
+        self._target_choice, self._next_plan = choice, rest
 
     def done(self) -> bool:
         return self._finished
@@ -213,19 +254,20 @@ class DPOR:
 
     def _new_node(self, pending: dict[int, Footprint], previous: int | None) -> Choice:
         depth = len(self.nodes)
-        if depth == 0 or len(self.nodes[-1].taken) > 1:
+        edge = self._taken[-1] if depth else ()
+        if depth == 0 or len(edge) > 1:
             # Below a joint step nothing sleeps: a joint step is no transition of the theory's
             # (it is neither order of its two statements), so what its siblings explored does
             # not cover what follows it.
             sleep: dict[Choice, Footprint] = {}
         else:
             parent = self.nodes[-1]
-            step = parent.step(parent.taken)
-            asleep = {**parent.sleep, **{c: f for c, f in parent.done.items() if c != parent.taken}}
+            step = parent.step(edge)
+            asleep = {**parent.sleep, **{c: f for c, f in parent.done.items() if c != edge}}
             sleep = {
                 c: f
                 for c, f in asleep.items()
-                if not set(c) & set(parent.taken) and not _depends(f, step, self.reduce)
+                if not set(c) & set(edge) and not _depends(f, step, self.reduce)
             }
         choice = _default(list(pending), previous, sleep)
         if self._plan:  # the way to a joint step: taken even where asleep (the joint is new)
@@ -238,10 +280,11 @@ class DPOR:
             self.sleep_blocked += 1
             self._dead = True
             return _default(list(pending), previous, {})
-        node = _Node(dict(pending), sleep, previous)
+        parent_node = self.nodes[-1] if depth else None
+        cost = parent_node.cost + _preempts(parent_node, edge) if parent_node else 0
+        node = _Node(dict(pending), sleep, previous, parent_node, edge, depth, cost)
         self.nodes.append(node)
         node.add(choice)
-        node.taken = choice
         node.done[choice] = node.step(choice)
         return choice
 
@@ -281,9 +324,11 @@ class DPOR:
             pass
         elif held:
             node.add((next((r for r in held if r in choice), held[0]),))
+            self.open_nodes[id(node)] = node
         else:
             for other in node.pending:
                 node.add((other,))
+            self.open_nodes[id(node)] = node
 
     def _leads_to(self, k: int, before: list[int]) -> bool:
         """Event k happens before the new event (whose direct predecessors are ``before``)."""
@@ -305,10 +350,12 @@ class DPOR:
         node = self.nodes[e]
         if not way:
             node.add(joint)
+            self.open_nodes[id(node)] = node
             return
         plan = (*(self._events[k][0] for k in way), joint)
         if plan not in node.plans:
             node.plans.append(plan)
+            self.open_nodes[id(node)] = node
 
     def _record(self, choice: Choice, pending: Mapping[int, Footprint], fresh: bool) -> None:
         step = _combined([pending.get(racer, EVERYTHING) for racer in choice])
