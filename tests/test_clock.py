@@ -263,8 +263,16 @@ def test_stalled_holder_unchecked_both_believe_they_hold(race: Any, work_db: Dat
         reset=lambda: reset_work(work_db),
     )
     assert result.counts("worked as the holder") == [2] * 5
-    with pytest.raises(AssertionError, match="exactly one"):
+    with pytest.raises(AssertionError, match="exactly one") as failure:
         result.assert_exactly_one("worked as the holder")
+    # the report shows the round's timeline on the clock (the two sleeps in either order)
+    timeline = str(failure.value).split("virtual clock (since the round began):\n")[1]
+    events = [line.split() for line in timeline.splitlines()[:4]]
+    assert sorted(events[:2]) == [
+        ["+0s", "racer", "0", "sleeps", "31m"],
+        ["+0s", "racer", "1", "sleeps", "30m1s"],
+    ]
+    assert events[2:] == [["+30m1s", "racer", "1", "wakes"], ["+31m", "racer", "0", "wakes"]]
 
 
 def test_stalled_holder_token_checked_finds_it_lost(race: Any, work_db: Database) -> None:
