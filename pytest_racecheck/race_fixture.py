@@ -163,6 +163,7 @@ class Race:
         start_method: str | None = None,
         explore: int | None = None,
         seed: int | None = None,
+        clock: str | None = None,
         stall_timeout: float | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
@@ -183,6 +184,7 @@ class Race:
             "start_method": start_method,
             "explore": explore,
             "seed": seed,
+            "clock": clock,
             "stall_timeout": stall_timeout,
         }
         config = self._request.config
@@ -373,7 +375,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, stall_timeout=,
-    start_method=, explore=, seed=, meet_at=, pause_after=, pause_before=, schedule=,
+    start_method=, explore=, seed=, clock=, meet_at=, pause_after=, pause_before=, schedule=,
     racer_setup=, racer_teardown=, **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer,
     every round, and returns a RaceResult to assert on (a result never checked gets a
     warning). Defaults come from @pytest.mark.race(...), then --racecheck-* options, then
