@@ -8,6 +8,7 @@ the call to :func:`run_race`, whether it passes, fails, times out or is interrup
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ import multiprocess.synchronize
 
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
-from pytest_racecheck.clock import SLEEP_POINT, VirtualClock
+from pytest_racecheck.clock import SLEEP_POINT, VirtualClock, format_duration
 from pytest_racecheck.descendants import kill_group
 from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
@@ -292,12 +293,13 @@ class Controller:
             racer.finished, racer.at_point = False, None
         self.round = state = _RoundState(number)
         gate.arm(number)
+        if self.clock is not None:
+            self.clock.begin_round()
         while len(state.outcomes) < len(self.racers):
             self._step()
-        if self.clock is not None:
-            self.clock.forget()
+        timeline = self.clock.end_round() if self.clock is not None else ()
         self.coordinator.end_round()
-        return self._judge(state)
+        return dataclasses.replace(self._judge(state), clock=timeline)
 
     def _check_targets(self) -> None:
         """A held target that no racer reached in any round means nothing was forced."""
@@ -424,7 +426,7 @@ class Controller:
     def _clock_step(self, seconds: float) -> None:
         """A schedule's clock step (``"+31m"``)."""
         assert self.clock is not None
-        self.clock.advance(seconds)
+        self.clock.advance(seconds, f"the schedule moves the clock {format_duration(seconds)}")
         self._wake(self.clock.due())
 
     def racer_setup_error(self, racer: _Racer, message: SetupError) -> None:
