@@ -21,8 +21,12 @@ other commits, and then sees its run, so no order can fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,6 +137,42 @@ def test_every_aiosqlite_statement_is_a_point_on_the_loops_thread(tmp_path, rec)
         f"UPDATE runs @ {line('s-script')}",
         f"DELETE runs @ {line('s-script')}",
     ]
+
+
+def test_an_aiosqlite_statement_nobody_awaits_runs_without_a_point(tmp_path, rec) -> None:
+    """aiosqlite's thread hands each statement's point to the event loop and waits; when the
+    loop is not running, nobody can take the point, and the statement runs without one rather
+    than wait for ever (a call whose caller has gone, a loop that stopped). Deterministic: the
+    statement is queued behind a call that blocks aiosqlite's thread until the loop has
+    stopped, and the check only waits for the statement's effect."""
+    path = str(tmp_path / "a.sqlite3")
+    loop = asyncio.new_event_loop()
+    try:
+        db = loop.run_until_complete(aiosqlite.connect(path, isolation_level=None))
+        gate = threading.Event()
+        queued = [
+            loop.create_task(db._execute(gate.wait)),
+            loop.create_task(db.execute("CREATE TABLE t (x)")),
+        ]
+        loop.run_until_complete(asyncio.sleep(0.05))  # both calls are queued, the loop stops
+        gate.set()
+        deadline = time.monotonic() + 30
+        while not _has_table(path, "t"):
+            assert time.monotonic() < deadline, "the statement waited for a loop that had stopped"
+            time.sleep(0.01)
+        loop.run_until_complete(asyncio.gather(*queued))
+        loop.run_until_complete(db.close())
+    finally:
+        loop.close()
+    assert [name for name in rec.names if "sqlite_master" not in name] == []  # _has_table's
+
+
+def _has_table(path: str, name: str) -> bool:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+            is not None
+        )
 
 
 def test_outside_a_race_the_drivers_reach_nothing(postgres_db, tmp_path) -> None:
@@ -351,3 +391,24 @@ def test_sqlalchemy_on_asyncpg(race, postgres_db) -> None:
     url = postgres_db.uri.replace("postgresql://", "postgresql+asyncpg://", 1)
     setup = functools.partial(sqlalchemy_on_asyncpg, url)
     explore_replay_and_pass(race, sqlalchemy_start, postgres_db, racer_setup=setup)
+
+
+async def two_connections_at_once(path: str) -> int:
+    async with aiosqlite.connect(path) as a, aiosqlite.connect(path) as b:
+        counts = await asyncio.gather(a.execute_fetchall(CHECK), b.execute_fetchall(CHECK))
+    return len(counts)
+
+
+def test_two_aiosqlite_connections_at_once_reach_their_points_one_at_a_time(
+    race, sqlite_db
+) -> None:
+    """Two aiosqlite threads in one racer send statements at the same time: their points are
+    taken on the racer's event loop, one after the other, so explore schedules them like any
+    racer's and never waits for a point that two threads reached at once."""
+    sqlite_db.executescript("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT NOT NULL)")
+    result = race(two_connections_at_once, str(sqlite_db.path), processes=2, explore=10, timeout=60)
+    assert all(rnd.count(2) == 2 for rnd in result.rounds)
+    for rnd in result.rounds:
+        steps = [part for step in rnd.schedule for part in step.split(" & ")]
+        assert sum(part.startswith("0:SELECT runs") for part in steps) == 2, rnd.schedule
+        assert sum(part.startswith("1:SELECT runs") for part in steps) == 2, rnd.schedule

@@ -28,9 +28,10 @@ from typing import Any
 from pytest_racecheck import points
 from pytest_racecheck.statements import sqlite_trace
 from pytest_racecheck.statements.naming import where
+from pytest_racecheck.statements.patching import Patches
 
 _active = False
-_patches: list[tuple[Any, str, object]] = []
+_patches = Patches()
 
 _WAKE_S = 0.05
 """How often aiosqlite's thread, waiting for a relayed point, checks that the loop still runs."""
@@ -113,14 +114,11 @@ def install() -> None:
         return await original(self, _relayed(loop, origin, function))
 
     functools.update_wrapper(_execute, original)
-    _patches.append((cls, "_execute", original))
-    cls._execute = _execute  # type: ignore[method-assign]
+    _patches.replace(cls, "_execute", _execute)
     _active = True
 
 
 def uninstall() -> None:
     global _active
     _active = False
-    while _patches:
-        owner, attr, original = _patches.pop()
-        setattr(owner, attr, original)
+    _patches.restore()

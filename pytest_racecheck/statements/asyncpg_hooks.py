@@ -25,34 +25,21 @@ from __future__ import annotations
 
 import functools
 import sys
-from types import FrameType
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import short_sql
+from pytest_racecheck.statements.patching import Patches
 
 _active = False
-_patches: list[tuple[Any, str, object]] = []  # (class or module, name, original)
+_patches = Patches()
 
 _CONNECTION_QUERY = ("execute", "executemany", "fetch", "fetchval", "fetchrow", "fetchmany")
 _CONNECTION_COPY_QUERY = ("copy_from_query",)
 _CONNECTION_COPY_TABLE = ("copy_from_table", "copy_to_table", "copy_records_to_table")
 _STATEMENT = ("fetch", "fetchval", "fetchrow", "fetchmany", "executemany")
 _INTERNAL = "asyncpg.connection"  # asyncpg's connection calling its own methods
-
-
-def _report_backend_pid(conn: Any) -> None:
-    try:
-        pid = int(conn.get_server_pid())
-    except Exception:
-        pid = 0
-    pg_backends.report(pid)
-
-
-def _point(conn: Any, short: str, frame: FrameType | None) -> None:
-    _report_backend_pid(conn)
-    points.statement(f"{short} @ {where(frame)}")
 
 
 def _wrap(original: Any, statement: Any) -> Any:
@@ -64,7 +51,7 @@ def _wrap(original: Any, statement: Any) -> Any:
             caller = sys._getframe(1)
             if caller.f_globals.get("__name__") != _INTERNAL:
                 conn, short = statement(self, args, kwargs)
-                _point(conn, short or "SQL", caller)
+                pg_backends.statement(conn.get_server_pid, short or "SQL", caller)
         return await original(self, *args, **kwargs)
 
     functools.update_wrapper(method, original)
@@ -90,21 +77,16 @@ def _statement(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
     return self._connection, short_sql(query) if isinstance(query, str) else ""
 
 
-def _patch(owner: Any, attr: str, replacement: Any) -> None:
-    _patches.append((owner, attr, owner.__dict__[attr]))
-    setattr(owner, attr, replacement)
-
-
 def _patch_connect(module: Any, original: Any) -> None:
     async def connect(*args: Any, **kwargs: Any) -> Any:
         announced = _active and pg_backends.connecting()
         conn = await original(*args, **kwargs)
         if announced:
-            _report_backend_pid(conn)
+            pg_backends.report_of(conn.get_server_pid)
         return conn
 
     functools.update_wrapper(connect, original)
-    _patch(module, "connect", connect)
+    _patches.replace(module, "connect", connect)
 
 
 def install() -> None:
@@ -126,22 +108,19 @@ def install() -> None:
     for names, statement in kinds:
         for name in names:
             if name in connection.__dict__:
-                _patch(connection, name, _wrap(connection.__dict__[name], statement))
+                _patches.replace(connection, name, _wrap(connection.__dict__[name], statement))
     prepared = asyncpg.prepared_stmt.PreparedStatement
     for name in _STATEMENT:
         if name in prepared.__dict__:
-            _patch(prepared, name, _wrap(prepared.__dict__[name], _statement))
+            _patches.replace(prepared, name, _wrap(prepared.__dict__[name], _statement))
     original = asyncpg.connection.connect
     _patch_connect(asyncpg.connection, original)
     if asyncpg.__dict__.get("connect") is original:
-        _patches.append((asyncpg, "connect", original))
-        asyncpg.connect = asyncpg.connection.connect
+        _patches.replace(asyncpg, "connect", asyncpg.connection.connect)
     _active = True
 
 
 def uninstall() -> None:
     global _active
     _active = False
-    while _patches:
-        owner, attr, original = _patches.pop()
-        setattr(owner, attr, original)
+    _patches.restore()
