@@ -139,6 +139,45 @@ def test_every_aiosqlite_statement_is_a_point_on_the_loops_thread(tmp_path, rec)
     ]
 
 
+def test_sqlalchemy_on_psycopg2_is_named_for_the_users_line(postgres_db, rec) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    url = postgres_db.uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # the dialect's first queries come before it
+        conn.commit()
+        rec.names.clear()
+        with conn.begin():  # q-begin
+            conn.execute(text("SELECT 2"))  # q-select
+    engine.dispose()
+    assert rec.names == [f"SELECT @ {line('q-select')}", f"COMMIT @ {line('q-begin')}"]
+
+
+async def sqlalchemy_aiosqlite(path: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", poolclass=NullPool)
+    async with engine.connect() as conn:
+        await conn.execute(text("CREATE TABLE runs (id INTEGER PRIMARY KEY)"))  # q-create
+        await conn.execute(text("INSERT INTO runs DEFAULT VALUES"))  # q-insert
+        await conn.commit()  # q-commit
+    await engine.dispose()
+
+
+def test_sqlalchemy_on_aiosqlite_is_named_for_the_users_line(tmp_path, rec) -> None:
+    asyncio.run(sqlalchemy_aiosqlite(str(tmp_path / "a.sqlite3")))
+    assert rec.names[-4:] == [
+        f"CREATE TABLE runs @ {line('q-create')}",
+        f"BEGIN @ {line('q-insert')}",
+        f"INSERT runs @ {line('q-insert')}",
+        f"COMMIT @ {line('q-commit')}",
+    ]
+
+
 def test_an_aiosqlite_statement_nobody_awaits_runs_without_a_point(tmp_path, rec) -> None:
     """aiosqlite's thread hands each statement's point to the event loop and waits; when the
     loop is not running, nobody can take the point, and the statement runs without one rather
