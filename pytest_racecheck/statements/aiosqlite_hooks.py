@@ -23,12 +23,13 @@ import asyncio
 import functools
 import sys
 import threading
+from types import ModuleType
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import sqlite_trace
 from pytest_racecheck.statements.naming import where
-from pytest_racecheck.statements.patching import Patches
+from pytest_racecheck.statements.patching import Patches, forget, when_imported
 
 _active = False
 _patches = Patches()
@@ -91,15 +92,9 @@ def _relayed(loop: asyncio.AbstractEventLoop, origin: str, function: Any) -> Any
     return run
 
 
-def install() -> None:
-    """Patch ``aiosqlite.Connection._execute`` (once), if aiosqlite is there."""
-    global _active
-    if _active:
-        return
-    try:
-        import aiosqlite.core
-    except ImportError:
-        return
+def _patch(aiosqlite: ModuleType) -> None:
+    import aiosqlite.core
+
     cls = aiosqlite.core.Connection
     original = cls.__dict__.get("_execute")
     if original is None:
@@ -115,10 +110,18 @@ def install() -> None:
 
     functools.update_wrapper(_execute, original)
     _patches.replace(cls, "_execute", _execute)
-    _active = True
+
+
+def install() -> None:
+    """Patch ``aiosqlite.Connection._execute`` when aiosqlite is imported (now, if it is)."""
+    global _active
+    if not _active:
+        _active = True
+        when_imported("aiosqlite", _patch)
 
 
 def uninstall() -> None:
     global _active
     _active = False
+    forget("aiosqlite")
     _patches.restore()

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from types import ModuleType
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
 from pytest_racecheck.statements.naming import short_sql
-from pytest_racecheck.statements.patching import Patches
+from pytest_racecheck.statements.patching import Patches, forget, when_imported
 
 _active = False
 _patches = Patches()
@@ -89,17 +90,10 @@ def _patch_connect(module: Any, original: Any) -> None:
     _patches.replace(module, "connect", connect)
 
 
-def install() -> None:
-    """Patch asyncpg's classes and ``connect`` (once), if asyncpg is there."""
-    global _active
-    if _active:
-        return
-    try:
-        import asyncpg
-        import asyncpg.connection
-        import asyncpg.prepared_stmt
-    except ImportError:
-        return
+def _patch(asyncpg: ModuleType) -> None:
+    import asyncpg.connection
+    import asyncpg.prepared_stmt
+
     connection = asyncpg.connection.Connection
     kinds = (
         (_CONNECTION_QUERY + _CONNECTION_COPY_QUERY, _connection_query),
@@ -117,10 +111,18 @@ def install() -> None:
     _patch_connect(asyncpg.connection, original)
     if asyncpg.__dict__.get("connect") is original:
         _patches.replace(asyncpg, "connect", asyncpg.connection.connect)
-    _active = True
+
+
+def install() -> None:
+    """Patch asyncpg's classes and ``connect`` when asyncpg is imported (now, if it is)."""
+    global _active
+    if not _active:
+        _active = True
+        when_imported("asyncpg", _patch)
 
 
 def uninstall() -> None:
     global _active
     _active = False
+    forget("asyncpg")
     _patches.restore()

@@ -14,7 +14,8 @@ which call ``execute``, make one point per page), and the connection's ``commit`
 ``rollback`` when a transaction is open (so also ``with conn:``, whose exit calls them). Not
 covered, as for psycopg 3: the ``BEGIN`` psycopg2 sends before the first statement of a
 transaction (it takes no lock and no snapshot), two-phase commit, and connections made before
-:func:`install` or by a ``connect`` imported by name before it.
+:func:`install` or by a ``connect`` imported by name before it. psycopg2 is patched when it
+is first imported, so a racer that does not use it does not import it.
 
 ``connect`` announces itself (``on_connect``) and reports the new backend's pid
 (``info.backend_pid``, no query) as soon as the connection exists.
@@ -23,13 +24,13 @@ transaction (it takes no lock and no snapshot), two-phase commit, and connection
 from __future__ import annotations
 
 import sys
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
 from pytest_racecheck.statements.naming import query_text, short_sql
-from pytest_racecheck.statements.patching import Patches, traced_subclass
+from pytest_racecheck.statements.patching import Patches, forget, traced_subclass, when_imported
 
 _active = False
 _original_connect: Any = None
@@ -154,21 +155,23 @@ def _traced_connect(
     return conn
 
 
-def install() -> None:
-    """Make every new psycopg2 connection through the traced classes (if psycopg2 is there)."""
-    global _active, _original_connect
-    if _active:
-        return
-    try:
-        import psycopg2
-    except ImportError:
-        return
+def _patch(psycopg2: ModuleType) -> None:
+    global _original_connect
     _original_connect = psycopg2.connect
     _patches.replace(psycopg2, "connect", _traced_connect)
-    _active = True
+
+
+def install() -> None:
+    """Make every new psycopg2 connection through the traced classes, from the moment psycopg2
+    is imported (now, if it is)."""
+    global _active
+    if not _active:
+        _active = True
+        when_imported("psycopg2", _patch)
 
 
 def uninstall() -> None:
     global _active
     _active = False
+    forget("psycopg2")
     _patches.restore()
