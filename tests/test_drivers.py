@@ -115,6 +115,21 @@ def test_every_asyncpg_statement_is_a_point_named_for_its_line(postgres_db, rec)
     assert rec.events[:2] == ["connecting", pid]
 
 
+async def asyncpg_pool(dsn: str) -> None:
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=1) as pool:
+        async with pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")  # pool-acquired
+        await pool.fetchval("SELECT 2")  # pool-fetchval
+
+
+def test_asyncpg_pool_statements_are_points_and_its_own_are_not(postgres_db, rec) -> None:
+    """A pool's connections are made through the patched ``connect`` and run the patched
+    methods; the reset a pool sends when a connection comes back is asyncpg's, not a point."""
+    asyncio.run(asyncpg_pool(postgres_db.uri))
+    assert rec.names == [f"SELECT @ {line('pool-acquired')}", f"SELECT @ {line('pool-fetchval')}"]
+    assert rec.events[0] == "connecting" and isinstance(rec.events[1], int)
+
+
 async def aiosqlite_methods(path: str) -> None:
     async with aiosqlite.connect(path) as db:
         await db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)")  # s-create
