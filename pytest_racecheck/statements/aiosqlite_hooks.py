@@ -41,9 +41,11 @@ _WAKE_S = 0.05
 class _Relay:
     """One statement's point, reached on the loop's thread while aiosqlite's thread waits."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, sql: str, conn: int) -> None:
         self.loop = loop
         self.name = name
+        self.sql = sql
+        self.conn = conn
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.started = False
@@ -56,7 +58,7 @@ class _Relay:
                 return
             self.started = True
         try:
-            points.statement(self.name)
+            points.statement(self.name, self.sql, self.conn)
         except BaseException as exc:  # handed to the waiting thread, not to the loop
             self.error = exc
         finally:
@@ -79,8 +81,8 @@ class _Relay:
 def _relayed(loop: asyncio.AbstractEventLoop, origin: str, function: Any) -> Any:
     """``function`` as aiosqlite's thread will run it: its statements' points on ``loop``."""
 
-    def reach(short: str) -> None:
-        _Relay(loop, f"{short} @ {origin}").wait()
+    def reach(short: str, sql: str, conn: int) -> None:
+        _Relay(loop, f"{short} @ {origin}", sql, conn).wait()
 
     def run() -> Any:
         sqlite_trace.relay_points(reach)

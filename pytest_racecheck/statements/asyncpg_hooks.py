@@ -51,31 +51,33 @@ def _wrap(original: Any, statement: Any) -> Any:
         if points._racer is not None and _active:
             caller = sys._getframe(1)
             if caller.f_globals.get("__name__") != _INTERNAL:
-                conn, short = statement(self, args, kwargs)
-                pg_backends.statement(conn.get_server_pid, short or "SQL", caller)
+                conn, short, text = statement(self, args, kwargs)
+                pg_backends.statement(conn.get_server_pid, short or "SQL", caller, text, conn)
         return await original(self, *args, **kwargs)
 
     functools.update_wrapper(method, original)
     return method
 
 
-def _sql(args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> str:
-    query = args[0] if args else kwargs.get(key, "")
-    return short_sql(query) if isinstance(query, str) else ""
+# Each kind of call: its connection, its point's short SQL and the statement's text.
+_Statement = tuple[Any, str, "str | None"]
 
 
-def _connection_query(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
-    return self, _sql(args, kwargs, "query") or _sql(args, kwargs, "command")
+def _connection_query(self: Any, args: Any, kwargs: Any) -> _Statement:
+    query = args[0] if args else kwargs.get("query", kwargs.get("command"))
+    text = query if isinstance(query, str) else None
+    return self, short_sql(text or ""), text
 
 
-def _connection_copy(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
+def _connection_copy(self: Any, args: Any, kwargs: Any) -> _Statement:
     table = args[0] if args else kwargs.get("table_name", "")
-    return self, f"COPY {table}"
+    return self, f"COPY {table}", None
 
 
-def _statement(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
-    query = getattr(self, "_query", "")
-    return self._connection, short_sql(query) if isinstance(query, str) else ""
+def _statement(self: Any, args: Any, kwargs: Any) -> _Statement:
+    query = getattr(self, "_query", None)
+    text = query if isinstance(query, str) else None
+    return self._connection, short_sql(text or ""), text
 
 
 def _patch_connect(module: Any, original: Any) -> None:

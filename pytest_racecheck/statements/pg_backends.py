@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from pytest_racecheck import points
-from pytest_racecheck.statements.naming import where
+from pytest_racecheck.statements.naming import connection_number, kept_sql, where
 
 _on_backend_pid: Callable[[int], None] | None = None
 _on_connect: Callable[[], None] | None = None
@@ -56,7 +56,15 @@ def report_of(backend_pid: Callable[[], object]) -> None:
     report(pid)
 
 
-def statement(backend_pid: Callable[[], object], short: str, frame: FrameType | None) -> None:
-    """A statement about to go out on a backend: report the backend, then reach the point."""
+def statement(
+    backend_pid: Callable[[], object],
+    short: str,
+    frame: FrameType | None,
+    sql: str | None = None,
+    conn: object = None,
+) -> None:
+    """A statement about to go out on a backend: report the backend, then reach the point
+    (``sql``, the statement's text, and ``conn``, its connection, are for the reports)."""
     report_of(backend_pid)
-    points.statement(f"{short} @ {where(frame)}")
+    number = connection_number(conn) if conn is not None else 0
+    points.statement(f"{short} @ {where(frame)}", kept_sql(sql or short), number)

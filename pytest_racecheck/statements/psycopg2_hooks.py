@@ -39,28 +39,30 @@ _connection_classes: dict[type, type] = {}
 _cursor_classes: dict[type, type] = {}
 
 
-def _point(conn: Any, short: str, frame: FrameType | None) -> None:
-    pg_backends.statement(lambda: conn.info.backend_pid, short, frame)
+def _point(conn: Any, short: str, frame: FrameType | None, sql: str | None = None) -> None:
+    pg_backends.statement(lambda: conn.info.backend_pid, short, frame, sql, conn)
 
 
 def _in_race() -> bool:
     return points._racer is not None and _active
 
 
-def _sql_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    query = args[0] if args else kwargs.get("query", kwargs.get("sql"))
-    return short_sql(query_text(query, conn)) or "SQL"
+def _sql_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    text = query_text(args[0] if args else kwargs.get("query", kwargs.get("sql")), conn)
+    return short_sql(text) or "SQL", text
 
 
-def _procedure_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    return f"SELECT {args[0] if args else kwargs.get('procname')}"
+def _procedure_of(
+    conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str, str | None]:
+    return f"SELECT {args[0] if args else kwargs.get('procname')}", None
 
 
-def _copy_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    return f"COPY {args[1] if len(args) > 1 else kwargs.get('table')}"
+def _copy_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    return f"COPY {args[1] if len(args) > 1 else kwargs.get('table')}", None
 
 
-# A cursor's methods that send a statement, each with how to shorten it.
+# A cursor's methods that send a statement, each with its point's short SQL and its text.
 _CURSOR_POINTS = {
     "execute": _sql_of,
     "executemany": _sql_of,
@@ -78,7 +80,8 @@ def _traced_cursor(factory: type) -> type:
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             if _in_race():
                 conn = self.connection
-                _point(conn, short_of(conn, args, kwargs), sys._getframe(1))
+                short, text = short_of(conn, args, kwargs)
+                _point(conn, short, sys._getframe(1), text)
             return original(self, *args, **kwargs)
 
         method.__name__ = method.__qualname__ = name

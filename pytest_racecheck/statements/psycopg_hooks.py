@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
@@ -60,12 +61,40 @@ def _report_backend_pid(conn: Any) -> None:
     pg_backends.report_of(lambda: conn.pgconn.backend_pid)
 
 
-def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
-    pg_backends.statement(lambda: conn.pgconn.backend_pid, short, frame)
+def _pg_point(conn: Any, short: str, frame: FrameType | None, sql: str | None = None) -> None:
+    pg_backends.statement(lambda: conn.pgconn.backend_pid, short, frame, sql, conn)
 
 
 def _query_text(query: Any, conn: Any) -> str:
     return query_text(query, conn, _composable_text)
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def bound_text(sql: str, params: Any) -> str:
+    """``sql`` with psycopg's ``%s`` / ``%(name)s`` placeholders replaced by the parameters as
+    literals, for the reports (never sent anywhere); text it cannot bind is left as it is."""
+    if not params:
+        return sql
+    try:
+        if isinstance(params, dict):
+            return re.sub(
+                r"%\((\w+)\)s", lambda m: _literal(params[m.group(1)]), sql.replace("%%", "\0")
+            ).replace("\0", "%")
+        values = iter(list(params))
+        return re.sub(r"%[sbt]", lambda m: _literal(next(values)), sql.replace("%%", "\0")).replace(
+            "\0", "%"
+        )
+    except (KeyError, StopIteration, TypeError):
+        return sql
 
 
 def _patch_connect(cls: type | None, is_async: bool) -> None:
@@ -99,8 +128,9 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
     _patches.replace(cls, "connect", classmethod(connect))
 
 
-def _pg_query_point(conn: Any, query: Any, frame: FrameType | None) -> None:
-    _pg_point(conn, short_sql(_query_text(query, conn)) or "SQL", frame)
+def _pg_query_point(conn: Any, query: Any, frame: FrameType | None, params: Any = None) -> None:
+    text = _query_text(query, conn)
+    _pg_point(conn, short_sql(text) or "SQL", frame, bound_text(text, params))
 
 
 # A hook's check: called with the frame of the wrapped method's caller and the method's own
@@ -202,7 +232,8 @@ def _patch_all() -> None:
     def query(frame: FrameType, cursor: Any, *args: Any, **kwargs: Any) -> None:
         # execute(query, ...), executemany(query, ...), stream(query, ...), copy(statement, ...)
         sql = args[0] if args else kwargs.get("query", kwargs.get("statement"))
-        _pg_query_point(cursor.connection, sql, frame)
+        params = args[1] if len(args) > 1 else kwargs.get("params")
+        _pg_query_point(cursor.connection, sql, frame, params)
 
     def end(short: str) -> _Before:
         def before(frame: FrameType, conn: Any) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_racecheck import points
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
 from pytest_racecheck.statements.patching import traced_subclass
 
 # -- sqlite3 ------------------------------------------------------------------------------
@@ -51,9 +51,10 @@ _STATE = "_racecheck_statements"
 _relay = threading.local()
 
 
-def relay_points(reach: Callable[[str], None] | None) -> None:
-    """On this thread, hand each traced statement's short SQL to ``reach`` instead of making
-    its point here (``None``: make it here again). aiosqlite runs sqlite3 on a thread of its
+def relay_points(reach: Callable[[str, str, int], None] | None) -> None:
+    """On this thread, hand each traced statement to ``reach(short, sql, conn)`` (its short
+    SQL, its text as the reports keep it, its connection's number) instead of making its point
+    here (``None``: make it here again). aiosqlite runs sqlite3 on a thread of its
     own; its statements' points belong to the event loop's thread, the racer's own."""
     _relay.reach = reach
 
@@ -61,11 +62,12 @@ def relay_points(reach: Callable[[str], None] | None) -> None:
 class _TraceState:
     """Per connection: the user's trace callback and the text of the last traced statement."""
 
-    __slots__ = ("last", "trace", "user")
+    __slots__ = ("conn", "last", "trace", "user")
 
-    def __init__(self) -> None:
+    def __init__(self, conn: int = 0) -> None:
         self.user: Callable[[str], object] | None = None
         self.last: str | None = None
+        self.conn = conn
         state = self
 
         def trace(sql: str) -> None:
@@ -76,9 +78,11 @@ class _TraceState:
                 if short:  # '-- TRIGGER name' (Python 3.10) and other comment-only text
                     reach = getattr(_relay, "reach", None)
                     if reach is None:
-                        points.statement(f"{short} @ {where(sys._getframe(1))}")
+                        points.statement(
+                            f"{short} @ {where(sys._getframe(1))}", kept_sql(sql), state.conn
+                        )
                     else:
-                        reach(short)
+                        reach(short, kept_sql(sql), state.conn)
             user = state.user
             if user is not None:
                 user(sql)
@@ -89,7 +93,7 @@ class _TraceState:
 def _state_of(conn: sqlite3.Connection) -> _TraceState:
     state = conn.__dict__.get(_STATE) if hasattr(conn, "__dict__") else None
     if state is None:
-        state = _TraceState()
+        state = _TraceState(connection_number(conn))
         if hasattr(conn, "__dict__"):
             conn.__dict__[_STATE] = state
     return state
