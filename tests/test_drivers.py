@@ -81,6 +81,7 @@ def test_every_psycopg2_statement_is_a_point_named_for_its_line(postgres_db, rec
         f"SELECT runs @ {line('p-named')}",
         f"ROLLBACK @ {line('p-rollback')}",
     ]
+    assert rec.sqls[0] == "CREATE TABLE runs (id serial PRIMARY KEY, status text)"
     assert rec.events[:2] == ["connecting", pid]
 
 
@@ -112,6 +113,7 @@ def test_every_asyncpg_statement_is_a_point_named_for_its_line(postgres_db, rec)
         f"COMMIT @ {line('a-tx')}",
         f"SELECT runs @ {line('a-prepared')}",
     ]
+    assert rec.sqls[0] == "CREATE TABLE runs (id serial PRIMARY KEY, status text)"
     assert rec.events[:2] == ["connecting", pid]
 
 
@@ -153,6 +155,7 @@ def test_every_aiosqlite_statement_is_a_point_on_the_loops_thread(tmp_path, rec)
         f"UPDATE runs @ {line('s-script')}",
         f"DELETE runs @ {line('s-script')}",
     ]
+    assert rec.sqls[0] == "CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)"
 
 
 def test_sqlalchemy_on_psycopg2_is_named_for_the_users_line(postgres_db, rec) -> None:
