@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_racecheck import hooks, spares
+from pytest_racecheck import hooks, hosts, spares
 from pytest_racecheck.db_fixtures import (
     _racecheck_server,
     make_postgres_db,
@@ -65,8 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=): defaults for the "
-        "race fixture in this test",
+        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, fresh_racers=): "
+        "defaults for the race fixture in this test",
     )
     config.addinivalue_line(
         "markers",
@@ -90,7 +90,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # Spares never outlive the session (an in-process pytester run ends its own, too).
+    # Hosts and spares never outlive the session (an in-process pytester run ends them too).
+    hosts.end_all()
     spares.end_all()
     previous = config.stash.get(spares_key, None)
     if previous is not None:

@@ -162,6 +162,7 @@ class Race:
         start_method: str | None = None,
         explore: int | None = None,
         seed: int | None = None,
+        fresh_racers: bool | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -181,6 +182,7 @@ class Race:
             "start_method": start_method,
             "explore": explore,
             "seed": seed,
+            "fresh_racers": fresh_racers,
         }
         config = self._request.config
         chosen, budget_s = choose_settings(
@@ -341,10 +343,10 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, start_method=, explore=,
-    seed=, meet_at=, pause_after=, pause_before=, schedule=, racer_setup=, racer_teardown=,
-    **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer, every round, and returns a
-    RaceResult to assert on (a result never checked gets a warning). Defaults come from
-    @pytest.mark.race(...), then --racecheck-* options, then racecheck_* ini keys.
+    seed=, fresh_racers=, meet_at=, pause_after=, pause_before=, schedule=, racer_setup=,
+    racer_teardown=, **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer, every round,
+    and returns a RaceResult to assert on (a result never checked gets a warning). Defaults
+    come from @pytest.mark.race(...), then --racecheck-* options, then racecheck_* ini keys.
     """
     racer = Race(request)
     request.node.stash[race_key] = racer

@@ -31,6 +31,9 @@ class RaceSettings:
     """Interleavings to explore, one per round; None runs plain stress rounds."""
     seed: int | None = None
     """Seed of the explorer's random choices; None picks one and reports it."""
+    fresh_racers: bool = False
+    """Spawn a fresh interpreter for every racer of every race, instead of forking racers
+    from the session's racer hosts (``spawn`` only: see :mod:`pytest_racecheck.hosts`)."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -85,5 +88,9 @@ def validate_settings(settings: RaceSettings) -> None:
                 f"race(): explore works with 2 to {MAX_EXPLORE_RACERS} racers, "
                 f"got processes={settings.processes}"
             )
+    if not isinstance(settings.fresh_racers, bool):
+        raise TypeError(
+            f"race(): fresh_racers must be True or False, got {settings.fresh_racers!r}"
+        )
     if settings.seed is not None and not _is_int(settings.seed):
         raise TypeError(f"race(): seed must be an int, got {settings.seed!r}")

@@ -35,6 +35,7 @@ class RaceSpec:
     start_method: str = DEFAULTS.start_method
     explore: int | None = DEFAULTS.explore
     seed: int | None = DEFAULTS.seed
+    fresh_racers: bool = DEFAULTS.fresh_racers
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None
