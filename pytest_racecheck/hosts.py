@@ -93,8 +93,12 @@ def host_main(slot: int, control: Any, gate: StartGate, preloaded: tuple[str, ..
     """A host's life: import ahead, then for each race fork racer ``slot`` and watch it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
-    preload(preloaded)
     while True:
+        if preloaded and not control.poll(0):
+            # Idle: import ahead now. A host started for a race that waits forks its racer
+            # first, so the race is not slower than one of spawned racers.
+            preload(preloaded)
+            preloaded = ()
         assignment = _next_race(control, parent)
         if assignment is None:
             os._exit(0)
@@ -324,7 +328,7 @@ class HostPool:
         process = ctx.Process(
             target=host_main,
             args=(slot, theirs, self.gate, preload_names()),
-            name=f"racecheck-host-{slot}",
+            name=f"racer-host-{slot}",
             daemon=True,
         )
         process.start()

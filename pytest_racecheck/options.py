@@ -162,9 +162,9 @@ def add_options(parser: pytest.Parser) -> None:
         parser,
         group,
         "spares",
-        f"keep N groups of spare racers started ahead per race size and start method "
-        f"(spawn, forkserver), so races start without waiting for interpreters; 0 turns "
-        f"them off (default {spares.DEFAULT_LIMIT})",
+        f"for races of fresh racers (--racecheck-fresh-racers, forkserver): keep N groups "
+        f"of spare racers started ahead per race size, used only once ready; 0 turns them "
+        f"off (default {spares.DEFAULT_LIMIT})",
         metavar="N",
     )
     group.addoption(

@@ -95,7 +95,10 @@ def racer_main(
             return  # the pool ended this spare
     if assignment is not None:
         assignment.apply()
-    setup = channel.recv()
+    try:
+        setup = channel.recv()
+    except (EOFError, OSError):
+        return  # the race ended before it began (its start-up timed out)
     assert isinstance(setup, Setup), setup
     doing = "load"
     teardowns: tuple[Any, ...] = ()
