@@ -30,6 +30,7 @@ import multiprocess.synchronize
 from pytest_racecheck.assignment import Assignment
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
+from pytest_racecheck.descendants import kill_group
 from pytest_racecheck.hosts import Host
 from pytest_racecheck.hosts import pool as host_pool
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
@@ -154,6 +155,7 @@ class Controller:
             mode=spec.mode,
             seed=spec.seed_used if spec.explore is not None else spec.seed,
             search=getattr(self.coordinator, "search_name", None),
+            has_reset=spec.reset is not None,
         )
         self.racers: list[_Racer] = []
         self.round: _RoundState | None = None
@@ -515,5 +517,8 @@ def shutdown(racers: list[_Racer], gate: StartGate) -> None:
         for racer in alive:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
+        # What a racer that could not clean up (it was killed) left in its process group.
+        if racer.process.pid is not None:  # a host's racer that was never forked has none
+            kill_group(racer.process.pid)
         if racer.process.exitcode is not None:
             racer.process.close()

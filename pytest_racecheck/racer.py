@@ -22,7 +22,7 @@ from typing import Any
 
 import dill
 
-from pytest_racecheck import points
+from pytest_racecheck import descendants, points
 from pytest_racecheck.assignment import Assignment, preload
 from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.barrier import GateClosed, StartGate
@@ -56,7 +56,16 @@ def _watch_controller(parent_pid: int) -> None:
     while True:
         time.sleep(WATCHDOG_S)
         if os.getppid() != parent_pid:
+            # The controller is gone (a SIGKILL of pytest): what this racer started goes too.
+            descendants.end_descendants()
             os._exit(70)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM from the controller (a racer that did not leave in time): end what this racer
+    started, then the racer."""
+    descendants.end_descendants()
+    os._exit(128 + signum)
 
 
 def racer_main(
@@ -77,6 +86,8 @@ def racer_main(
     _current = index
     channel = _OneSenderAtATime(channel)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminated)
+    descendants.keep_descendants()
     # The parent is the controller, or with forkserver the fork server, which ends with it.
     parent_pid = os.getppid() if os.getppid() != 1 else controller_pid
     threading.Thread(target=_watch_controller, args=(parent_pid,), daemon=True).start()
@@ -116,6 +127,7 @@ def racer_main(
         fn, args, kwargs = dill.loads(setup.call)
     except BaseException as exc:
         channel.send(SetupError(RaisedError.from_exception(exc), doing))
+        descendants.end_descendants()  # what a racer_setup started before it failed
         return
     # A database that cannot be reached now fails the first round, where it is reported.
     with contextlib.suppress(Exception):
@@ -155,6 +167,8 @@ def racer_main(
         for racer_teardown in teardowns:
             with contextlib.suppress(BaseException):
                 run_hook(racer_teardown)
+        # The race is over: no process the code under test started may outlive it.
+        descendants.end_descendants()
     _leave()
 
 

@@ -281,3 +281,152 @@ def test_racer_died_exception_carries_partial_result() -> None:
         run_race(RaceSpec(fn=die, processes=2, rounds=3, timeout=30))
     assert info.value.result is not None and info.value.result.rounds == []
     _no_racers_left()
+
+
+def test_false_check_fails_every_assertion_helper(pytester: pytest.Pytester) -> None:
+    """A judge that accepts everything cannot overrule check(): the database's word."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def attempt():
+            return "ok"
+
+        @pytest.mark.parametrize("helper", ["each_round", "exactly_one", "outcomes"])
+        def test_check_false(race, helper):
+            result = race(attempt, processes=2, rounds=2, check=lambda: False)
+            if helper == "each_round":
+                result.assert_each_round("anything goes", lambda rnd: None)
+            elif helper == "exactly_one":
+                result.assert_exactly_one("ok")
+            else:
+                result.assert_outcomes(["ok"])
+        """
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*first failing round, #1: *check() returned False*"])
+    assert "passed" not in result.stdout.str().split("racecheck summary")[-1]
+
+
+def test_leftovers_of_earlier_rounds_suggest_reset(pytester: pytest.Pytester) -> None:
+    """Without reset=, round 2 finds round 1's row: the failure says a reset may be missing."""
+    pytester.makepyfile(
+        """
+        import sqlite3
+
+        def insert(path):
+            with sqlite3.connect(path, timeout=30) as conn:
+                conn.execute("INSERT INTO runs VALUES (1)")
+            return "ok"
+
+        def test_no_reset(race, tmp_path):
+            path = str(tmp_path / "db")
+            with sqlite3.connect(path) as conn:
+                conn.execute("CREATE TABLE runs (n)")
+
+            def one_row_per_racer():
+                with sqlite3.connect(path) as conn:
+                    return conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+
+            race(insert, path, processes=2, rounds=3, check=one_row_per_racer).assert_outcomes(
+                ["ok"]
+            )
+        """
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*first failing round, #2: check() returned False*",
+            "*hint: round 1 passed and this race has no reset=: round 2 may have seen what "
+            "earlier rounds left in the database*",
+        ]
+    )
+
+
+STARTS_PROCESSES = """
+import os, subprocess, time
+
+def start_processes(record, then_hang=False):
+    # a child in a session of its own (out of the racer's process group)
+    daemon = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    child = os.fork()
+    if child == 0:
+        # a double fork: the grandchild is orphaned at once, and holds every inherited fd
+        # (with fork, multiprocess's resource tracker's pipe)
+        grandchild = os.fork()
+        if grandchild == 0:
+            time.sleep(600)
+            os._exit(0)
+        with open(record, "a") as f:
+            f.write(f"{grandchild}\\n")
+        os._exit(0)
+    os.waitpid(child, 0)
+    with open(record, "a") as f:
+        f.write(f"{daemon.pid}\\n")
+    if then_hang:
+        open(record + ".started", "a").close()
+        time.sleep(3600)
+    return "ok"
+
+def gone(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_processes_a_racer_starts_end_with_the_race(
+    pytester: pytest.Pytester, run_tag: str, start_method: str
+) -> None:
+    """A child in its own session and an orphaned grandchild, each round: all gone when race()
+    returns (the pids are checked right then), and nothing tagged is left after the run (the
+    run_tag fixture, multiprocess's resource tracker included)."""
+    pytester.makepyfile(
+        STARTS_PROCESSES
+        + f"""
+def test_leaves_nothing(race, tmp_path):
+    record = str(tmp_path / "pids")
+    result = race(start_processes, record, processes=2, rounds=2, start_method={start_method!r})
+    result.assert_outcomes(["ok"])
+    pids = [int(line) for line in open(record).read().split()]
+    assert len(pids) == 8
+    assert [p for p in pids if not gone(p)] == []
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_processes_racers_started_end_after_sigkill_of_pytest(
+    pytester: pytest.Pytester, run_tag: str, tmp_path
+) -> None:
+    """pytest killed mid-race: its racers see their controller gone and end what they
+    started; the run_tag fixture finds nothing tagged left (it waits for the racers' 0.2 s
+    watchdog and the kernel)."""
+    record = tmp_path / "pids"
+    pytester.makepyfile(
+        STARTS_PROCESSES
+        + f"""
+def test_killed(race):
+    race(start_processes, {str(record)!r}, then_hang=True, processes=2, rounds=1, timeout=600,
+         start_method="fork")
+"""
+    )
+    with open(tmp_path / "out", "w") as out:
+        proc = pytester.popen(
+            [*pytester._getpytestargs(), "-p", "no:cacheprovider"], stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 120
+    while not os.path.exists(f"{record}.started"):
+        assert time.monotonic() < deadline, "racers never started"
+        assert proc.poll() is None, (tmp_path / "out").read_text()
+        time.sleep(0.05)
+    time.sleep(0.5)  # both racers have started their processes (one marker may be first)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert len(record.read_text().split()) == 4
