@@ -40,11 +40,17 @@ class RacerPoints:
     def reach(self, name: str, statement: bool = False) -> None:
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
+        if self.holds(name):
+            self._hold(name)
+
+    def holds(self, name: str) -> bool:
+        """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
         if self._hold_all:
-            self._hold(name)
-        elif self._left[name] > 0:
+            return True
+        if self._left[name] > 0:
             self._left[name] -= 1
-            self._hold(name)
+            return True
+        return False
 
     def _hold(self, name: str) -> None:
         self._channel.send(At(name))

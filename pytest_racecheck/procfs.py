@@ -148,6 +148,27 @@ def cpu_ticks(pid: int) -> int | None:
         return None
 
 
+def sysv_shm_creator(shmid: int) -> int | None:
+    """The pid that created System V shared memory segment ``shmid`` (``/proc/sysvipc/shm``),
+    or None when there is no such segment or no way to read it."""
+    data = _read(f"{PROC}/sysvipc/shm")
+    if data is None:
+        return None
+    lines = data.splitlines()
+    if not lines:
+        return None
+    header = lines[0].split()
+    try:
+        at_id, at_cpid = header.index("shmid"), header.index("cpid")
+    except ValueError:
+        return None
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > max(at_id, at_cpid) and fields[at_id] == str(shmid):
+            return int(fields[at_cpid]) if fields[at_cpid].isdigit() else None
+    return None
+
+
 def pid_namespace() -> str | None:
     """This process's pid namespace (``pid:[4026531836]``): the pids it sees mean what they say
     only inside it, so containers sharing a ``/tmp`` must not judge each other's processes."""

@@ -135,6 +135,10 @@ def racer_main(
     call = _caller(fn, args, kwargs)
     racer_points = points.RacerPoints(channel, setup.held_points, setup.hold_all)
     points.activate(racer_points)
+    if setup.clock_path:
+        from pytest_racecheck import virtual_time
+
+        virtual_time.attach(channel, racer_points.holds)
     channel.send(Ready(os.getpid()))
     try:
         while True:
@@ -143,14 +147,17 @@ def racer_main(
                 channel.send(Warm())
                 continue
             racer_points.begin_round()
-            released = time.monotonic_ns()
+            released = _real_ns()
             value: Any = None
             error: RaisedError | None = None
+            _racing(setup, True)
             try:
                 value = call()
             except BaseException as exc:
                 error = RaisedError.from_exception(exc)
-            ended = time.monotonic_ns()
+            finally:
+                _racing(setup, False)
+            ended = _real_ns()
             outcome = Outcome(index, value, error, released, ended, racer_points.last)
             try:
                 channel.send(Result(generation, outcome))
@@ -188,6 +195,18 @@ class _OneSenderAtATime:
         return getattr(self._channel, name)
 
 
+def _real_ns() -> int:
+    """The monotonic clock, also under a virtual clock: a round's timings are real."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _racing(setup: Setup, on: bool) -> None:
+    if setup.clock_path:
+        from pytest_racecheck import virtual_time
+
+        virtual_time.racing(on)
+
+
 def _leave() -> None:
     """End now that the race is over: the controller waits for its racers to be gone, and a
     full interpreter shutdown costs 50-100 ms per racer on a busy machine. Output is flushed;
@@ -204,6 +223,11 @@ def _prepare(setup: Setup, channel: Any) -> None:
         # libpq reads PGAPPNAME: the racer's PostgreSQL sessions name themselves, so the
         # controller can find them in pg_stat_activity without the code under test's help.
         os.environ["PGAPPNAME"] = setup.app_name
+    if setup.clock_path:
+        # Before the set-up and the function's module load: both see the virtual clock.
+        from pytest_racecheck import virtual_time
+
+        virtual_time.install(setup.clock_path)
     if setup.statements:
         from pytest_racecheck import statements
 

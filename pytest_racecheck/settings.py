@@ -14,6 +14,8 @@ from typing import Any
 
 import multiprocess as _multiprocess
 
+from pytest_racecheck.clock import validate_clock
+
 multiprocess: Any = _multiprocess  # an untyped package
 START_METHODS = ("spawn", "fork", "forkserver")
 MAX_EXPLORE_RACERS = 8
@@ -31,6 +33,8 @@ class RaceSettings:
     """Interleavings to explore, one per round; None runs plain stress rounds."""
     seed: int | None = None
     """Seed of the explorer's random choices; None picks one and reports it."""
+    clock: str = "real"
+    """The racers' clock: "real", or "virtual" (see :mod:`pytest_racecheck.clock`)."""
     fresh_racers: bool = False
     """Spawn a fresh interpreter for every racer of every race, instead of forking racers
     from the session's racer hosts (``spawn`` only: see :mod:`pytest_racecheck.hosts`)."""
@@ -94,7 +98,8 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
             )
     if not isinstance(settings.fresh_racers, bool):
         raise TypeError(
-            f"race(): fresh_racers must be True or False, got {settings.fresh_racers!r}"
+            f"{where}: fresh_racers must be True or False, got {settings.fresh_racers!r}"
         )
     if settings.seed is not None and not _is_int(settings.seed):
         raise TypeError(f"{where}: seed must be an int, got {settings.seed!r}")
+    validate_clock(settings.clock, where)
