@@ -32,9 +32,9 @@ from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
 from pytest_racecheck.clock import SLEEP_POINT, VirtualClock
 from pytest_racecheck.descendants import kill_group
-from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.hosts import Host
 from pytest_racecheck.hosts import pool as host_pool
+from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
 from pytest_racecheck.protocol import (
     At,
