@@ -96,12 +96,12 @@ class SpareGroup:
         if not all(p.is_alive() for p in self.processes):
             return False
         for i, channel in enumerate(self.channels):
-            if i in self.waiting:
-                continue
             try:
-                if not channel.poll(0):
-                    return False
-                if not isinstance(channel.recv(), Waiting):
+                if i in self.waiting:
+                    if channel.poll(0):
+                        return False  # a waiting spare says nothing more: its pipe closed
+                    continue
+                if not channel.poll(0) or not isinstance(channel.recv(), Waiting):
                     return False
             except (EOFError, OSError):
                 return False

@@ -79,7 +79,7 @@ def test_argument_over_marker(pytester: pytest.Pytester) -> None:
 
 def test_clock_from_the_marker(pytester: pytest.Pytester) -> None:
     result = run(pytester, marker="@pytest.mark.race(clock='virtual')", args=", rounds=2")
-    result.stdout.fnmatch_lines(["*SETTINGS *'clock': 'virtual'}", "RAN 4 2"])
+    result.stdout.fnmatch_lines(["*SETTINGS *'clock': 'virtual', *}", "RAN 4 2"])
 
 
 def test_start_method_fork(pytester: pytest.Pytester) -> None:
