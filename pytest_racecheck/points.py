@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_racecheck.outcomes import MAX_STEPS, Step
 from pytest_racecheck.protocol import At, Pass
 
 
@@ -32,16 +34,23 @@ class RacerPoints:
         self._hold_all = hold_all
         self._left: Counter[str] = Counter()
         self.last: str | None = None
+        self.steps: list[Step] = []
 
     def begin_round(self) -> None:
         self._left = Counter(self._held)
         self.last = None
+        self.steps = []
 
-    def reach(self, name: str, statement: bool = False) -> None:
+    def reach(
+        self, name: str, statement: bool = False, sql: str | None = None, conn: int = 0
+    ) -> None:
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
+        reached = _real_ns()
         if self.holds(name):
             self._hold(name)
+        if len(self.steps) < MAX_STEPS:  # the timeline of the round, for the reports
+            self.steps.append(Step(name, reached, _real_ns(), sql, conn))
 
     def holds(self, name: str) -> bool:
         """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
@@ -59,6 +68,11 @@ class RacerPoints:
             raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
 
 
+def _real_ns() -> int:
+    """The monotonic clock, also under a virtual clock: a step's times are real."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
 _racer: RacerPoints | None = None
 
 
@@ -69,11 +83,14 @@ def point(name: str) -> None:
         racer.reach(name)
 
 
-def statement(name: str) -> None:
-    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too."""
+def statement(name: str, sql: str | None = None, conn: int = 0) -> None:
+    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too.
+
+    ``sql`` is its text for the reports (parameters bound where known), ``conn`` the racer's
+    number for the connection that sends it."""
     racer = _racer
     if racer is not None:
-        racer.reach(name, statement=True)
+        racer.reach(name, statement=True, sql=sql, conn=conn)
 
 
 def activate(racer: RacerPoints | None) -> None:

@@ -158,7 +158,9 @@ def racer_main(
             finally:
                 _racing(setup, False)
             ended = _real_ns()
-            outcome = Outcome(index, value, error, released, ended, racer_points.last)
+            outcome = Outcome(
+                index, value, error, released, ended, racer_points.last, tuple(racer_points.steps)
+            )
             try:
                 channel.send(Result(generation, outcome))
             except Exception as exc:
