@@ -16,6 +16,17 @@ in the failing order, so every round fails. The correct ``start`` serializes the
 PostgreSQL it first locks a guard row ``FOR UPDATE``, on SQLite it opens with ``BEGIN
 IMMEDIATE``; a racer that asks while the other holds the lock waits in the database until the
 other commits, and then sees its run, so no order can fail.
+
+Measured here, at load averages of 23 to 39 on the 2 cores (other suites running beside): 5
+runs of this whole file and 6 more of the aiosqlite race, all passed. Each naive race failed in
+46 to 48 of its 50 rounds (psycopg2, Django), 29 to 34 of 50 (asyncpg, SQLAlchemy: BEGIN is a
+step too) and 11 or 12 of 13 (aiosqlite, whose 13 interleavings are all there are); every
+replay failed 10 of 10 rounds; every correct race passed, over 15 interleavings (the whole
+space) or 50. Before the idle probe counted a racer's other threads, aiosqlite's replay let the
+other racer through while aiosqlite's thread ran a statement, in 3 of 5 runs. One replay of
+SQLAlchemy on asyncpg failed only 8 of its 10 rounds, once, in a run during which this
+checkout's code was being changed (a merge); 7 runs after it, at load averages near 50, failed
+10 of 10. If it shows again, it is a defect to chase, not noise to retry.
 """
 
 from __future__ import annotations
