@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pytest_racecheck import procfs
+from pytest_racecheck.overlap import SequenceHold
 
 SLEEP_SYSCALLS = {
     "x86_64": {35, 230},  # nanosleep, clock_nanosleep
@@ -203,6 +204,8 @@ class BackendProbe:
         self._connect = connect
         self._conn: Any = None
         self.running: set[int] = set()
+        self.hold = SequenceHold(connect)
+        """Holds a joint step's inserts in this database (see :mod:`pytest_racecheck.overlap`)."""
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         owner = {pid: r.index for r in racers for pid in r.backend_pids}
@@ -221,6 +224,7 @@ class BackendProbe:
         return blocked
 
     def close(self) -> None:
+        self.hold.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -354,6 +358,10 @@ class AnyProbe:
             close = getattr(probe, "close", None)
             if close is not None:
                 close()
+
+    def holds(self) -> list[SequenceHold]:
+        """The overlap holds of the databases this probe asks (PostgreSQL ones)."""
+        return [p.hold for p in self.probes if isinstance(p, BackendProbe)]
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         found: set[int] = set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -23,23 +24,53 @@ class _Channel(Protocol):
     def recv(self) -> Any: ...
 
 
+POINTS_KEPT = 200
+"""Points a racer remembers per round (for reports): enough to say where it went."""
+
+
 class RacerPoints:
-    """A racer's view of the points: which to hold, where it has been this round."""
+    """A racer's view of the points: which to hold, where it has been this round.
+
+    Only the thread that runs the round (the racer's main thread, which also runs an async
+    racer's loop) is ever held: the pipe to the controller has one conversation at a time, and
+    a thread of the code under test is no unit the controller can schedule. Points reached on
+    other threads are let through and recorded in :attr:`other_threads`, so the report can say
+    what ran outside the schedule.
+    """
 
     def __init__(self, channel: _Channel, held: Mapping[str, int], hold_all: bool = False) -> None:
         self._channel = channel
         self._held = dict(held)
         self._hold_all = hold_all
         self._left: Counter[str] = Counter()
+        self._thread = threading.get_ident()
         self.last: str | None = None
+        self.passed: list[str] = []
+        """Points this round's thread reached, in order (the first :data:`POINTS_KEPT`)."""
+        self.reached = 0
+        """How many points this round's thread reached."""
+        self.other_threads: list[str] = []
+        """Points reached on other threads this round, let through (the first few)."""
+        self.other_count = 0
 
     def begin_round(self) -> None:
         self._left = Counter(self._held)
+        self._thread = threading.get_ident()
         self.last = None
+        self.passed, self.reached = [], 0
+        self.other_threads, self.other_count = [], 0
 
     def reach(self, name: str, statement: bool = False) -> None:
+        if threading.get_ident() != self._thread:
+            self.other_count += 1
+            if len(self.other_threads) < POINTS_KEPT:
+                self.other_threads.append(name)
+            return
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
+        self.reached += 1
+        if len(self.passed) < POINTS_KEPT:
+            self.passed.append(name)
         if self._hold_all:
             self._hold(name)
         elif self._left[name] > 0:
