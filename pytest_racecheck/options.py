@@ -7,6 +7,7 @@ bad values into a :class:`pytest.UsageError` naming where they were set.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -173,15 +174,22 @@ def _convert(name: str, raw: Any, source: str) -> Any:
 
 def run_settings(config: pytest.Config) -> RaceSettings:
     """The run-wide settings: command line over ini over the built-in defaults."""
-    found = {name: setting(config, name) for name in SETTINGS}
-    settings = DEFAULTS.replace(
-        **{name: _convert(name, *f) for name, f in found.items() if f is not None}
-    )
-    try:
-        validate_settings(settings)
-    except (TypeError, ValueError) as exc:
-        raise pytest.UsageError(f"racecheck settings: {exc}") from None
+    found = {name: f for name in SETTINGS if (f := setting(config, name)) is not None}
+    values = {name: _convert(name, *f) for name, f in found.items()}
+    # Each value alone first, so the message names the option or ini key that set it.
+    for name, value in values.items():
+        raw, source = found[name]
+        _validate(DEFAULTS.replace(**{name: value}), f"{source}={raw}")
+    settings = DEFAULTS.replace(**values)
+    _validate(settings, " and ".join(f"{source}={raw}" for raw, source in found.values()))
     return settings
+
+
+def _validate(settings: RaceSettings, where: str) -> None:
+    try:
+        validate_settings(settings, where)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def soak_factor(config: pytest.Config) -> int:
@@ -242,6 +250,43 @@ def report_path(config: pytest.Config) -> Path | None:
     return None
 
 
+def check_report_path(config: pytest.Config) -> Path | None:
+    """The report's path, checked before any test runs: a run of an hour must not learn at
+    its end that its report cannot be written. A UsageError names the setting and the path."""
+    path = report_path(config)
+    if path is None:
+        return None
+    source = (
+        "--racecheck-report" if config.getoption("racecheck_report") else "ini racecheck_report"
+    )
+    problem = report_path_problem(path)
+    if problem is not None:
+        raise pytest.UsageError(
+            f"{source}={path}: the report cannot be written there: {problem}; "
+            "give a file path in a writable directory"
+        )
+    return path
+
+
+def report_path_problem(path: Path) -> str | None:
+    """Why the report could not be written to ``path`` (its directory is made if missing),
+    or None."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            return f"no part of {path.parent} exists"
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable"
+    return None
+
+
 def marker_settings(node: pytest.Item) -> dict[str, Any]:
     marker = node.get_closest_marker("race")
     if marker is None:
@@ -259,4 +304,12 @@ def marker_settings(node: pytest.Item) -> dict[str, Any]:
             f"it takes {', '.join(SETTINGS)}",
             pytrace=False,
         )
+    given = {k: v for k, v in marker.kwargs.items() if v is not None}
+    try:
+        validate_settings(
+            DEFAULTS.replace(**given),
+            f"@pytest.mark.race({', '.join(f'{k}={v!r}' for k, v in given.items())})",
+        )
+    except (TypeError, ValueError) as exc:
+        pytest.fail(f"{node.nodeid}: {exc}", pytrace=False)
     return dict(marker.kwargs)

@@ -179,6 +179,9 @@ class RaceResult:
     """The indexes of the rounds the last failed assertion rejected."""
     budget_s: float | None = None
     """The time budget the race ran under (``--racecheck-soak-seconds``), if any."""
+    has_reset: bool = True
+    """Whether the race reset the database before each round (``reset=``): without it, a
+    failure that starts after round 1 may be the earlier rounds' leftovers (a hint says so)."""
     _rounds: list[Round] = field(init=False, repr=False, compare=False)
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -312,15 +315,36 @@ class RaceResult:
         if first.schedule:
             steps = "".join(f"\n    {step!r}," for step in first.schedule)
             message += "\nreplay this interleaving with race(..., schedule=[" + steps + "\n])"
+        hint = self._leftover_hint(first)
+        if hint:
+            message += "\n" + hint
         raise AssertionError(message)
 
+    def _leftover_hint(self, first: Round) -> str | None:
+        """A race without ``reset=`` whose rounds held until one failed: the failing round may
+        have seen what an earlier round left in the database."""
+        if self.has_reset or first.index <= 1 or not self._rounds:
+            return None
+        return (
+            f"hint: round{'s' if first.index > 2 else ''} 1"
+            f"{f' to {first.index - 1}' if first.index > 2 else ''} passed and this race has "
+            "no reset=: round "
+            f"{first.index} may have seen what earlier rounds left in the database. Pass "
+            "reset= (run before each round, in the test process) to start every round from "
+            "the same state."
+        )
+
     def assert_each_round(self, rule: str, judge: Callable[[Round], str | None]) -> None:
-        """Fail unless ``judge`` returns None for every round; it returns the reason otherwise."""
+        """Fail unless ``judge`` returns None for every round; it returns the reason otherwise.
+
+        A round whose ``check()`` returned a false value or raised fails too, whatever
+        ``judge`` says: the check is the database's word, and no assertion may overrule it.
+        """
         __tracebackhide__ = True
         self._checked = True
         if not self._rounds:
             raise AssertionError(f"race of {self.fn_name} ran no round")
-        bad = [(r, why) for r in self._rounds if (why := judge(r)) is not None]
+        bad = [(r, why) for r in self._rounds if (why := _with_check(r, judge(r))) is not None]
         if bad:
             self._fail(rule, bad)
 
@@ -337,13 +361,7 @@ class RaceResult:
             errors = rnd.errors(allowed)
             if errors:
                 reasons.append(", ".join(f"racer {o.racer} raised {o.error}" for o in errors))
-            if not rnd.check_held:
-                reasons.append(
-                    f"check() raised {rnd.check_error}"
-                    if rnd.check_error is not None
-                    else f"check() returned {rnd.check!r}"
-                )
-            return "; ".join(reasons) or None
+            return "; ".join(reasons) or None  # assert_each_round adds a failed check()
 
         allowed_text = f" (other than {', '.join(t.__name__ for t in allowed)})" if allowed else ""
         self.assert_each_round(
@@ -369,9 +387,7 @@ class RaceResult:
             ]
             if wrong:
                 return ", ".join(f"racer {o.racer}: {o.label}" for o in wrong)
-            if not rnd.check_held:
-                return f"check() returned {rnd.check!r}"
-            return None
+            return None  # assert_each_round adds a failed check()
 
         self.assert_each_round(
             f"expected every racer to return one of {allowed_values!r} and check() to hold", judge
@@ -460,6 +476,14 @@ class RaceResult:
 
 HISTOGRAM_ROWS = 10
 """Distinct outcomes kept in a summary: enough to read, small enough to ship per test."""
+
+
+def _with_check(rnd: Round, why: str | None) -> str | None:
+    """The judge's reason, with the check's failure added when the check did not hold."""
+    if rnd.check_held:
+        return why
+    check = _check_text(rnd)
+    return check if why is None else f"{why}; {check}"
 
 
 def _check_text(rnd: Round) -> str:

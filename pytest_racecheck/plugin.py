@@ -27,7 +27,7 @@ from pytest_racecheck.options import (
     GITHUB_SUMMARY_ENV,
     add_options,
     call_failed_key,
-    report_path,
+    check_report_path,
     run_settings,
     settings_key,
     soak_factor,
@@ -84,7 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
         config.pluginmanager.register(
-            SummaryTable(report_path(config), os.environ.get(GITHUB_SUMMARY_ENV)),
+            SummaryTable(check_report_path(config), os.environ.get(GITHUB_SUMMARY_ENV)),
             "racecheck-summary",
         )
 

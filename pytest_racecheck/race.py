@@ -159,6 +159,7 @@ class Controller:
             mode=spec.mode,
             seed=spec.seed_used if spec.explore is not None else spec.seed,
             search=getattr(self.coordinator, "search_name", None),
+            has_reset=spec.reset is not None,
         )
         self.racers: list[_Racer] = []
         holds = getattr(probe, "holds", None)

@@ -26,7 +26,7 @@ from pytest_racecheck.options import (
     stop_early,
 )
 from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import RaceError, run_race
+from pytest_racecheck.race import Controller, RaceError
 from pytest_racecheck.settings import DEFAULTS
 from pytest_racecheck.spec import RaceSpec
 
@@ -221,8 +221,12 @@ class Race:
             raise exc.with_traceback(None) from None  # bad input: the message says it all
         try:
             probe, own_probes = self._probe(spec)
+            controller = Controller(spec, probe)
             try:
-                result = run_race(spec, probe=probe)
+                result = controller.run()
+            except KeyboardInterrupt:
+                self._interrupted(controller.result, budget_s)
+                raise
             finally:
                 own_probes.close()
         except RaceError as exc:
@@ -236,6 +240,16 @@ class Race:
         self.results.append(result)
         self._raced.append(_Raced(result, "ran", where))
         return result
+
+    def _interrupted(self, result: RaceResult, budget_s: float | None) -> None:
+        """Ctrl-C ended this race: pytest makes no report for its test, so the summary table
+        and the JSON report get the race here, as interrupted, with the rounds it ran."""
+        result.budget_s = budget_s
+        summary = result.summary()
+        summary["status"] = "interrupted"
+        table = self._request.config.pluginmanager.get_plugin("racecheck-summary")
+        if table is not None:
+            table.add_interrupted(self._request.node.nodeid, summary)
 
     def _probe(self, spec: RaceSpec) -> tuple[AnyProbe, AnyProbe]:
         """How to tell racers blocked on a lock: ask the databases the fixtures made, and those

@@ -82,6 +82,8 @@ def table_rows(rows: Iterable[Row], shared: str = "") -> list[tuple[str, ...]]:
         shown = verdict
         if race.get("status") == "broke down":
             shown = f"{verdict} (race broke down)"
+        elif race.get("status") == "interrupted":
+            shown = "interrupted"
         table.append(
             (
                 test_id[len(shared) :],

@@ -49,41 +49,45 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate_settings(settings: RaceSettings) -> None:
-    """Raise TypeError or ValueError naming the bad setting and how to fix it."""
+def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
+    """Raise TypeError or ValueError naming the bad setting and how to fix it.
+
+    ``where`` names what the user set, and starts the message: ``race()`` for the call's
+    arguments, the option (``--racecheck-processes=1``), the ini key or the marker otherwise.
+    """
     for name in ("processes", "rounds"):
         value = getattr(settings, name)
         if not _is_int(value):
-            raise TypeError(f"race(): {name} must be an int, got {value!r}")
+            raise TypeError(f"{where}: {name} must be an int, got {value!r}")
     if settings.processes < 2:
         raise ValueError(
-            "race(): processes must be at least 2 (a race needs two racers), "
+            f"{where}: processes must be at least 2 (a race needs two racers), "
             f"got {settings.processes}"
         )
     if settings.rounds < 1:
-        raise ValueError(f"race(): rounds must be at least 1, got {settings.rounds}")
+        raise ValueError(f"{where}: rounds must be at least 1, got {settings.rounds}")
     timeout = settings.timeout
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-        raise TypeError(f"race(): timeout must be a number of seconds, got {timeout!r}")
+        raise TypeError(f"{where}: timeout must be a number of seconds, got {timeout!r}")
     if not timeout > 0:
-        raise ValueError(f"race(): timeout must be more than 0 seconds, got {timeout!r}")
+        raise ValueError(f"{where}: timeout must be more than 0 seconds, got {timeout!r}")
     available = multiprocess.get_all_start_methods()
     if settings.start_method not in START_METHODS or settings.start_method not in available:
         raise ValueError(
-            f"race(): unknown start method {settings.start_method!r}: use one of "
+            f"{where}: unknown start method {settings.start_method!r}: use one of "
             f"{', '.join(m for m in START_METHODS if m in available)}"
         )
     if settings.explore is not None:
         if not _is_int(settings.explore):
             raise TypeError(
-                f"race(): explore must be an int (interleavings to try), got {settings.explore!r}"
+                f"{where}: explore must be an int (interleavings to try), got {settings.explore!r}"
             )
         if settings.explore < 1:
-            raise ValueError(f"race(): explore must be at least 1, got {settings.explore}")
+            raise ValueError(f"{where}: explore must be at least 1, got {settings.explore}")
         if settings.processes > MAX_EXPLORE_RACERS:
             raise ValueError(
-                f"race(): explore works with 2 to {MAX_EXPLORE_RACERS} racers, "
+                f"{where}: explore works with 2 to {MAX_EXPLORE_RACERS} racers, "
                 f"got processes={settings.processes}"
             )
     if settings.seed is not None and not _is_int(settings.seed):
-        raise TypeError(f"race(): seed must be an int, got {settings.seed!r}")
+        raise TypeError(f"{where}: seed must be an int, got {settings.seed!r}")

@@ -20,6 +20,15 @@ class SummaryTable:
         self.rows: list[race_report.Row] = []
         self.report_path = report_path
         self.github_summary = github_summary
+        self.report_written = False
+        self.problems: list[str] = []
+        """Writes that failed at the end, one line each: shown, never raised (a report that
+        cannot be written must not hide the summary or turn a passing run into a crash)."""
+
+    def add_interrupted(self, test_id: str, summary: dict[str, Any]) -> None:
+        """A race that Ctrl-C ended: its test gets no report from pytest, so the race fixture
+        hands it here (in the process that prints the table; an xdist worker has none)."""
+        self.rows.append((test_id, "interrupted", summary))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Each race's summary rides on the report of the phase it ran in, once.
@@ -30,8 +39,12 @@ class SummaryTable:
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.rows:
-            return
+        if self.rows:
+            self._table(terminalreporter)
+        for problem in self.problems:
+            terminalreporter.write_line(f"racecheck: {problem}", yellow=True, bold=True)
+
+    def _table(self, terminalreporter: Any) -> None:
         shared = race_report.shared_prefix([nodeid for nodeid, _, _ in self.rows])
         table = race_report.table_rows(self.rows, shared)
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
@@ -39,15 +52,30 @@ class SummaryTable:
         for row in table:
             cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
             terminalreporter.write_line("  ".join([*cells, row[-1]]))
-        if self.report_path is not None:
+        if self.report_path is not None and self.report_written:
             terminalreporter.write_line(f"racecheck report: {self.report_path}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # Written here, shown by pytest_terminal_summary, which pytest calls after this.
         if self.report_path is not None:
-            race_report.write(self.report_path, race_report.build(self.rows))
+            try:
+                race_report.write(self.report_path, race_report.build(self.rows))
+                self.report_written = True
+            except OSError as exc:
+                self.problems.append(f"could not write the report {self.report_path}: {_why(exc)}")
         if self.github_summary and self.rows:
-            with open(self.github_summary, "a", encoding="utf-8") as out:
-                out.write(race_report.markdown(self.rows) + "\n")
+            try:
+                with open(self.github_summary, "a", encoding="utf-8") as out:
+                    out.write(race_report.markdown(self.rows) + "\n")
+            except OSError as exc:
+                self.problems.append(
+                    f"could not append to the GitHub step summary {self.github_summary}: "
+                    f"{_why(exc)}"
+                )
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) if exc.filename is None else f"{exc.strerror}: {exc.filename}"
 
 
 def _verdict(report: pytest.TestReport) -> str:

@@ -86,7 +86,7 @@ def test_start_method_fork(pytester: pytest.Pytester) -> None:
     ("cli", "message"),
     [
         ("--racecheck-rounds=many", "*--racecheck-rounds must be an integer, got 'many'*"),
-        ("--racecheck-processes=1", "*racecheck settings: race(): processes must be at least 2*"),
+        ("--racecheck-processes=1", "ERROR: --racecheck-processes=1: processes must be at least*"),
         ("--racecheck-timeout=-3", "*timeout must be more than 0 seconds*"),
         ("--racecheck-start-method=threads", "*unknown start method 'threads'*"),
     ],
@@ -101,6 +101,21 @@ def test_bad_ini_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = run(pytester, ini="racecheck_rounds = lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini racecheck_rounds must be an integer, got 'lots'*"])
+
+
+def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    result = run(pytester, ini="racecheck_processes = 1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ini racecheck_processes=1: processes must be at least 2*"])
+
+
+def test_bad_marker_value_names_the_marker(pytester: pytest.Pytester) -> None:
+    result = run(pytester, marker="@pytest.mark.race(processes=1)")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_settings: @pytest.mark.race(processes=1): processes must be at least 2*"]
+    )
+    assert "race(): processes" not in result.stdout.str()
 
 
 def test_unknown_marker_argument_is_reported(pytester: pytest.Pytester) -> None:

@@ -203,3 +203,111 @@ def test_markdown_escapes_pipes() -> None:
     }
     text = report.markdown([("t.py::test[x|y]", "passed", race)])
     assert "`t.py::test[x\\|y]`" in text and "a \\| b  (1x)" in text
+
+
+def test_unwritable_report_path_is_a_usage_error_before_any_test(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(SESSION)
+    (pytester.path / "afile").write_text("not a directory")
+    result = pytester.runpytest_inprocess("--racecheck-report=afile/report.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --racecheck-report=*afile/report.json: the report cannot be written there: "
+            "*afile is not a directory; give a file path in a writable directory"
+        ]
+    )
+    assert "passed" not in result.stdout.str()
+
+
+def test_report_write_failing_at_the_end_is_one_line_and_keeps_the_verdict(
+    pytester: pytest.Pytester,
+) -> None:
+    """The report's directory is checked at start; the test then replaces it by a file, so
+    the write at the end fails: one line says so, the table stays, the run still passes."""
+    pytester.makepyfile(
+        """
+        import shutil
+
+        def visit():
+            return "ok"
+
+        def test_passes(race):
+            race(visit, processes=2, rounds=2).assert_outcomes({"ok"})
+            shutil.rmtree("out")
+            open("out", "w").close()
+        """
+    )
+    (pytester.path / "out").mkdir()
+    result = pytester.runpytest_inprocess("--racecheck-report=out/report.json")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "*racecheck summary*",
+            "test_report_write_failing*::test_passes  passed*",
+            "racecheck: could not write the report *out/report.json: File exists: *out",
+            "*1 passed*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert "racecheck report:" not in result.stdout.str()
+
+
+def test_race_interrupted_by_ctrl_c_is_in_the_report(
+    pytester: pytest.Pytester, run_tag: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    started = tmp_path / "started"
+    pytester.makepyfile(
+        f"""
+        import time
+
+        def visit():
+            return "ok"
+
+        def attempt():
+            open({str(started)!r}, "a").close()
+            time.sleep(3600)
+
+        def test_a_passes(race):
+            race(visit, processes=2, rounds=2).assert_outcomes({{"ok"}})
+
+        def test_b_interrupted(race):
+            race(attempt, processes=2, rounds=1, timeout=600)
+        """
+    )
+    with open(tmp_path / "out", "w") as out:
+        proc = pytester.popen(
+            [*pytester._getpytestargs(), "-p", "no:cacheprovider", "--racecheck-report=r.json"],
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert time.monotonic() < deadline, "racers never started"
+        assert proc.poll() is None, (tmp_path / "out").read_text()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"pytest did not end within 120 s of Ctrl-C:\n{(tmp_path / 'out').read_text()}")
+    output = (tmp_path / "out").read_text()
+    data = json.loads((pytester.path / "r.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    races = {r["test_id"].rsplit("::", 1)[-1]: r for r in data["races"]}
+    assert races["test_a_passes"]["verdict"] == "passed", output
+    interrupted = races["test_b_interrupted"]
+    assert (interrupted["verdict"], interrupted["status"], interrupted["rounds_run"]) == (
+        "interrupted",
+        "interrupted",
+        0,
+    )
+    assert "test_b_interrupted  interrupted" in output

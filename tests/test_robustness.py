@@ -276,3 +276,65 @@ def test_racer_died_exception_carries_partial_result() -> None:
         run_race(RaceSpec(fn=die, processes=2, rounds=3, timeout=30))
     assert info.value.result is not None and info.value.result.rounds == []
     _no_racers_left()
+
+
+def test_false_check_fails_every_assertion_helper(pytester: pytest.Pytester) -> None:
+    """A judge that accepts everything cannot overrule check(): the database's word."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def attempt():
+            return "ok"
+
+        @pytest.mark.parametrize("helper", ["each_round", "exactly_one", "outcomes"])
+        def test_check_false(race, helper):
+            result = race(attempt, processes=2, rounds=2, check=lambda: False)
+            if helper == "each_round":
+                result.assert_each_round("anything goes", lambda rnd: None)
+            elif helper == "exactly_one":
+                result.assert_exactly_one("ok")
+            else:
+                result.assert_outcomes(["ok"])
+        """
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*first failing round, #1: *check() returned False*"])
+    assert "passed" not in result.stdout.str().split("racecheck summary")[-1]
+
+
+def test_leftovers_of_earlier_rounds_suggest_reset(pytester: pytest.Pytester) -> None:
+    """Without reset=, round 2 finds round 1's row: the failure says a reset may be missing."""
+    pytester.makepyfile(
+        """
+        import sqlite3
+
+        def insert(path):
+            with sqlite3.connect(path, timeout=30) as conn:
+                conn.execute("INSERT INTO runs VALUES (1)")
+            return "ok"
+
+        def test_no_reset(race, tmp_path):
+            path = str(tmp_path / "db")
+            with sqlite3.connect(path) as conn:
+                conn.execute("CREATE TABLE runs (n)")
+
+            def one_row_per_racer():
+                with sqlite3.connect(path) as conn:
+                    return conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+
+            race(insert, path, processes=2, rounds=3, check=one_row_per_racer).assert_outcomes(
+                ["ok"]
+            )
+        """
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*first failing round, #2: check() returned False*",
+            "*hint: round 1 passed and this race has no reset=: round 2 may have seen what "
+            "earlier rounds left in the database*",
+        ]
+    )

@@ -1,4 +1,6 @@
-"""Statements as implicit sync points: every SQL statement sent through sqlite3 or psycopg 3.
+"""Statements as implicit sync points: every SQL statement sent through a hooked driver.
+
+The drivers: sqlite3, aiosqlite, psycopg 3 (sync and async), psycopg2 and asyncpg.
 
 :func:`install` makes each statement a :func:`pytest_racecheck.points.point`, reached just
 before the statement runs, with no change to the code under test. Django and SQLAlchemy reach
@@ -14,36 +16,49 @@ traced text and calling back into Python, the rest for the Python-level ``execut
 connection and cursor subclasses. A psycopg call pays one extra Python call (an async one, one
 extra coroutine frame).
 
-The drivers' hooks live apart: :mod:`.sqlite_trace` (sqlite3), :mod:`.psycopg_hooks` (psycopg
-3, sync and async), and :mod:`.naming` names the points.
+The drivers' hooks live apart, each with its own switch: :mod:`.sqlite_trace` (sqlite3),
+:mod:`.aiosqlite_hooks` (aiosqlite, on top of sqlite3's), :mod:`.psycopg_hooks` (psycopg 3,
+sync and async), :mod:`.psycopg2_hooks` and :mod:`.asyncpg_hooks`; :mod:`.pg_backends` takes
+the PostgreSQL drivers' reports of connections and backends, and :mod:`.naming` names the
+points. A driver that is not installed is left out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_racecheck.statements import psycopg_hooks, sqlite_trace
+from pytest_racecheck.statements import (
+    aiosqlite_hooks,
+    asyncpg_hooks,
+    pg_backends,
+    psycopg2_hooks,
+    psycopg_hooks,
+    sqlite_trace,
+)
 from pytest_racecheck.statements.naming import short_sql, statement_point_name
 
 __all__ = ["install", "installed", "short_sql", "statement_point_name", "uninstall"]
 
 _installed = False
+# aiosqlite's hook relays what sqlite3's traces: sqlite3 first.
+_DRIVERS = (sqlite_trace, aiosqlite_hooks, psycopg_hooks, psycopg2_hooks, asyncpg_hooks)
 
 
 def install(
     on_backend_pid: Callable[[int], None] | None = None,
     on_connect: Callable[[], None] | None = None,
 ) -> None:
-    """Make every SQL statement sent through sqlite3 and psycopg 3 in this process a sync point.
+    """Make every SQL statement sent through a hooked driver in this process a sync point.
 
     Call it in a racer before the code under test opens connections. ``on_backend_pid`` is
-    called with each new PostgreSQL backend pid as its psycopg connection is made (or, for a
-    connection made otherwise, before its first point); ``on_connect`` as a psycopg connection
-    starts to be made. Calling it again only replaces the callbacks.
+    called with each new PostgreSQL backend pid as its connection is made (or, for a
+    connection made otherwise, before its first point); ``on_connect`` as a PostgreSQL
+    connection starts to be made. Calling it again only replaces the callbacks.
     """
     global _installed
-    sqlite_trace.install()
-    psycopg_hooks.install(on_backend_pid, on_connect)
+    pg_backends.configure(on_backend_pid, on_connect)
+    for driver in _DRIVERS:
+        driver.install()
     _installed = True
 
 
@@ -57,8 +72,9 @@ def uninstall() -> None:
     if not _installed:
         return
     _installed = False
-    sqlite_trace.uninstall()
-    psycopg_hooks.uninstall()
+    for driver in reversed(_DRIVERS):
+        driver.uninstall()
+    pg_backends.configure(None, None)
 
 
 def installed() -> bool:

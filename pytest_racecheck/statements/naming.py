@@ -210,6 +210,7 @@ def short_sql(sql: str) -> str:
 # fmt: off
 _SKIP_PACKAGES = frozenset({
     "sqlite3", "_sqlite3", "psycopg", "psycopg_pool", "psycopg_binary", "psycopg_c",
+    "psycopg2", "asyncpg", "aiosqlite",
     "django", "sqlalchemy", "contextlib", "functools", "asyncio",
 })
 # fmt: on

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from pytest_racecheck import points
+from pytest_racecheck.statements import pg_backends
 from pytest_racecheck.statements.naming import short_sql, where
 
 _active = False
@@ -39,9 +40,6 @@ _active = False
 
 _MISSING = object()
 _patches: list[tuple[Any, str, object]] = []  # (class or module, name, original)
-_on_backend_pid: Callable[[int], None] | None = None
-_on_connect: Callable[[], None] | None = None
-_seen_pids: set[int] = set()
 
 
 def _query_text(query: Any, conn: Any) -> str:
@@ -76,16 +74,12 @@ def _composable_text(query: Any) -> str:
 
 
 def _report_backend_pid(conn: Any) -> None:
-    """Tell ``on_backend_pid`` about the connection's backend, once per pid."""
-    callback = _on_backend_pid
-    if callback is not None:
-        try:
-            pid = int(conn.pgconn.backend_pid)
-        except Exception:
-            pid = 0
-        if pid and pid not in _seen_pids:
-            _seen_pids.add(pid)
-            callback(pid)
+    """Tell the controller about the connection's backend, once per pid."""
+    try:
+        pid = int(conn.pgconn.backend_pid)
+    except Exception:
+        pid = 0
+    pg_backends.report(pid)
 
 
 def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
@@ -103,11 +97,7 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
     function = original.__func__
 
     def starting() -> bool:
-        announce = _on_connect
-        if points._racer is None or not _active or announce is None:
-            return False
-        announce()
-        return True
+        return _active and pg_backends.connecting()
 
     async def connect_async(klass: Any, *args: Any, **kwargs: Any) -> Any:
         announced = starting()
@@ -292,20 +282,16 @@ def _patch_all() -> None:
         psycopg.connect = psycopg.Connection.connect  # type: ignore[assignment]
 
 
-def install(
-    on_backend_pid: Callable[[int], None] | None, on_connect: Callable[[], None] | None
-) -> None:
-    """Patch psycopg's classes (once) and set the callbacks (each time)."""
-    global _active, _on_backend_pid, _on_connect
-    _on_backend_pid, _on_connect = on_backend_pid, on_connect
-    _seen_pids.clear()
+def install() -> None:
+    """Patch psycopg's classes (once)."""
+    global _active
     if not _active:
         _patch_all()
         _active = True
 
 
 def uninstall() -> None:
-    global _active, _on_backend_pid, _on_connect
+    global _active
     _active = False
     while _patches:
         cls, attr, original = _patches.pop()
@@ -313,5 +299,3 @@ def uninstall() -> None:
             delattr(cls, attr)
         else:
             setattr(cls, attr, original)
-    _on_backend_pid = _on_connect = None
-    _seen_pids.clear()

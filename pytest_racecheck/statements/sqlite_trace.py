@@ -32,6 +32,7 @@ from __future__ import annotations
 import sqlite3
 import sqlite3.dbapi2 as dbapi2
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,14 @@ _original_dbapi2_connect: Any = None
 _connection_classes: dict[type, type] = {}
 _cursor_classes: dict[type, type] = {}
 _STATE = "_racecheck_statements"
+_relay = threading.local()
+
+
+def relay_points(reach: Callable[[str], None] | None) -> None:
+    """On this thread, hand each traced statement's short SQL to ``reach`` instead of making
+    its point here (``None``: make it here again). aiosqlite runs sqlite3 on a thread of its
+    own; its statements' points belong to the event loop's thread, the racer's own."""
+    _relay.reach = reach
 
 
 class _TraceState:
@@ -64,7 +73,11 @@ class _TraceState:
                 state.last = sql
                 short = short_sql(sql)
                 if short:  # '-- TRIGGER name' (Python 3.10) and other comment-only text
-                    points.statement(f"{short} @ {where(sys._getframe(1))}")
+                    reach = getattr(_relay, "reach", None)
+                    if reach is None:
+                        points.statement(f"{short} @ {where(sys._getframe(1))}")
+                    else:
+                        reach(short)
             user = state.user
             if user is not None:
                 user(sql)

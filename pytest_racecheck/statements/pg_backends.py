@@ -1,0 +1,45 @@
+"""The PostgreSQL backends a racer talks to, reported by every PostgreSQL driver's hooks.
+
+The controller's probes ask the server which racers wait on a lock, by backend pid; a racer
+that is still making a connection waits for its server, not for a racer. So each driver's hooks
+announce a connection as it starts (:func:`connecting`) and report its backend pid as soon as
+it exists, or at its first statement for a connection made otherwise (:func:`report`), each pid
+once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pytest_racecheck import points
+
+_on_backend_pid: Callable[[int], None] | None = None
+_on_connect: Callable[[], None] | None = None
+_seen_pids: set[int] = set()
+
+
+def configure(
+    on_backend_pid: Callable[[int], None] | None, on_connect: Callable[[], None] | None
+) -> None:
+    """Set the callbacks (``None`` for none); pids reported before are forgotten."""
+    global _on_backend_pid, _on_connect
+    _on_backend_pid, _on_connect = on_backend_pid, on_connect
+    _seen_pids.clear()
+
+
+def connecting() -> bool:
+    """A connection starts to be made: tell the controller, in a race. Whether it was told (the
+    caller then reports the new backend's pid)."""
+    announce = _on_connect
+    if points._racer is None or announce is None:
+        return False
+    announce()
+    return True
+
+
+def report(pid: int | None) -> None:
+    """Tell the controller about backend ``pid`` (0 or None: no backend), once per pid."""
+    callback = _on_backend_pid
+    if callback is not None and pid and pid not in _seen_pids:
+        _seen_pids.add(pid)
+        callback(pid)
