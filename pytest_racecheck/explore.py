@@ -333,7 +333,7 @@ class Explorer(Coordinator):
         self.at.pop(racer, None)
         return self._decide()
 
-    def blocked(self, racers: set[int]) -> list[int]:
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
         newly = racers - set(self.at) - self.done - self.waiting_in_db
         self.waiting_in_db = racers - set(self.at) - self.done
         holding = set(self.holding or ())

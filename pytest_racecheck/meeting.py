@@ -14,6 +14,7 @@ forgets the last probe, and only a fresh one can count a racer as blocked again.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ from pytest_racecheck.points import pause_point_name, resolve_target
 
 PROBE_INTERVAL_S = 0.001
 """How often the controller asks whether racers are blocked, while a meeting waits on them."""
+
+SLEEPER_PATIENCE_S = 5.0
+"""How long a schedule waits for a racer asleep on a timer whose step is next, before it takes
+it for a poller waiting on a lock (only a schedule that does not fit the code gets there)."""
 
 
 class Overlap(Protocol):
@@ -88,7 +93,9 @@ class Coordinator:
     def finished(self, racer: int) -> list[int]:
         return []
 
-    def blocked(self, racers: set[int]) -> list[int]:
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
+        """``racers`` are blocked now; ``asleep`` are those of them seen only asleep on a
+        timer (``time.sleep``, or a poller between two looks at a lock)."""
         return []
 
     def poll_interval(self) -> float | None:
@@ -142,7 +149,7 @@ class MeetAt(Coordinator):
         self.waiting_in_db = set()
         return self._meet()
 
-    def blocked(self, racers: set[int]) -> list[int]:
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
         self.waiting_in_db = racers - self.held - self.done
         return self._meet()
 
@@ -228,6 +235,7 @@ class Schedule(Coordinator):
     log: list[str] = field(default_factory=list)
     taken: list[str] = field(default_factory=list)
     misses: list[tuple[int, str, int, str]] = field(default_factory=list)
+    asleep_since: dict[int, float] = field(default_factory=dict)
 
     def held_points(self, racer: int) -> dict[str, int]:
         return dict(Counter(name for step in self.steps for r, name in step if r == racer))
@@ -235,7 +243,7 @@ class Schedule(Coordinator):
     def start_round(self) -> None:
         self.position, self.at, self.done = 0, {}, set()
         self.waiting_in_db, self.owed, self.log, self.taken = set(), {}, [], []
-        self.misses = []
+        self.misses, self.asleep_since = [], {}
 
     def end_round(self) -> None:
         for (racer, name), number in sorted(self.owed.items(), key=lambda item: item[1]):
@@ -268,8 +276,20 @@ class Schedule(Coordinator):
         self.waiting_in_db = set()
         return self._advance()
 
-    def blocked(self, racers: set[int]) -> list[int]:
-        self.waiting_in_db = racers - set(self.at) - self.done
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
+        # A racer asleep on a timer whose step is next is waited for: it sleeps on purpose
+        # (work between two statements), or the schedule was recorded while it did not wait
+        # here. Only a schedule that is wrong waits SLEEPER_PATIENCE_S for a poller.
+        now = time.monotonic()
+        self.asleep_since = {r: t for r, t in self.asleep_since.items() if r in asleep}
+        patient: set[int] = set()
+        if self.position < len(self.steps):
+            for racer, _ in self.steps[self.position]:
+                if racer in asleep:
+                    since = self.asleep_since.setdefault(racer, now)
+                    if now - since < SLEEPER_PATIENCE_S:
+                        patient.add(racer)
+        self.waiting_in_db = racers - set(self.at) - self.done - patient
         return self._advance()
 
     def _still(self) -> bool:

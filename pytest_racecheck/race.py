@@ -374,7 +374,8 @@ class Controller:
             moving = [r.view() for r in running if r.at_point is None]
             blocked = self.probe.blocked(moving)
             state.waited |= blocked
-            self._pass(self.coordinator.blocked(blocked))
+            asleep = frozenset(getattr(self.probe, "asleep", ()))
+            self._pass(self.coordinator.blocked(blocked, asleep))
             return
         for racer in running:
             if racer.channel in ready or racer.process.sentinel in ready:

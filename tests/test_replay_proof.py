@@ -8,9 +8,12 @@ point that does not exist, and ``schedule=[]`` all ran as free stress rounds.
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import pytest
 
-from pytest_racecheck import runs
+from pytest_racecheck import current_racer, point, runs
 from pytest_racecheck.race import ScheduleNotFollowed
 
 
@@ -131,3 +134,48 @@ def test_a_pasted_schedule_of_code_that_moved_fails_the_replay(pytester: pytest.
             "*racer ? passed these points in round 1: 'SELECT runs @ app.py:9', 'INSERT*:11'",
         ]
     )
+
+
+def sleepy_check_then_act(db) -> str:
+    """A check-then-act whose racer 0 does work between two statements, asleep in Python (not
+    blocked on anything another racer holds): it reads the table before it sleeps and after."""
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.path, timeout=30, isolation_level=None)
+    else:
+        conn = db.connect()
+        conn.autocommit = True
+    try:
+        point("began")
+        conn.execute("SELECT count(*) FROM runs").fetchone()
+        if current_racer() == 0:
+            for _ in range(20):  # work between two statements, asleep: a backoff, a rate limit
+                time.sleep(0.01)
+        point("read")
+        active = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        point("checked")
+        if active:
+            return "refused"
+        conn.execute("INSERT INTO runs (status) VALUES ('running')")
+        return "created"
+    finally:
+        conn.close()
+
+
+def test_a_replay_waits_for_a_racer_asleep_in_python(race, race_db) -> None:
+    """The schedule's next step is racer 0's own while it sleeps: it must be waited for, not
+    taken for a racer waiting on a lock (then racer 1 ran ahead, found nothing, and racer 0
+    refused: the replay of a failing interleaving passed in some rounds)."""
+    race_db.executescript("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)")
+    if race_db.backend == "postgres":
+        race_db.executescript("DROP TABLE runs; CREATE TABLE runs (id serial, status text)")
+    result = race(
+        sleepy_check_then_act,
+        race_db,
+        processes=2,
+        rounds=20,
+        timeout=120,
+        # both read before either writes; racer 0's step "read" is next while it sleeps
+        schedule=["0:began", "0:read", "1:began", "1:read", "0:checked", "1:checked"],
+        reset=lambda: race_db.execute("DELETE FROM runs"),
+    )
+    assert result.counts("created") == [2] * 20, [r.trace for r in result.rounds]
