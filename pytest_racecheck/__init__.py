@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         RacerDied,
         RacerSetupFailed,
         RaceTimeout,
+        ServerDied,
     )
     from pytest_racecheck.race_fixture import Race, RaceResultNeverChecked
     from pytest_racecheck.racer import current_racer
@@ -44,6 +45,7 @@ _HOMES = {
     "RacerDied": "race",
     "RacerSetupFailed": "race",
     "RaceTimeout": "race",
+    "ServerDied": "race",
     "current_racer": "racer",
 }
 
@@ -72,6 +74,7 @@ __all__ = [
     "RacerSetupFailed",
     "RaisedError",
     "Round",
+    "ServerDied",
     "SqliteDatabase",
     "current_racer",
     "database",

@@ -14,7 +14,7 @@ import pytest
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 from pytest_racecheck.blocking import BackendProbe, ServerProbe, SqliteLockProbe
-from pytest_racecheck.options import POSTGRES_ENV, probes_key, setting
+from pytest_racecheck.options import POSTGRES_ENV, probes_key, servers_key, setting
 
 if TYPE_CHECKING:
     from pytest_racecheck.backends.postgres import PostgresDatabase, PostgresServer
@@ -188,6 +188,9 @@ def make_postgres_db(
     hidden = postgres.secrets_in(server.admin_dsn)
     made: list[tuple[PostgresDatabase, BackendProbe]] = []
     probes = request.node.stash.setdefault(probes_key, [])
+    deaths = request.node.stash.setdefault(servers_key, [])
+    if server.server_died not in deaths:
+        deaths.append(server.server_died)  # a race in this test says when the server died
 
     def make() -> PostgresDatabase:
         db, problem = None, ""

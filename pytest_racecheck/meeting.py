@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pytest_racecheck.clock import is_time_step, parse_duration
 from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.points import pause_point_name, resolve_target
 
@@ -48,6 +49,8 @@ class Coordinator:
 
     hold_all = False
     """Hold racers at every point they reach, whatever its name (explore mode)."""
+    on_clock: Callable[[float], None] | None = None
+    """Moves the race's virtual clock by so many seconds (set by the controller)."""
 
     def held_points(self, racer: int) -> dict[str, int]:
         return {}
@@ -174,10 +177,12 @@ JOINT = " & "
 """Joins the parts of a step that releases several racers at once: '0:INSERT runs & 1:...'."""
 
 Step = tuple[tuple[int, str], ...]
+CLOCK_STEP = -1
+"""The racer number of a step that moves the clock (``"+31m"``): it is nobody's step."""
 
 
 def format_step(parts: Sequence[tuple[int, str]]) -> str:
-    return JOINT.join(f"{racer}:{name}" for racer, name in parts)
+    return JOINT.join(name if racer == CLOCK_STEP else f"{racer}:{name}" for racer, name in parts)
 
 
 def parse_schedule(steps: Sequence[str], processes: int) -> list[Step]:
@@ -189,6 +194,10 @@ def parse_schedule(steps: Sequence[str], processes: int) -> list[Step]:
         )
     parsed: list[Step] = []
     for step in steps:
+        if is_time_step(step):
+            parse_duration(step)  # a bad duration fails here
+            parsed.append(((CLOCK_STEP, step.strip()),))
+            continue
         parts = step.split(JOINT) if isinstance(step, str) else [None]
         pairs = []
         for part in parts:
@@ -300,6 +309,12 @@ class Schedule(Coordinator):
         while self.position < len(self.steps) and self._still():
             step = self.steps[self.position]
             self.position += 1
+            if step[0][0] == CLOCK_STEP:
+                if self.on_clock is not None:
+                    self.on_clock(parse_duration(step[0][1]))
+                self.log.append(step[0][1])
+                self.taken.append(step[0][1])
+                continue
             ready = [(r, n) for r, n in step if self.at.get(r) == n]
             for racer, name in step:
                 if (racer, name) in ready:

@@ -8,6 +8,7 @@ bad values into a :class:`pytest.UsageError` naming where they were set.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,12 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "seed of explore mode's random choices, to rerun a reported failure",
         "default a fresh one per race, reported",
     ),
+    "clock": (
+        str,
+        "the racers' clock: real, or virtual (sleeps end at once; time jumps to the earliest "
+        "wake-up when every racer waits)",
+        f"default {DEFAULTS.clock}",
+    ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
 assert tuple(SETTINGS) == NAMES, "options.SETTINGS must follow settings.RaceSettings"
@@ -54,6 +61,8 @@ soak_seconds_key = pytest.StashKey["float | None"]()
 probes_key = pytest.StashKey[list[Any]]()
 spares_key = pytest.StashKey[int]()
 call_failed_key = pytest.StashKey[bool]()
+servers_key = pytest.StashKey[list[Callable[[], str | None]]]()
+"""Per test: how to ask each server its databases are on whether it died (None: it runs)."""
 
 
 def _add_setting(

@@ -149,6 +149,8 @@ class RaceResult:
     start_method: str = "spawn"
     startup_s: float = 0.0
     elapsed_s: float = 0.0
+    virtual_s: float | None = None
+    """``clock="virtual"``: how far the race's clock moved, in virtual seconds."""
     mode: str = "stress"
     """How racers were driven: stress, meet_at, pause_after, pause_before, schedule, explore."""
     seed: int | None = None

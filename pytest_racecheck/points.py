@@ -71,11 +71,17 @@ class RacerPoints:
         self.reached += 1
         if len(self.passed) < POINTS_KEPT:
             self.passed.append(name)
+        if self.holds(name):
+            self._hold(name)
+
+    def holds(self, name: str) -> bool:
+        """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
         if self._hold_all:
-            self._hold(name)
-        elif self._left[name] > 0:
+            return True
+        if self._left[name] > 0:
             self._left[name] -= 1
-            self._hold(name)
+            return True
+        return False
 
     def _hold(self, name: str) -> None:
         self._channel.send(At(name))

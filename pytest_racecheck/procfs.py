@@ -125,6 +125,50 @@ def session_members(sid: int) -> list[int]:
     return found
 
 
+def process_table() -> dict[int, tuple[int, int, str]]:
+    """Every visible process as ``pid: (parent pid, process group, state letter)``: the
+    family tree a racer walks to end what it started (empty without ``/proc``)."""
+    table: dict[int, tuple[int, int, str]] = {}
+    for pid in pids():
+        fields = stat_fields(pid)
+        try:
+            table[pid] = (int(fields[1]), int(fields[2]), fields[0]) if fields else (0, 0, "X")
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """Clock ticks the whole process (every thread) has run, user and system (fields 14 and
+    15 of ``stat``); None when it is gone or unreadable."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[11]) + int(fields[12]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def sysv_shm_creator(shmid: int) -> int | None:
+    """The pid that created System V shared memory segment ``shmid`` (``/proc/sysvipc/shm``),
+    or None when there is no such segment or no way to read it."""
+    data = _read(f"{PROC}/sysvipc/shm")
+    if data is None:
+        return None
+    lines = data.splitlines()
+    if not lines:
+        return None
+    header = lines[0].split()
+    try:
+        at_id, at_cpid = header.index("shmid"), header.index("cpid")
+    except ValueError:
+        return None
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > max(at_id, at_cpid) and fields[at_id] == str(shmid):
+            return int(fields[at_cpid]) if fields[at_cpid].isdigit() else None
+    return None
+
+
 def pid_namespace() -> str | None:
     """This process's pid namespace (``pid:[4026531836]``): the pids it sees mean what they say
     only inside it, so containers sharing a ``/tmp`` must not judge each other's processes."""

@@ -4,9 +4,10 @@ Each message is a small frozen dataclass; its ``kind`` names the handler that re
 (``racer_<kind>`` on the controller, in the style of pytest-xdist's ``worker_<name>``). They
 travel over one ``multiprocess`` pipe per racer, pickled with dill.
 
-Controller to racer: :class:`Setup` once, then :class:`Pass` for each held point.
+Controller to racer: :class:`Setup` once, then :class:`Pass` for each held point and
+:class:`Wake` for each virtual sleep.
 Racer to controller: :class:`Ready` (or :class:`SetupError`), :class:`Warm`, then per round any
-number of :class:`At` and :class:`BackendPid`, and one :class:`Result`.
+number of :class:`At`, :class:`Sleep` and :class:`BackendPid`, and one :class:`Result`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Setup(Message):
     pause_after: tuple[str, ...] = ()
     pause_before: tuple[str, ...] = ()
     app_name: str = ""
+    clock_path: str = ""
+    """The race's shared virtual clock (``clock="virtual"``); empty: the real clock."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,13 @@ class Pass(Message):
 
     kind: ClassVar[str] = "pass"
     name: str
+
+
+@dataclass(frozen=True)
+class Wake(Message):
+    """The racer's virtual sleep is over: the clock has reached its wake-up."""
+
+    kind: ClassVar[str] = "wake"
 
 
 # Racer to controller.
@@ -99,6 +109,16 @@ class Connecting(Message):
     for the server, not for another racer."""
 
     kind: ClassVar[str] = "connecting"
+
+
+@dataclass(frozen=True)
+class Sleep(Message):
+    """The racer sleeps ``seconds`` of virtual time and waits for :class:`Wake`; ``held``: the
+    race holds this sleep at a point (explore, a schedule that names ``sleep``)."""
+
+    kind: ClassVar[str] = "sleep"
+    seconds: float
+    held: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ import multiprocess.synchronize
 
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
+from pytest_racecheck.clock import SLEEP_POINT, VirtualClock
+from pytest_racecheck.descendants import kill_group
+from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
 from pytest_racecheck.protocol import (
     At,
@@ -40,6 +43,8 @@ from pytest_racecheck.protocol import (
     Result,
     Setup,
     SetupError,
+    Sleep,
+    Wake,
     Warm,
     is_message,
 )
@@ -75,6 +80,11 @@ class RaceTimeout(RaceError):
 
 class RacerSetupFailed(RaceError):
     """A racer could not load the function it was to race, or its racer_setup raised."""
+
+
+class ServerDied(RaceError):
+    """A database server the race used died during it (its throwaway PostgreSQL's postmaster
+    is gone): the racers' errors are its consequence, not the code's."""
 
 
 class RaceNotForced(RaceError):
@@ -169,6 +179,7 @@ class Controller:
         self.deadline = 0.0
         self._expected = ""
         self._awaiting: set[int] = set()
+        self.clock: VirtualClock | None = None
 
     # The race's life.
 
@@ -177,6 +188,9 @@ class Controller:
         call = pickle_call(spec)
         started = time.monotonic()
         self.deadline = started + spec.timeout
+        if spec.clock == "virtual":
+            self.clock = VirtualClock()
+            self.coordinator.on_clock = self._clock_step
         ctx = multiprocess.get_context(spec.start_method)
         spares = spare_pool.take(spec.start_method, spec.processes)
         gate = spares.gate if spares is not None else StartGate(ctx, spec.processes)
@@ -218,6 +232,9 @@ class Controller:
             result.elapsed_s = time.monotonic() - started
             self.coordinator.account(result)
             shutdown(self.racers, gate)
+            if self.clock is not None:
+                result.virtual_s = self.clock.elapsed_s
+                self.clock.close()
             # Spares for the next race start now, not during this one's rounds; not when
             # Ctrl-C or a KeyboardInterrupt-like exit ends the race (sys.exc_info() in a
             # finally block is the exception passing through).
@@ -258,10 +275,13 @@ class Controller:
                     hooks=call[1],
                     held_points=coordinator.held_points(racer.index),
                     hold_all=coordinator.hold_all,
-                    statements=self.spec.mode != "stress",
+                    # On a virtual clock too: a racer that waits for its PostgreSQL server
+                    # then says so, and the clock does not jump while the server works.
+                    statements=self.spec.mode != "stress" or self.clock is not None,
                     pause_after=(self.spec.pause_after,) if self.spec.pause_after else (),
                     pause_before=(self.spec.pause_before,) if self.spec.pause_before else (),
                     app_name=racer.app_name,
+                    clock_path=self.clock.path if self.clock is not None else "",
                 )
             )
 
@@ -275,6 +295,8 @@ class Controller:
         gate.arm(number)
         while len(state.outcomes) < len(self.racers):
             self._step()
+        if self.clock is not None:
+            self.clock.forget()
         self.coordinator.end_round()
         return self._judge(state)
 
@@ -369,13 +391,16 @@ class Controller:
         if time.monotonic() >= self.deadline:
             raise RaceTimeout(self._timeout_message(state.number, running), self.result)
         poll = self.coordinator.poll_interval() if self.probe is not None else None
+        if self.probe is not None and self.clock is not None and self.clock.sleepers:
+            poll = PROBE_INTERVAL_S  # is every racer that does not sleep blocked?
         ready = _wait(running, self.deadline, poll)
         if not ready and poll is not None and self.probe is not None:
-            moving = [r.view() for r in running if r.at_point is None]
+            moving = [r.view() for r in running if r.at_point is None and not self._asleep(r)]
             blocked = self.probe.blocked(moving)
             state.waited |= blocked
             asleep = frozenset(getattr(self.probe, "asleep", ()))
             self._pass(self.coordinator.blocked(blocked, asleep))
+            self._jump_if_all_wait(blocked)
             return
         for racer in running:
             if racer.channel in ready or racer.process.sentinel in ready:
@@ -383,6 +408,7 @@ class Controller:
                     racer,
                     self._receive(racer, f"running {self.spec.fn_name} in round {state.number}"),
                 )
+        self._jump_if_all_wait(set())
 
     def _dispatch(self, racer: _Racer, message: Message) -> None:
         handler = getattr(self, f"racer_{message.kind}", None)
@@ -419,6 +445,49 @@ class Controller:
         racer.finished, racer.at_point, racer.connecting = True, None, False
         notify_event(self.probe)
         self._pass(self.coordinator.finished(racer.index))
+
+    def racer_sleep(self, racer: _Racer, message: Sleep) -> None:
+        """A virtual sleep: held at the point ``sleep`` when the race holds it, else asleep
+        until the clock reaches its wake-up."""
+        if self.clock is None or self.round is None:
+            raise RaceError(f"{racer.describe()} slept on a virtual clock it was not given")
+        self.clock.sleep(racer.index, message.seconds, message.held)
+        racer.connecting = False
+        notify_event(self.probe)
+        if message.held:
+            racer.at_point = SLEEP_POINT
+            self._pass(self.coordinator.arrived(racer.index, SLEEP_POINT))
+
+    def _asleep(self, racer: _Racer) -> bool:
+        return self.clock is not None and self.clock.asleep(racer.index)
+
+    def _jump_if_all_wait(self, blocked: set[int]) -> None:
+        """When every racer waits (asleep, held at a point, blocked) and one sleeps, the clock
+        jumps to the earliest wake-up (Trio's MockClock autojump)."""
+        clock = self.clock
+        if clock is None or not clock.sleepers:
+            return
+        for racer in self.racers:
+            if not (
+                racer.finished
+                or racer.at_point is not None
+                or clock.asleep(racer.index)
+                or racer.index in blocked
+            ):
+                return
+        self._wake(clock.jump())
+
+    def _wake(self, indexes: Sequence[int]) -> None:
+        for i in indexes:
+            self.racers[i].channel.send(Wake())
+        if indexes:
+            notify_event(self.probe)
+
+    def _clock_step(self, seconds: float) -> None:
+        """A schedule's clock step (``"+31m"``)."""
+        assert self.clock is not None
+        self.clock.advance(seconds)
+        self._wake(self.clock.due())
 
     def racer_setup_error(self, racer: _Racer, message: SetupError) -> None:
         error = message.error
@@ -488,9 +557,16 @@ class Controller:
     def _pass(self, indexes: Sequence[int]) -> None:
         for i in indexes:
             racer = self.racers[i]
-            if racer.at_point is not None:
-                racer.channel.send(Pass(racer.at_point))
+            if racer.at_point is None:
+                continue
+            if racer.at_point == SLEEP_POINT and self.clock is not None and i in self.clock.held:
+                # a held sleep: letting it go moves the clock to its wake-up
+                self.clock.wake_held(i)
                 racer.at_point = None
+                self._wake([i, *self.clock.due()])
+                continue
+            racer.channel.send(Pass(racer.at_point))
+            racer.at_point = None
 
     # Verdicts and messages.
 
@@ -518,10 +594,11 @@ class Controller:
         spec = self.spec
         lines = [f"race of {spec.fn_name} timed out after {spec.timeout:g} s in round {number}:"]
         for racer in running:
+            asleep = self.clock.describe(racer.index) if self.clock is not None else ""
             where = (
-                f"held at point {racer.at_point!r}"
-                if racer.at_point
-                else f"had not returned from {spec.fn_name}"
+                asleep
+                or (f"held at point {racer.at_point!r}" if racer.at_point else "")
+                or f"had not returned from {spec.fn_name}"
             )
             lines.append(f"  {racer.describe()} {where}")
         waiting = self.coordinator.describe_wait()
@@ -574,5 +651,7 @@ def shutdown(racers: list[_Racer], gate: StartGate) -> None:
         for racer in alive:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
+        # What a racer that could not clean up (it was killed) left in its process group.
+        kill_group(racer.process.pid)
         if racer.process.exitcode is not None:
             racer.process.close()

@@ -20,13 +20,14 @@ from pytest_racecheck.options import (
     call_failed_key,
     marker_settings,
     probes_key,
+    servers_key,
     settings_key,
     soak_key,
     soak_seconds_key,
     stop_early,
 )
 from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import Controller, RaceError
+from pytest_racecheck.race import Controller, RaceError, ServerDied
 from pytest_racecheck.settings import DEFAULTS
 from pytest_racecheck.spec import RaceSpec
 
@@ -162,6 +163,7 @@ class Race:
         start_method: str | None = None,
         explore: int | None = None,
         seed: int | None = None,
+        clock: str | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -181,6 +183,7 @@ class Race:
             "start_method": start_method,
             "explore": explore,
             "seed": seed,
+            "clock": clock,
         }
         config = self._request.config
         chosen, budget_s = choose_settings(
@@ -227,8 +230,12 @@ class Race:
             except KeyboardInterrupt:
                 self._interrupted(controller.result, budget_s)
                 raise
+            except Exception:
+                self._check_servers(controller.result)  # a dead server is the cause to tell
+                raise
             finally:
                 own_probes.close()
+            self._check_servers(result)
         except RaceError as exc:
             if exc.result is not None:
                 exc.result.budget_s = budget_s
@@ -240,6 +247,17 @@ class Race:
         self.results.append(result)
         self._raced.append(_Raced(result, "ran", where))
         return result
+
+    def _check_servers(self, result: RaceResult) -> None:
+        """Raise ServerDied when a database server of this test died during the race: what
+        racers then raised, or a probe's lost connection, says less than that."""
+        for died in self._request.node.stash.get(servers_key, []):
+            why = died()
+            if why is not None:
+                raise ServerDied(
+                    f"race of {result.fn_name}, after {result.rounds_run} complete round(s): {why}",
+                    result,
+                )
 
     def _interrupted(self, result: RaceResult, budget_s: float | None) -> None:
         """Ctrl-C ended this race: pytest makes no report for its test, so the summary table
@@ -355,7 +373,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, start_method=, explore=,
-    seed=, meet_at=, pause_after=, pause_before=, schedule=, racer_setup=, racer_teardown=,
+    seed=, clock=, meet_at=, pause_after=, pause_before=, schedule=, racer_setup=, racer_teardown=,
     **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer, every round, and returns a
     RaceResult to assert on (a result never checked gets a warning). Defaults come from
     @pytest.mark.race(...), then --racecheck-* options, then racecheck_* ini keys.

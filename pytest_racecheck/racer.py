@@ -21,7 +21,7 @@ from typing import Any
 
 import dill
 
-from pytest_racecheck import points
+from pytest_racecheck import descendants, points
 from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.barrier import GateClosed, StartGate
 from pytest_racecheck.outcomes import Outcome, RaisedError
@@ -53,7 +53,16 @@ def _watch_controller(parent_pid: int) -> None:
     while True:
         time.sleep(WATCHDOG_S)
         if os.getppid() != parent_pid:
+            # The controller is gone (a SIGKILL of pytest): what this racer started goes too.
+            descendants.end_descendants()
             os._exit(70)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM from the controller (a racer that did not leave in time): end what this racer
+    started, then the racer."""
+    descendants.end_descendants()
+    os._exit(128 + signum)
 
 
 def racer_main(
@@ -72,6 +81,8 @@ def racer_main(
     _current = index
     channel = _OneSenderAtATime(channel)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminated)
+    descendants.keep_descendants()
     # The parent is the controller, or with forkserver the fork server, which ends with it.
     parent_pid = os.getppid() if os.getppid() != 1 else controller_pid
     threading.Thread(target=_watch_controller, args=(parent_pid,), daemon=True).start()
@@ -102,6 +113,7 @@ def racer_main(
         fn, args, kwargs = dill.loads(setup.call)
     except BaseException as exc:
         channel.send(SetupError(RaisedError.from_exception(exc), doing))
+        descendants.end_descendants()  # what a racer_setup started before it failed
         return
     # A database that cannot be reached now fails the first round, where it is reported.
     with contextlib.suppress(Exception):
@@ -109,6 +121,10 @@ def racer_main(
     call = _caller(fn, args, kwargs)
     racer_points = points.RacerPoints(channel, setup.held_points, setup.hold_all)
     points.activate(racer_points)
+    if setup.clock_path:
+        from pytest_racecheck import virtual_time
+
+        virtual_time.attach(channel, racer_points.holds)
     channel.send(Ready(os.getpid()))
     try:
         while True:
@@ -117,14 +133,17 @@ def racer_main(
                 channel.send(Warm())
                 continue
             racer_points.begin_round()
-            released = time.monotonic_ns()
+            released = _real_ns()
             value: Any = None
             error: RaisedError | None = None
+            _racing(setup, True)
             try:
                 value = call()
             except BaseException as exc:
                 error = RaisedError.from_exception(exc)
-            ended = time.monotonic_ns()
+            finally:
+                _racing(setup, False)
+            ended = _real_ns()
             outcome = Outcome(
                 index,
                 value,
@@ -152,6 +171,8 @@ def racer_main(
         for racer_teardown in teardowns:
             with contextlib.suppress(BaseException):
                 run_hook(racer_teardown)
+        # The race is over: no process the code under test started may outlive it.
+        descendants.end_descendants()
     _leave()
 
 
@@ -178,6 +199,18 @@ class _OneSenderAtATime:
         return getattr(self._channel, name)
 
 
+def _real_ns() -> int:
+    """The monotonic clock, also under a virtual clock: a round's timings are real."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _racing(setup: Setup, on: bool) -> None:
+    if setup.clock_path:
+        from pytest_racecheck import virtual_time
+
+        virtual_time.racing(on)
+
+
 def _leave() -> None:
     """End now that the race is over: the controller waits for its racers to be gone, and a
     full interpreter shutdown costs 50-100 ms per racer on a busy machine. Output is flushed;
@@ -194,6 +227,11 @@ def _prepare(setup: Setup, channel: Any) -> None:
         # libpq reads PGAPPNAME: the racer's PostgreSQL sessions name themselves, so the
         # controller can find them in pg_stat_activity without the code under test's help.
         os.environ["PGAPPNAME"] = setup.app_name
+    if setup.clock_path:
+        # Before the set-up and the function's module load: both see the virtual clock.
+        from pytest_racecheck import virtual_time
+
+        virtual_time.install(setup.clock_path)
     if setup.statements:
         from pytest_racecheck import statements
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import multiprocess as _multiprocess
 
+from pytest_racecheck.clock import validate_clock
+
 multiprocess: Any = _multiprocess  # an untyped package
 START_METHODS = ("spawn", "fork", "forkserver")
 MAX_EXPLORE_RACERS = 8
@@ -31,6 +33,8 @@ class RaceSettings:
     """Interleavings to explore, one per round; None runs plain stress rounds."""
     seed: int | None = None
     """Seed of the explorer's random choices; None picks one and reports it."""
+    clock: str = "real"
+    """The racers' clock: "real", or "virtual" (see :mod:`pytest_racecheck.clock`)."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -91,3 +95,4 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
             )
     if settings.seed is not None and not _is_int(settings.seed):
         raise TypeError(f"{where}: seed must be an int, got {settings.seed!r}")
+    validate_clock(settings.clock, where)

@@ -16,6 +16,7 @@ from typing import Any
 
 import dill
 
+from pytest_racecheck.clock import is_time_step
 from pytest_racecheck.explore import Explorer, make_search
 from pytest_racecheck.meeting import Coordinator, make_coordinator
 from pytest_racecheck.outcomes import RaceResult
@@ -35,6 +36,7 @@ class RaceSpec:
     start_method: str = DEFAULTS.start_method
     explore: int | None = DEFAULTS.explore
     seed: int | None = DEFAULTS.seed
+    clock: str = DEFAULTS.clock
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None
@@ -126,6 +128,13 @@ def validate(spec: RaceSpec) -> None:
     ):
         raise ValueError(f"race(): budget_s must be a positive number, got {spec.budget_s!r}")
     _check_signature(spec)
+    if spec.clock != "virtual" and spec.schedule and not isinstance(spec.schedule, str):
+        moves = [s for s in spec.schedule if is_time_step(s)]
+        if moves:
+            raise ValueError(
+                f"race(): schedule step {moves[0]!r} moves the virtual clock: pass "
+                "clock='virtual' (the real clock cannot be moved)"
+            )
     spec.coordinator()
 
 

@@ -33,7 +33,7 @@ def test_built_in_defaults(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*SETTINGS {'processes': 4, 'rounds': 50, 'timeout': 60.0, 'start_method': 'spawn', "
-            "'explore': None, 'seed': None}",
+            "'explore': None, 'seed': None, 'clock': 'real'}",
             "RAN 4 50",
         ]
     )
@@ -64,7 +64,7 @@ def test_marker_over_command_line(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*SETTINGS {'processes': 3, 'rounds': 4, 'timeout': 9.0, 'start_method': 'spawn', "
-            "'explore': None, 'seed': None}",
+            "'explore': None, 'seed': None, 'clock': 'real'}",
             "RAN 3 4",
         ]
     )
@@ -75,6 +75,11 @@ def test_argument_over_marker(pytester: pytest.Pytester) -> None:
         pytester, marker="@pytest.mark.race(rounds=4, processes=3)", args=", rounds=2, processes=2"
     )
     result.stdout.fnmatch_lines(["RAN 2 2"])
+
+
+def test_clock_from_the_marker(pytester: pytest.Pytester) -> None:
+    result = run(pytester, marker="@pytest.mark.race(clock='virtual')", args=", rounds=2")
+    result.stdout.fnmatch_lines(["*SETTINGS *'clock': 'virtual'}", "RAN 4 2"])
 
 
 def test_start_method_fork(pytester: pytest.Pytester) -> None:
@@ -89,6 +94,7 @@ def test_start_method_fork(pytester: pytest.Pytester) -> None:
         ("--racecheck-processes=1", "ERROR: --racecheck-processes=1: processes must be at least*"),
         ("--racecheck-timeout=-3", "*timeout must be more than 0 seconds*"),
         ("--racecheck-start-method=threads", "*unknown start method 'threads'*"),
+        ("--racecheck-clock=fast", "*unknown clock 'fast': use clock='virtual'*"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, cli: str, message: str) -> None:
@@ -194,7 +200,9 @@ def test_soak_from_ini_and_bad_soak(pytester: pytest.Pytester) -> None:
 
 def test_explore_and_seed_from_the_command_line(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--racecheck-explore=3", "--racecheck-seed=7", args=", processes=2")
-    result.stdout.fnmatch_lines(["*SETTINGS *'explore': 3, 'seed': 7}", "MODE explore 3 7 None"])
+    result.stdout.fnmatch_lines(
+        ["*SETTINGS *'explore': 3, 'seed': 7, 'clock': 'real'}", "MODE explore 3 7 None"]
+    )
 
 
 def test_explore_from_ini_marker_and_argument(pytester: pytest.Pytester) -> None:

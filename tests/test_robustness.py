@@ -338,3 +338,90 @@ def test_leftovers_of_earlier_rounds_suggest_reset(pytester: pytest.Pytester) ->
             "earlier rounds left in the database*",
         ]
     )
+
+
+STARTS_PROCESSES = """
+import os, subprocess, time
+
+def start_processes(record, then_hang=False):
+    # a child in a session of its own (out of the racer's process group)
+    daemon = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    child = os.fork()
+    if child == 0:
+        # a double fork: the grandchild is orphaned at once, and holds every inherited fd
+        # (with fork, multiprocess's resource tracker's pipe)
+        grandchild = os.fork()
+        if grandchild == 0:
+            time.sleep(600)
+            os._exit(0)
+        with open(record, "a") as f:
+            f.write(f"{grandchild}\\n")
+        os._exit(0)
+    os.waitpid(child, 0)
+    with open(record, "a") as f:
+        f.write(f"{daemon.pid}\\n")
+    if then_hang:
+        open(record + ".started", "a").close()
+        time.sleep(3600)
+    return "ok"
+
+def gone(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_processes_a_racer_starts_end_with_the_race(
+    pytester: pytest.Pytester, run_tag: str, start_method: str
+) -> None:
+    """A child in its own session and an orphaned grandchild, each round: all gone when race()
+    returns (the pids are checked right then), and nothing tagged is left after the run (the
+    run_tag fixture, multiprocess's resource tracker included)."""
+    pytester.makepyfile(
+        STARTS_PROCESSES
+        + f"""
+def test_leaves_nothing(race, tmp_path):
+    record = str(tmp_path / "pids")
+    result = race(start_processes, record, processes=2, rounds=2, start_method={start_method!r})
+    result.assert_outcomes(["ok"])
+    pids = [int(line) for line in open(record).read().split()]
+    assert len(pids) == 8
+    assert [p for p in pids if not gone(p)] == []
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_processes_racers_started_end_after_sigkill_of_pytest(
+    pytester: pytest.Pytester, run_tag: str, tmp_path
+) -> None:
+    """pytest killed mid-race: its racers see their controller gone and end what they
+    started; the run_tag fixture finds nothing tagged left (it waits for the racers' 0.2 s
+    watchdog and the kernel)."""
+    record = tmp_path / "pids"
+    pytester.makepyfile(
+        STARTS_PROCESSES
+        + f"""
+def test_killed(race):
+    race(start_processes, {str(record)!r}, then_hang=True, processes=2, rounds=1, timeout=600,
+         start_method="fork")
+"""
+    )
+    with open(tmp_path / "out", "w") as out:
+        proc = pytester.popen(
+            [*pytester._getpytestargs(), "-p", "no:cacheprovider"], stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 120
+    while not os.path.exists(f"{record}.started"):
+        assert time.monotonic() < deadline, "racers never started"
+        assert proc.poll() is None, (tmp_path / "out").read_text()
+        time.sleep(0.05)
+    time.sleep(0.5)  # both racers have started their processes (one marker may be first)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert len(record.read_text().split()) == 4

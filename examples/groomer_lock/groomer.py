@@ -28,6 +28,11 @@ Two versions of the job:
     grooming write fenced: it commits only in a transaction that confirms the token still holds
     the lock, so a holder that outlived its lease grooms nothing more.
 
+Time: a run's LLM calls take ``llm_call_s`` each (a sleep), so a race on a virtual clock
+(``race(..., clock="virtual")``) can make a holder stall past its 30-minute lease in no real
+time. The corrected groomer's ``app_clock=True`` passes the process's time into the lock's SQL,
+since the database's own clock is not virtual.
+
 Sync points (``pytest_racecheck.point``, no-ops outside a race): ``"tick"`` when a run starts,
 before it touches the lock; ``"selected"`` after the holder selected its issues, before it
 grooms them (where the slow LLM call is); and, in the first-written acquire only, ``runs``'s
@@ -117,7 +122,11 @@ def groomed_twice(db: Database) -> list[int]:
 
 
 def run_groomer_as_first_written(
-    db: Database, *, ttl_seconds: float = STALE_AFTER_S, batch: int = BATCH
+    db: Database,
+    *,
+    ttl_seconds: float = STALE_AFTER_S,
+    batch: int = BATCH,
+    llm_call_s: float = 0.0,
 ) -> Tick:
     """BROKEN on purpose: the groomer with the lock as it is usually first written."""
     point("tick")
@@ -130,7 +139,7 @@ def run_groomer_as_first_written(
         if token is None:
             return EMPTY_TICK
         since = time.monotonic_ns()
-        tick = _groom(db, holder, batch, fence_token=None)
+        tick = _groom(db, holder, batch, fence_token=None, llm_call_s=llm_call_s)
         return replace(tick, held_ns=(since, time.monotonic_ns()))
     finally:
         # By name: the token is not even looked at. This runs for the loser that bailed (or
@@ -138,24 +147,40 @@ def run_groomer_as_first_written(
         runs.lease_release_as_first_written(db, LOCK_NAME, token or "")
 
 
-def run_groomer(db: Database, *, ttl_seconds: float = STALE_AFTER_S, batch: int = BATCH) -> Tick:
-    """The groomer with the lock done right; when the lock is held, the empty tick."""
+def run_groomer(
+    db: Database,
+    *,
+    ttl_seconds: float = STALE_AFTER_S,
+    batch: int = BATCH,
+    llm_call_s: float = 0.0,
+    app_clock: bool = False,
+) -> Tick:
+    """The groomer with the lock done right; when the lock is held, the empty tick.
+
+    ``app_clock``: the lock's age is judged on this process's clock, passed into the SQL,
+    instead of the database's (every groomer must then do so): a race on a virtual clock moves
+    the first, never the second.
+    """
     point("tick")
     holder = _holder()
-    token = runs.lease_acquire(db, LOCK_NAME, ttl_seconds=ttl_seconds, holder=holder)
+    now = time.time() if app_clock else None
+    token = runs.lease_acquire(db, LOCK_NAME, ttl_seconds=ttl_seconds, holder=holder, now=now)
     if token is None:
         return EMPTY_TICK
     since = time.monotonic_ns()
     try:
-        tick = _groom(db, holder, batch, fence_token=token)
+        tick = _groom(db, holder, batch, fence_token=token, llm_call_s=llm_call_s)
         return replace(tick, held_ns=(since, time.monotonic_ns()))
     finally:
         # Only our own lock: False here means it was reclaimed, and the new holder keeps it.
         runs.lease_release(db, LOCK_NAME, token)
 
 
-def _groom(db: Database, holder: str, batch: int, *, fence_token: str | None) -> Tick:
-    """Select open issues and groom them; with ``fence_token``, each write is fenced."""
+def _groom(
+    db: Database, holder: str, batch: int, *, fence_token: str | None, llm_call_s: float = 0.0
+) -> Tick:
+    """Select open issues and groom them; with ``fence_token``, each write is fenced.
+    ``llm_call_s``: how long each issue's LLM call takes (a sleep)."""
     select = "SELECT id FROM issues WHERE groomed_by IS NULL ORDER BY id LIMIT ?"
     groom = "UPDATE issues SET groomed_by = ?, groom_count = groom_count + 1 WHERE id = ?"
     groomed: list[int] = []
@@ -164,6 +189,8 @@ def _groom(db: Database, holder: str, batch: int, *, fence_token: str | None) ->
         point("selected")
         for issue in chosen:
             # The LLM call goes here, outside any transaction: it can take longer than the TTL.
+            if llm_call_s:
+                time.sleep(llm_call_s)
             if fence_token is None:
                 conn.execute(_sql(db, groom), (holder, issue))
             else:

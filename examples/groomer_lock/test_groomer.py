@@ -15,16 +15,21 @@ What the tests judge, per round:
 - nobody raised, where the test is about that.
 
 The broken interleavings are forced by a ``schedule`` in every round, except in the
-many-groomers race (``meet_at``), whose docstring gives its measured rate, and in the explored
-race, where the plugin finds them itself from the SQL statements alone. The corrected lock
-passes for reasons that do not depend on timing (one statement decides, or a fence does).
+many-groomers race (``meet_at``), whose docstring gives its measured rate, in the explored
+race, where the plugin finds them itself from the SQL statements alone, and in the race of the
+real 30-minute TTL, where a virtual clock lets a holder stall 31 minutes in no real time. The
+corrected lock passes for reasons that do not depend on timing (one statement decides, or a
+fence does).
 """
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 import groomer
 import pytest
@@ -359,4 +364,107 @@ def test_explored_without_points(race: Race, db: Database, run: Groomer) -> None
     result.assert_each_round(
         "expected one holder at a time, no crash, and no issue groomed twice",
         lambda r: reasons(r, one_holder_at_a_time(r), no_crash(r)),
+    )
+
+
+# --- 6. the real 30-minute TTL, on a virtual clock --------------------------------------------
+
+
+def on_the_app_clock(run: Groomer) -> dict[str, Any]:
+    """The corrected groomer judges the lock's age on the (virtual) clock of the process; the
+    first-written one always does."""
+    return {"app_clock": True} if "app_clock" in inspect.signature(run).parameters else {}
+
+
+def stalled_holder_round(db: Database, run: Groomer) -> groomer.Tick:
+    """Racer 0 holds the lock and its first LLM call stalls 31 minutes; racer 1 is the next
+    scheduler tick, 30 minutes and 1 second after the first."""
+    if current_racer() == 0:
+        return run(db, llm_call_s=31 * 60, **on_the_app_clock(run))
+    time.sleep(30 * 60 + 1)
+    return run(db, **on_the_app_clock(run))
+
+
+def late_holder_stopped(rnd: Round) -> str | None:
+    late, reclaimer = (o.value for o in rnd.outcomes)
+    if not (isinstance(reclaimer, groomer.Tick) and reclaimer.held):
+        return f"the next tick did not reclaim the stale lock: it returned {reclaimer!r}"
+    if isinstance(late, groomer.Tick) and late.lost_lock and not late.groomed:
+        return None
+    return f"the late holder did not stop at its fence: it returned {late!r}"
+
+
+@pytest.mark.parametrize("run", VERSIONS)
+def test_holder_stalls_past_its_lease(race: Race, db: Database, run: Groomer) -> None:
+    """A holder stalls past its 30-minute lease while the next tick reclaims it.
+
+    On the virtual clock both racers sleep (the holder in its LLM call, the next tick until it
+    fires); the clock jumps to the tick at 30 minutes and 1 second, which finds the lock stale
+    and reclaims it, then to the holder's wake-up at 31 minutes. As first written, the late
+    holder grooms the issues the new holder groomed (no fence), and both held the lock at the
+    same time. Corrected, the late holder's fenced write finds the new holder's token, so it
+    grooms nothing, and its token-checked release leaves the new lease alone.
+
+    Reliability: deterministic. What each racer reads from the clock, and when, is fixed by the
+    sleeps alone (the clock moves only when both wait); a round takes well under a second.
+    """
+    result = race(
+        stalled_holder_round,
+        db,
+        run,
+        processes=2,
+        rounds=3,
+        clock="virtual",
+        reset=lambda: groomer.reset(db),
+        check=no_issue_groomed_twice(db),
+    )
+    result.assert_each_round(
+        "expected the next tick to reclaim, the late holder to stop at its fence, no crash, and "
+        "no issue groomed twice",
+        lambda r: reasons(r, late_holder_stopped(r), no_crash(r)),
+    )
+
+
+def reclaimer_waits_round(db: Database, run: Groomer) -> groomer.Tick:
+    """Racer 0 is the slow holder A, racer 1 the reclaimer B, racer 2 the newcomer C; B waits
+    at ``"31 minutes later"`` (the schedule moves the clock meanwhile)."""
+    if current_racer() == 1:
+        point("31 minutes later")
+    return run(db, **on_the_app_clock(run))
+
+
+@pytest.mark.parametrize("run", VERSIONS)
+def test_release_after_reclaim_on_the_clock(race: Race, db: Database, run: Groomer) -> None:
+    """Test 3 again, with the time passing on the clock instead of in the lock row.
+
+    A takes the lock and stops at ``"selected"``; the schedule moves the clock 31 minutes
+    (``"+31m"``); B reclaims the now stale lock and stops at ``"selected"``; A goes on and
+    releases; C tries; B finishes. The verdicts are test 3's, and B must have reclaimed.
+
+    Reliability: deterministic, as test 3: the schedule orders every step, and the clock moves
+    only at its ``"+31m"`` step.
+    """
+    result = race(
+        reclaimer_waits_round,
+        db,
+        run,
+        processes=3,
+        rounds=3,
+        clock="virtual",
+        reset=lambda: groomer.reset(db),
+        check=no_issue_groomed_twice(db),
+        schedule=["+31m", "1:31 minutes later", "0:selected", "2:tick", "1:selected"],
+    )
+
+    def b_reclaimed_and_c_bailed(rnd: Round) -> str | None:
+        b, c = rnd.outcomes[1], rnd.outcomes[2]
+        if not (isinstance(b.value, groomer.Tick) and b.value.held):
+            return f"B (racer 1) did not reclaim the stale lock but returned {b.label}"
+        if c.value != groomer.EMPTY_TICK:
+            return f"C (racer 2) did not bail but returned {c.label}: B's lock was gone"
+        return None
+
+    result.assert_each_round(
+        "expected B to reclaim, C to find B's lock and bail, no crash, no issue groomed twice",
+        lambda r: reasons(r, b_reclaimed_and_c_bailed(r), no_crash(r)),
     )

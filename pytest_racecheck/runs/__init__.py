@@ -82,6 +82,7 @@ __all__ = [
     "lease_as_first_written",
     "lease_release",
     "lease_release_as_first_written",
+    "lease_renew",
     "naive",
     "reset",
 ]
@@ -265,48 +266,81 @@ def _c_postgres(db: Database) -> None:
 
 
 def lease_acquire(
-    db: Database, name: str, *, ttl_seconds: float, holder: str | None = None
+    db: Database,
+    name: str,
+    *,
+    ttl_seconds: float,
+    holder: str | None = None,
+    now: float | None = None,
 ) -> str | None:
     """Take the lease ``name``; return this holder's token, or None when someone holds it.
 
-    First writer wins (``INSERT ... ON CONFLICT DO NOTHING``). A lease whose age, by the
-    database's clock, has reached ``ttl_seconds`` is stale and is reclaimed by one conditional
-    ``UPDATE``: of several reclaimers exactly one matches. ``ttl_seconds=0``: always stale.
+    First writer wins (``INSERT ... ON CONFLICT DO NOTHING``). A lease whose age has reached
+    ``ttl_seconds`` is stale and is reclaimed by one conditional ``UPDATE``: of several
+    reclaimers exactly one matches. ``ttl_seconds=0``: always stale. Ages are measured on the
+    database's clock, or, with ``now`` (seconds since the epoch), on the application's: the
+    same value stamps the lease and judges the old one, so every holder must pass it.
     """
     if ttl_seconds < 0:
         raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds!r}")
     token = secrets.token_hex(16)
     who = holder if holder is not None else _holder()
     if _backend(db) == "sqlite":
+        stamp = "?" if now is not None else _SQLITE_NOW
+        clock = _now(now)
         with _sqlite(db) as conn:
             inserted = conn.execute(
                 "INSERT INTO leases (name, token, holder, acquired_at) "
-                f"VALUES (?, ?, ?, {_SQLITE_NOW}) ON CONFLICT (name) DO NOTHING",
-                (name, token, who),
+                f"VALUES (?, ?, ?, {stamp}) ON CONFLICT (name) DO NOTHING",
+                (name, token, who, *clock),
             ).rowcount
             if inserted == 1:
                 return token
             reclaimed = conn.execute(
-                f"UPDATE leases SET token = ?, holder = ?, acquired_at = {_SQLITE_NOW} "
-                f"WHERE name = ? AND acquired_at <= {_SQLITE_NOW} - ?",
-                (token, who, name, float(ttl_seconds)),
+                f"UPDATE leases SET token = ?, holder = ?, acquired_at = {stamp} "
+                f"WHERE name = ? AND acquired_at <= {stamp} - ?",
+                (token, who, *clock, name, *clock, float(ttl_seconds)),
             ).rowcount
     else:
+        stamp = "to_timestamp(%s::float8)" if now is not None else "clock_timestamp()"
+        clock = _now(now)
         with _postgres(db) as conn:
             inserted = conn.execute(
                 "INSERT INTO leases (name, token, holder, acquired_at) "
-                "VALUES (%s, %s, %s, clock_timestamp()) ON CONFLICT (name) DO NOTHING",
-                (name, token, who),
+                f"VALUES (%s, %s, %s, {stamp}) ON CONFLICT (name) DO NOTHING",
+                (name, token, who, *clock),
             ).rowcount
             if inserted == 1:
                 return token
             reclaimed = conn.execute(
-                "UPDATE leases SET token = %s, holder = %s, acquired_at = clock_timestamp() "
+                f"UPDATE leases SET token = %s, holder = %s, acquired_at = {stamp} "
                 "WHERE name = %s "
-                "AND acquired_at <= clock_timestamp() - %s::float8 * interval '1 second'",
-                (token, who, name, float(ttl_seconds)),
+                f"AND acquired_at <= {stamp} - %s::float8 * interval '1 second'",
+                (token, who, *clock, name, *clock, float(ttl_seconds)),
             ).rowcount
     return token if reclaimed == 1 else None
+
+
+def lease_renew(db: Database, name: str, token: str, *, now: float | None = None) -> bool:
+    """Stamp the lease afresh (a heartbeat), only if ``token`` still holds it; False when it
+    was reclaimed: the holder has lost the lease and must stop. ``now`` as for acquire."""
+    if _backend(db) == "sqlite":
+        stamp = "?" if now is not None else _SQLITE_NOW
+        clock = _now(now)
+        with _sqlite(db) as conn:
+            sql = f"UPDATE leases SET acquired_at = {stamp} WHERE name = ? AND token = ?"
+            return conn.execute(sql, (*clock, name, token)).rowcount == 1
+    stamp = "to_timestamp(%s::float8)" if now is not None else "clock_timestamp()"
+    clock = _now(now)
+    with _postgres(db) as conn:
+        sql = f"UPDATE leases SET acquired_at = {stamp} WHERE name = %s AND token = %s"
+        return conn.execute(sql, (*clock, name, token)).rowcount == 1
+
+
+def _now(now: float | None) -> tuple[float, ...]:
+    """A lease statement's "now" parameter: none for the database's clock, or the application's
+    time (the recipe for a virtual clock, which the database cannot see)."""
+    return () if now is None else (float(now),)
 
 
 def lease_release(db: Database, name: str, token: str) -> bool:

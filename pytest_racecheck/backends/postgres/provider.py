@@ -86,6 +86,10 @@ class PostgresServer:
         self._spare_names: list[str] = []
         self._spare_lock = threading.Lock()
         self._spare_thread: threading.Thread | None = None
+        self._throwaway: tuple[Path, Path, str, bool, Mapping[str, str] | None] | None = None
+        """How :meth:`throwaway` made this server, to make another if it dies."""
+        self._lost: set[str] = set()
+        """Databases that went with a server that died: nothing to drop."""
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._conn = self._connect_admin()
         self.server_version = self._conn.info.server_version
@@ -127,7 +131,7 @@ class PostgresServer:
                 state = srv.start(shared_dir, bindir, account, owner, settings or {}, watchdog)
         server = srv.server_info(state)
         try:
-            return cls(
+            provider = cls(
                 {
                     "host": str(server.socket_dir),
                     "port": str(server.port),
@@ -142,6 +146,8 @@ class PostgresServer:
         except BaseException:
             srv.leave(server.root, owner["id"])
             raise
+        provider._throwaway = (shared_dir, bindir, system_user, watchdog, settings)
+        return provider
 
     @classmethod
     def external(
@@ -189,6 +195,8 @@ class PostgresServer:
         next call takes it at once.
         """
         self._check_open()
+        if self.server_died() is not None:
+            self._replace_dead_server()
         with self._spare_lock:
             name = self._spare_names.pop(0) if self._spare_names else None
         if name is None:
@@ -200,11 +208,71 @@ class PostgresServer:
     def drop_database(self, db: PostgresDatabase) -> None:
         """Drop a database this provider created, ending the sessions still connected to it."""
         self._check_open()
+        if db.name in self._lost or (db.name in self._created and self.server_died()):
+            db.close()  # it went with its server
+            self._created.discard(db.name)
+            self._lost.add(db.name)
+            return
         if db.name not in self._created:
             raise ValueError(f"{db.name!r} was not created by this provider: not dropping it")
         db.close()
         self._drop(db.name)
         self._created.discard(db.name)
+
+    def server_died(self) -> str | None:
+        """None while the throwaway server runs (or for an existing server, which is not
+        ours to watch); once its postmaster is gone, why, in a sentence for a test failure.
+
+        The first call that sees it dead tears the dead server down at once (its shared
+        memory, its directory): nothing of it is left on the machine, even if the session
+        goes on; the next :meth:`create_database` starts a new server.
+        """
+        server = self.server
+        if server is None or not server.died():
+            return None
+        log = [ln for ln in st.tail(server.log_file, 600).splitlines() if ln.strip()][-2:]
+        srv.bury(server.root)
+        said = f"; its log ends: {' | '.join(log)}" if log else ""
+        return (
+            f"the throwaway PostgreSQL server died: its postmaster (pid {server.pid}) is gone, "
+            f"killed or crashed, and every connection to it with it{said}. Its shared memory "
+            "and directory were removed; later tests get a new server"
+        )
+
+    def _replace_dead_server(self) -> None:
+        """Start (or join) a new throwaway server in place of the dead one, keeping this
+        object: the fixtures and probes that hold it carry on. Raises PostgresSetupError,
+        naming the death, when no new server can be had."""
+        died = self.server_died()
+        if self._throwaway is None or died is None:
+            return
+        filler = self._spare_thread
+        if filler is not None:
+            filler.join(timeout=60)
+        self._lost |= self._created
+        self._created.clear()
+        self._spare_names.clear()
+        shared_dir, bindir, system_user, watchdog, settings = self._throwaway
+        try:
+            fresh = PostgresServer.throwaway(
+                shared_dir, bindir, system_user=system_user, watchdog=watchdog, settings=settings
+            )
+        except Exception as exc:
+            raise PostgresSetupError(
+                f"{died.split('. ')[0]}, and no new server could be started: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        # Take over the new server; the object made to start it is emptied, never closed.
+        _open_providers.discard(fresh)
+        fresh._closed = True
+        old, self._conn = self._conn, fresh._conn
+        fresh._conn = None
+        self.server, self._owner_token = fresh.server, fresh._owner_token
+        self._base, self.admin_dsn = fresh._base, fresh.admin_dsn
+        self.server_version = fresh.server_version
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
 
     def blocked_application_names(self, prefix: str) -> set[str]:
         """``application_name`` of sessions starting with ``prefix`` that wait on another's lock.
@@ -234,7 +302,7 @@ class PostgresServer:
             filler = self._spare_thread
             if filler is not None:
                 filler.join(timeout=60)  # a copy in flight would be created after our drops
-            for name in sorted(self._created):
+            for name in sorted(self._created) if self.server_died() is None else ():
                 with contextlib.suppress(Exception):
                     self._drop(name)
             self._created.clear()

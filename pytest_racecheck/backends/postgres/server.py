@@ -131,6 +131,12 @@ class ThrowawayServer:
     """The postmaster: ``postgres -D <datadir>``; its backends are in its session."""
     watchdog_pid: int | None
     log_file: Path
+    pid_start: str | None = None
+    """The postmaster's start time (:func:`procfs.start_time`): tells it from a reused pid."""
+
+    def died(self) -> bool:
+        """Whether the postmaster is gone (killed, crashed): the server cannot serve again."""
+        return not st.alive(self.pid, self.pid_start)
 
 
 def server_account(system_user: str) -> pwd.struct_passwd | None:
@@ -369,6 +375,14 @@ def leave(root: Path, token: str) -> None:
             st.destroy(root, state)
 
 
+def bury(root: Path) -> None:
+    """Tear down a server whose postmaster died, whoever still owns it: remove what it left
+    (backends finishing, its shared memory segment, its directory) now, not at session end."""
+    with st.root_lock(root, timeout=SHARED_LOCK_TIMEOUT) as held:
+        if held:
+            st.destroy(root, st.read_state(root))
+
+
 def server_info(state: Mapping[str, Any]) -> ThrowawayServer:
     wd = state.get("watchdog")
     return ThrowawayServer(
@@ -379,6 +393,7 @@ def server_info(state: Mapping[str, Any]) -> ThrowawayServer:
         pid=int(state["pid"]),
         watchdog_pid=int(wd["pid"]) if wd else None,
         log_file=Path(state["root"]) / st.LOG_NAME,
+        pid_start=state.get("pid_start"),
     )
 
 

@@ -278,11 +278,18 @@ def destroy(root: Path, state: Mapping[str, Any] | None) -> None:
         is_server = program(pid) in ("postgres", "postmaster")
         send_signal(pid, signal.SIGQUIT if is_server else signal.SIGTERM)
     everyone = [p for p in [postmaster, *others] if p is not None]
-    if not wait_gone(everyone, 10):
+    killed = not wait_gone(everyone, 10)
+    if killed:
         for pid in everyone:
             send_signal(pid, signal.SIGKILL)
         wait_gone(everyone, 5)
-        if postmaster is not None and shm is not None:
+    if shm is not None:
+        creators = {p for p in (postmaster, recorded.get("pid"), postmaster_pid(datadir)) if p}
+        if procfs.sysv_shm_creator(shm) in creators:
+            # A postmaster that was killed, by us or by anyone before, left its segment; it
+            # is removed once its last backend detaches.
+            remove_shm(shm)
+        elif killed and postmaster is not None and not procfs.available():
             wait_gone(procfs.session_members(postmaster), 5)
             remove_shm(shm)
     shutil.rmtree(root, ignore_errors=True)
