@@ -235,11 +235,16 @@ class _Idle:
     cpu_ns: int
     since: float
     must_wake: bool = False
+    others_ns: int = 0
 
 
 @dataclass
 class IdleProbe:
     """Racers asleep in the kernel whose CPU time has not moved for :data:`IDLE_AFTER_S`.
+
+    All of a racer's threads must be still: one whose main thread waits on its event loop or a
+    ``join`` while another thread runs the SQL (aiosqlite, a pool, the code's own thread) is
+    busy, not blocked.
 
     This is what catches waits outside the database: ``flock``, a file lock, a semaphore. A
     racer blocked in a system call that waits for another process (``flock``, a futex, a
@@ -299,11 +304,19 @@ class IdleProbe:
             if state != "S" or cpu is None:  # D is disk I/O: slow, not waiting for a racer
                 self._seen.pop(racer.pid, None)
                 continue
+            others = procfs.other_threads(racer.pid)
+            if any(state in ("R", "D") for state, _ in others):
+                self._seen.pop(racer.pid, None)  # another thread of it runs: busy, not blocked
+                continue
+            others_ns = sum(ns or 0 for _, ns in others)
             idle = self._seen.get(racer.pid)
             if idle is None or idle.cpu_ns != cpu:
                 # New, or it woke: a fresh start. If a racer moved since the last look, the
                 # wake may have come before that, so it must wake once more to count.
-                self._seen[racer.pid] = _Idle(cpu, now, must_wake=self._moved)
+                self._seen[racer.pid] = _Idle(cpu, now, must_wake=self._moved, others_ns=others_ns)
+                continue
+            if idle.others_ns != others_ns:  # another of its threads made progress meanwhile
+                idle.others_ns, idle.since = others_ns, now
                 continue
             if now - idle.since < self.idle_after_s:
                 continue

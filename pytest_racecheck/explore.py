@@ -249,6 +249,8 @@ class Explorer(Coordinator):
     pending: list[tuple[Choice, ...]] = field(default_factory=list)
     timed_paths: dict[tuple[Choice, ...], int] = field(default_factory=dict)
     """Paths whose joint step was left to timing, with the rounds that ran them."""
+    decisions: int = 0
+    """Decisions made over the whole race (0: no racer ever reached a point)."""
 
     hold_all = True
 
@@ -317,8 +319,10 @@ class Explorer(Coordinator):
 
     def account(self, result: RaceResult) -> None:
         self.release_hold()
-        result.every_order = self.search.exhausted()
-        result.exhausted = self.exhausted()
+        # With no decision at all there was nothing to order (NothingExplored says so); with
+        # points let through on other threads, some statements ran outside the search.
+        result.every_order = self.search.exhausted() and bool(self.decisions)
+        result.exhausted = result.every_order and self.exhausted() and not result.unheld_points
         result.timing_dependent = self.timed
         result.overlaps_held = self.held
 
@@ -367,6 +371,7 @@ class Explorer(Coordinator):
             return []
         enabled = sorted(self.at)
         choice = self._choose(enabled)
+        self.decisions += 1
         self.path.append(choice)
         parts = [(racer, self.at.pop(racer)) for racer in choice]
         step = format_step(parts)

@@ -202,3 +202,17 @@ def cpu_time_ns(pid: int, tid: int | None = None) -> int | None:
         return None
     first = data.split(" ", 1)[0].strip()
     return int(first) if first.isdigit() else None
+
+
+def other_threads(pid: int) -> list[tuple[str | None, int | None]]:
+    """Every thread of the process but the main one: its state letter and CPU nanoseconds.
+
+    A racer whose main thread waits (an event loop, a ``join``) while another of its threads
+    runs its SQL (aiosqlite's, a pool's, the code's own) is busy, not blocked. Empty when the
+    process is gone or there is no ``/proc``.
+    """
+    try:
+        tids = [int(t) for t in os.listdir(f"{PROC}/{pid}/task") if t.isdigit() and int(t) != pid]
+    except OSError:
+        return []
+    return [(thread_state(pid, tid), cpu_time_ns(pid, tid)) for tid in tids]
