@@ -141,6 +141,15 @@ def add_options(parser: pytest.Parser) -> None:
     _add_setting(
         parser,
         group,
+        "html",
+        "write one self-contained HTML page of every race in the session to PATH: verdicts, "
+        "histograms, timings, and each failing round as a timeline (merged across "
+        "pytest-xdist workers)",
+        metavar="PATH",
+    )
+    _add_setting(
+        parser,
+        group,
         "postgres_url",
         f"use this PostgreSQL server instead of a throwaway one (also env {POSTGRES_ENV})",
         metavar="URL",
@@ -246,27 +255,29 @@ def stop_early(config: pytest.Config) -> bool:
     return bool(config.getini("racecheck_stop_early")) if cli is None else bool(cli)
 
 
-def report_path(config: pytest.Config) -> Path | None:
-    """Where to write the JSON report: the option's path is taken from the directory pytest
-    was started in, the ini key's from the ini file's directory (as pytest does for paths)."""
-    cli = config.getoption("racecheck_report")
+def report_path(config: pytest.Config, name: str = "report") -> Path | None:
+    """Where to write the JSON report (``name="html"``: the HTML page): the option's path is
+    taken from the directory pytest was started in, the ini key's from the ini file's
+    directory (as pytest does for paths)."""
+    cli = config.getoption(f"racecheck_{name}")
     if cli:
         return config.invocation_params.dir / cli
-    ini = config.getini("racecheck_report")
+    ini = config.getini(f"racecheck_{name}")
     if ini:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         return base / str(ini)
     return None
 
 
-def check_report_path(config: pytest.Config) -> Path | None:
-    """The report's path, checked before any test runs: a run of an hour must not learn at
-    its end that its report cannot be written. A UsageError names the setting and the path."""
-    path = report_path(config)
+def check_report_path(config: pytest.Config, name: str = "report") -> Path | None:
+    """The report's path (``name="html"``: the HTML page's), checked before any test runs: a
+    run of an hour must not learn at its end that its report cannot be written. A UsageError
+    names the setting and the path."""
+    path = report_path(config, name)
     if path is None:
         return None
     source = (
-        "--racecheck-report" if config.getoption("racecheck_report") else "ini racecheck_report"
+        f"--racecheck-{name}" if config.getoption(f"racecheck_{name}") else f"ini racecheck_{name}"
     )
     problem = report_path_problem(path)
     if problem is not None:

@@ -6,6 +6,7 @@ pickled to the controller, and read in a report.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import traceback
 from collections import Counter
@@ -50,6 +51,29 @@ class RaisedError:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One point a racer reached in a round: a SQL statement (``sql`` set) or a user point.
+
+    Times are ``time.monotonic_ns()``, one clock for every process of the machine, so the steps
+    of several racers can be laid on one time axis. ``passed_ns - reached_ns`` is the time the
+    racer was held there; the statement itself runs from ``passed_ns`` to the racer's next step
+    (or its return).
+    """
+
+    name: str
+    reached_ns: int
+    passed_ns: int
+    sql: str | None = None
+    """The statement's text, parameters bound where the driver gives them; None for a point."""
+    conn: int = 0
+    """Which of the racer's connections sent it (0, 1, ... in the order they were first used)."""
+
+
+MAX_STEPS = 200
+"""Steps a racer records per round: enough for any interleaving worth drawing."""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one racer's call did in one round."""
 
@@ -59,11 +83,11 @@ class Outcome:
     released_ns: int = 0
     ended_ns: int = 0
     last_point: str | None = None
-    points: tuple[str, ...] = ()
-    """The points (statements included) the racer's round thread passed, in order (the first
-    200): where it went, for a schedule step it never reached."""
+    steps: tuple[Step, ...] = ()
+    """The points and statements the racer passed, in order (at most :data:`MAX_STEPS`)."""
     reached: int = 0
-    """How many points the racer's round thread reached (explore: 0 means nothing to order)."""
+    """How many points the racer's round thread reached (explore: 0 means nothing to order;
+    kept when :attr:`steps` are dropped to keep a long race small)."""
     other_threads: tuple[str, ...] = ()
     """Points reached on the racer's other threads: let through, never held (the first 200)."""
 
@@ -96,6 +120,8 @@ class Round:
     waited_on_lock: frozenset[int] = frozenset()
     schedule: tuple[str, ...] = ()
     """The steps that ran, in the ``schedule=`` format (explored and scheduled rounds)."""
+    lock_waits: tuple[tuple[int, int], ...] = ()
+    """(racer, monotonic ns) each time a probe first found a racer blocked in a statement."""
 
     @property
     def failed_plainly(self) -> bool:
@@ -186,9 +212,28 @@ class RaceResult:
     failure that starts after round 1 may be the earlier rounds' leftovers (a hint says so)."""
     _rounds: list[Round] = field(init=False, repr=False, compare=False)
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
+    _step_keys: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _failing_kept: int = field(default=0, init=False, repr=False, compare=False)
 
     def add_round(self, rnd: Round) -> None:
-        """Record a finished round (the controller's way in: it does not count as a look)."""
+        """Record a finished round (the controller's way in: it does not count as a look).
+
+        Steps are kept for the first round of each distinct outcome and for the first
+        :data:`KEPT_FAILING_STEPS` rounds that failed plainly: the first round an assertion
+        rejects is one of those, and a soak run of a million rounds stays small.
+        """
+        if any(o.steps for o in rnd.outcomes):
+            key = rnd.key
+            keep = key not in self._step_keys or (
+                rnd.failed_plainly and self._failing_kept < KEPT_FAILING_STEPS
+            )
+            if keep:
+                self._step_keys.add(key)
+                self._failing_kept += rnd.failed_plainly
+            else:
+                rnd = dataclasses.replace(
+                    rnd, outcomes=tuple(dataclasses.replace(o, steps=()) for o in rnd.outcomes)
+                )
         self._rounds.append(rnd)
         self.unheld_points += sum(len(o.other_threads) for o in rnd.outcomes)
 
@@ -314,6 +359,11 @@ class RaceResult:
             f"outcomes (rounds):\n{self.format_histogram(r for r, _ in bad)}\n"
             f"first failing round, #{first.index}: {why}\n{self.format_round(first)}"
         )
+        named = self._round_data(first)["anomaly"]
+        if named["name"] != "unclassified" or any(o.steps for o in first.outcomes):
+            from pytest_racecheck.anomaly import summary_line
+
+            message += "\n" + summary_line(named)
         if first.schedule:
             steps = "".join(f"\n    {step!r}," for step in first.schedule)
             message += "\nreplay this interleaving with race(..., schedule=[" + steps + "\n])"
@@ -450,7 +500,7 @@ class RaceResult:
                 [f"racer {o.racer} raised {o.error}" for o in rnd.outcomes if o.error is not None]
                 + ([] if rnd.check_held else [_check_text(rnd)])
             )
-        return {
+        data = {
             "index": rnd.index,
             "why": why,
             "key": rnd.key,
@@ -466,6 +516,7 @@ class RaceResult:
                     "last_point": o.last_point,
                     "waited_on_lock": o.racer in rnd.waited_on_lock,
                     "other_thread_points": list(o.other_threads),
+                    "steps": _steps_data(o, rnd, first),
                 }
                 for o in sorted(rnd.outcomes, key=lambda o: o.racer)
             ],
@@ -474,10 +525,50 @@ class RaceResult:
             "trace": list(rnd.trace),
             "schedule": list(rnd.schedule),
         }
+        # Imported here: the statements package they read SQL with imports this module.
+        from pytest_racecheck.anomaly import classify
+        from pytest_racecheck.statements.effects import effect
 
+        for racer in data["racers"]:
+            for step in racer["steps"]:
+                step["kind"] = effect(step["sql"]).kind if step["sql"] else "point"
+        data["anomaly"] = classify(data)
+        return data
+
+
+KEPT_FAILING_STEPS = 100
+"""Failing rounds (beyond the first of each outcome) whose steps a result keeps."""
 
 HISTOGRAM_ROWS = 10
 """Distinct outcomes kept in a summary: enough to read, small enough to ship per test."""
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 3)
+
+
+def _steps_data(outcome: Outcome, rnd: Round, first: int) -> list[dict[str, Any]]:
+    """A racer's steps on the round's time axis (ms from its first release): where each was
+    reached, how long the racer was held there, how long it ran until its next step (a
+    statement's own time), and where a probe first found it blocked in that time."""
+    waits = sorted(t for r, t in rnd.lock_waits if r == outcome.racer)
+    steps = outcome.steps
+    data = []
+    for i, step in enumerate(steps):
+        until = steps[i + 1].reached_ns if i + 1 < len(steps) else outcome.ended_ns
+        blocked = next((t for t in waits if step.passed_ns <= t <= until), None)
+        data.append(
+            {
+                "name": step.name,
+                "sql": step.sql,
+                "conn": step.conn,
+                "at_ms": _ms(step.reached_ns - first),
+                "held_ms": _ms(step.passed_ns - step.reached_ns),
+                "ran_ms": _ms(max(until - step.passed_ns, 0)),
+                "blocked_at_ms": None if blocked is None else _ms(blocked - first),
+            }
+        )
+    return data
 
 
 def _with_check(rnd: Round, why: str | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ from pytest_racecheck.options import (
     spares_key,
 )
 from pytest_racecheck.race_fixture import Race, RaceResultNeverChecked, race, race_key
-from pytest_racecheck.summary import SummaryTable
+from pytest_racecheck.summary import SummaryTable, add_html_extras
 
 __all__ = [  # the fixtures are found here by pytest; the names stay importable from here
     "Race",
@@ -84,7 +85,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
         config.pluginmanager.register(
-            SummaryTable(check_report_path(config), os.environ.get(GITHUB_SUMMARY_ENV)),
+            SummaryTable(
+                check_report_path(config),
+                os.environ.get(GITHUB_SUMMARY_ENV),
+                check_report_path(config, "html"),
+            ),
             "racecheck-summary",
         )
 
@@ -98,14 +103,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Each phase's report carries the summaries of the races run in it; a test whose call
-    raised (failed, or xfailed) does not get the never-checked warning."""
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """Each phase's report carries the summaries of the races run in it (and, with
+    pytest-html, a failed test's timeline as an extra); a test whose call raised (failed, or
+    xfailed) does not get the never-checked warning."""
     raced = item.stash.get(race_key, None)
     added = raced.record(item) if raced is not None else []
     if call.when == "call" and call.excinfo is not None:
         item.stash[call_failed_key] = True
-    yield
+    outcome = yield
+    if added and item.config.pluginmanager.hasplugin("html"):
+        add_html_extras(outcome.get_result(), added)
     # The report has its own copy; later reports (the teardown's, which JUnit XML reads)
     # keep only the flat properties.
     item.user_properties[:] = [

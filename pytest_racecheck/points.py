@@ -12,20 +12,18 @@ import functools
 import importlib
 import inspect
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_racecheck.outcomes import MAX_STEPS, Step
 from pytest_racecheck.protocol import At, Pass
 
 
 class _Channel(Protocol):
     def send(self, obj: Any) -> None: ...
     def recv(self) -> Any: ...
-
-
-POINTS_KEPT = 200
-"""Points a racer remembers per round (for reports): enough to say where it went."""
 
 
 class RacerPoints:
@@ -45,34 +43,34 @@ class RacerPoints:
         self._left: Counter[str] = Counter()
         self._thread = threading.get_ident()
         self.last: str | None = None
-        self.passed: list[str] = []
-        """Points this round's thread reached, in order (the first :data:`POINTS_KEPT`)."""
+        self.steps: list[Step] = []
+        """Points this round's thread reached (the first :data:`MAX_STEPS`), for the reports."""
         self.reached = 0
         """How many points this round's thread reached."""
         self.other_threads: list[str] = []
-        """Points reached on other threads this round, let through (the first few)."""
-        self.other_count = 0
+        """Points reached on other threads this round, let through (the first MAX_STEPS)."""
 
     def begin_round(self) -> None:
         self._left = Counter(self._held)
         self._thread = threading.get_ident()
         self.last = None
-        self.passed, self.reached = [], 0
-        self.other_threads, self.other_count = [], 0
+        self.steps, self.reached, self.other_threads = [], 0, []
 
-    def reach(self, name: str, statement: bool = False) -> None:
+    def reach(
+        self, name: str, statement: bool = False, sql: str | None = None, conn: int = 0
+    ) -> None:
         if threading.get_ident() != self._thread:
-            self.other_count += 1
-            if len(self.other_threads) < POINTS_KEPT:
+            if len(self.other_threads) < MAX_STEPS:
                 self.other_threads.append(name)
             return
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
         self.reached += 1
-        if len(self.passed) < POINTS_KEPT:
-            self.passed.append(name)
+        reached = _real_ns()
         if self.holds(name):
             self._hold(name)
+        if len(self.steps) < MAX_STEPS:  # the timeline of the round, for the reports
+            self.steps.append(Step(name, reached, _real_ns(), sql, conn))
 
     def holds(self, name: str) -> bool:
         """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
@@ -90,6 +88,11 @@ class RacerPoints:
             raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")
 
 
+def _real_ns() -> int:
+    """The monotonic clock, also under a virtual clock: a step's times are real."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
 _racer: RacerPoints | None = None
 
 
@@ -100,11 +103,14 @@ def point(name: str) -> None:
         racer.reach(name)
 
 
-def statement(name: str) -> None:
-    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too."""
+def statement(name: str, sql: str | None = None, conn: int = 0) -> None:
+    """A SQL statement about to run (see :mod:`pytest_racecheck.statements`): a point too.
+
+    ``sql`` is its text for the reports (parameters bound where known), ``conn`` the racer's
+    number for the connection that sends it."""
     racer = _racer
     if racer is not None:
-        racer.reach(name, statement=True)
+        racer.reach(name, statement=True, sql=sql, conn=conn)
 
 
 def activate(racer: RacerPoints | None) -> None:

@@ -143,6 +143,9 @@ class _RoundState:
     number: int
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     waited: set[int] = field(default_factory=set)
+    lock_waits: list[tuple[int, int]] = field(default_factory=list)
+    """(racer, when) a probe first found it blocked since its last arrival or return."""
+    blocked_now: set[int] = field(default_factory=set)
 
     @property
     def doing(self) -> str:
@@ -329,7 +332,7 @@ class Controller:
         for racer in sorted({racer for _, _, racer, _ in missed}):
             outcome = next((o for o in rnd.outcomes if o.racer == racer), None)
             if outcome is not None:
-                passed = ", ".join(repr(p) for p in outcome.points) or "none"
+                passed = ", ".join(repr(s.name) for s in outcome.steps) or "none"
                 lines.append(f"  racer {racer} passed these points in round {rnd.index}: {passed}")
         lines.append(
             "A step names a point (for a statement: its SQL and the file:line that sent it). If "
@@ -397,6 +400,9 @@ class Controller:
         if not ready and poll is not None and self.probe is not None:
             moving = [r.view() for r in running if r.at_point is None and not self._asleep(r)]
             blocked = self.probe.blocked(moving)
+            now = time.monotonic_ns()
+            state.lock_waits.extend((r, now) for r in sorted(blocked - state.blocked_now))
+            state.blocked_now |= blocked
             state.waited |= blocked
             asleep = frozenset(getattr(self.probe, "asleep", ()))
             self._pass(self.coordinator.blocked(blocked, asleep))
@@ -430,6 +436,7 @@ class Controller:
                 f"{racer.describe()} held at {message.name!r} outside a round", self.result
             )
         racer.at_point, racer.connecting = message.name, False
+        self.round.blocked_now.discard(racer.index)
         notify_event(self.probe)
         self._pass(self.coordinator.arrived(racer.index, message.name))
 
@@ -442,6 +449,7 @@ class Controller:
                 self.result,
             )
         state.outcomes[racer.index] = message.outcome
+        state.blocked_now.discard(racer.index)
         racer.finished, racer.at_point, racer.connecting = True, None, False
         notify_event(self.probe)
         self._pass(self.coordinator.finished(racer.index))
@@ -588,6 +596,7 @@ class Controller:
             trace=self.coordinator.trace(),
             waited_on_lock=frozenset(state.waited),
             schedule=self.coordinator.steps_taken(),
+            lock_waits=tuple(state.lock_waits),
         )
 
     def _timeout_message(self, number: int, running: list[_Racer]) -> str:

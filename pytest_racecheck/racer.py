@@ -151,7 +151,7 @@ def racer_main(
                 released,
                 ended,
                 racer_points.last,
-                tuple(racer_points.passed),
+                tuple(racer_points.steps),
                 racer_points.reached,
                 tuple(racer_points.other_threads),
             )

@@ -164,9 +164,14 @@ def build(rows: Iterable[Row], now: datetime.datetime | None = None) -> dict[str
 
 def write(path: Path, report: dict[str, Any]) -> None:
     """Write the report whole or not at all: a reader never sees half a file."""
+    write_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all (the JSON report, the HTML page)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 

@@ -3,11 +3,13 @@ report and the GitHub Actions step summary are written from the same rows."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_racecheck import html_report
 from pytest_racecheck import report as race_report
 
 
@@ -16,10 +18,17 @@ class SummaryTable:
     send) and, at the end of the session, prints one table, writes the JSON report and
     appends the table to the GitHub Actions step summary."""
 
-    def __init__(self, report_path: Path | None = None, github_summary: str | None = None) -> None:
+    def __init__(
+        self,
+        report_path: Path | None = None,
+        github_summary: str | None = None,
+        html_path: Path | None = None,
+    ) -> None:
         self.rows: list[race_report.Row] = []
         self.report_path = report_path
         self.github_summary = github_summary
+        self.html_path = html_path
+        self.html_written = False
         self.report_written = False
         self.problems: list[str] = []
         """Writes that failed at the end, one line each: shown, never raised (a report that
@@ -54,15 +63,24 @@ class SummaryTable:
             terminalreporter.write_line("  ".join([*cells, row[-1]]))
         if self.report_path is not None and self.report_written:
             terminalreporter.write_line(f"racecheck report: {self.report_path}")
+        if self.html_path is not None and self.html_written:
+            terminalreporter.write_line(f"racecheck html: {self.html_path}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # Written here, shown by pytest_terminal_summary, which pytest calls after this.
+        document = race_report.build(self.rows)
         if self.report_path is not None:
             try:
-                race_report.write(self.report_path, race_report.build(self.rows))
+                race_report.write(self.report_path, document)
                 self.report_written = True
             except OSError as exc:
                 self.problems.append(f"could not write the report {self.report_path}: {_why(exc)}")
+        if self.html_path is not None:
+            try:
+                race_report.write_text(self.html_path, html_report.render(document))
+                self.html_written = True
+            except OSError as exc:
+                self.problems.append(f"could not write the page {self.html_path}: {_why(exc)}")
         if self.github_summary and self.rows:
             try:
                 with open(self.github_summary, "a", encoding="utf-8") as out:
@@ -82,3 +100,19 @@ def _verdict(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfail" if report.skipped else "XPASS"
     return report.outcome
+
+
+def add_html_extras(report: pytest.TestReport, summaries: list[dict[str, Any]]) -> None:
+    """With pytest-html: a failed test's report gets each of its failing races' timelines as
+    an extra (pytest-html's documented ``report.extras``), so its page shows the picture."""
+    if not report.failed:
+        return
+    from pytest_html import extras  # only called where pytest-html is active
+
+    found = list(getattr(report, "extras", None) or [])
+    for number, summary in enumerate(summaries, 1):
+        rnd = summary.get("first_failure")
+        if rnd:
+            dom_id = f"racecheck-{zlib.crc32(report.nodeid.encode()):x}-{report.when}-{number}"
+            found.append(extras.html(html_report.picture_extra(rnd, dom_id)))
+    report.extras = found  # type: ignore[attr-defined]

@@ -82,7 +82,9 @@ class PointRecorder:
     def _mine(self) -> bool:
         return threading.get_ident() == self.thread
 
-    def reach(self, name: str, statement: bool = False) -> None:
+    def reach(
+        self, name: str, statement: bool = False, sql: str | None = None, conn: int = 0
+    ) -> None:
         if self._mine():
             self.names.append(name)
             self.pids_seen_at.append(len(self.pids))

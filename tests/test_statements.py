@@ -256,7 +256,10 @@ def test_trace_callback_runs_before_the_statement_takes_its_lock(
             go_on.wait(10)
 
     recorder_reach = rec.reach
-    rec.reach = lambda name, statement=False: (recorder_reach(name), hold_b(name))  # type: ignore[method-assign]
+    rec.reach = lambda name, statement=False, sql=None, conn=0: (  # type: ignore[method-assign]
+        recorder_reach(name),
+        hold_b(name),
+    )
 
     def b() -> None:
         b_thread.append(threading.get_ident())
@@ -336,7 +339,7 @@ class Recorder:
     def __init__(self):
         self.names = []
 
-    def reach(self, name, statement=False):
+    def reach(self, name, statement=False, sql=None, conn=0):
         self.names.append(name)
 
 
@@ -615,7 +618,7 @@ class Recorder:
     def __init__(self):
         self.names = []
 
-    def reach(self, name, statement=False):
+    def reach(self, name, statement=False, sql=None, conn=0):
         self.names.append(name)
 
 

@@ -6,10 +6,13 @@ outside the drivers, the ORMs, contextlib/functools, asyncio and this plugin's p
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
+import weakref
 from types import FrameType
+from typing import Any
 
 # -- naming -------------------------------------------------------------------------------
 
@@ -250,3 +253,30 @@ def statement_point_name(sql: str, frame: FrameType | None = None) -> str:
     if frame is None:
         frame = sys._getframe(1)
     return f"{short_sql(sql)} @ {where(frame)}"
+
+
+# -- what the reports keep of a statement ---------------------------------------------------
+
+MAX_SQL = 500
+"""Characters of a statement's text kept for the reports."""
+
+_numbers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_counter = itertools.count()
+
+
+def connection_number(conn: Any) -> int:
+    """A small number for ``conn``, the same for its whole life: 0, 1, ... in the order this
+    process first used its connections (the reports tell a racer's connections apart)."""
+    try:
+        number = _numbers.get(conn)
+        if number is None:
+            number = _numbers[conn] = next(_counter)
+    except TypeError:  # not weakly referable
+        return 0
+    return number
+
+
+def kept_sql(sql: str) -> str:
+    """A statement's text as the reports keep it: blanks squeezed, at most MAX_SQL characters."""
+    text = " ".join(sql.split())
+    return text if len(text) <= MAX_SQL else text[: MAX_SQL - 3] + "..."

@@ -28,7 +28,7 @@ from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
 
 _active = False
 _original_connect: Any = None
@@ -59,14 +59,15 @@ def _report_backend_pid(conn: Any) -> None:
     pg_backends.report(pid)
 
 
-def _point(conn: Any, short: str, frame: FrameType | None) -> None:
+def _point(conn: Any, short: str, frame: FrameType | None, sql: str | None = None) -> None:
     _report_backend_pid(conn)
-    points.statement(f"{short} @ {where(frame)}")
+    points.statement(f"{short} @ {where(frame)}", kept_sql(sql or short), connection_number(conn))
 
 
 def _query_point(cursor: Any, query: Any, frame: FrameType | None) -> None:
     conn = cursor.connection
-    _point(conn, short_sql(_query_text(query, conn)) or "SQL", frame)
+    text = _query_text(query, conn)
+    _point(conn, short_sql(text) or "SQL", frame, text)
 
 
 def _in_race() -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
@@ -33,7 +34,7 @@ from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
 
 _active = False
 # -- psycopg 3 ----------------------------------------------------------------------------
@@ -82,9 +83,37 @@ def _report_backend_pid(conn: Any) -> None:
     pg_backends.report(pid)
 
 
-def _pg_point(conn: Any, short: str, frame: FrameType | None) -> None:
+def _pg_point(conn: Any, short: str, frame: FrameType | None, sql: str | None = None) -> None:
     _report_backend_pid(conn)
-    points.statement(f"{short} @ {where(frame)}")
+    points.statement(f"{short} @ {where(frame)}", kept_sql(sql or short), connection_number(conn))
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def bound_text(sql: str, params: Any) -> str:
+    """``sql`` with psycopg's ``%s`` / ``%(name)s`` placeholders replaced by the parameters as
+    literals, for the reports (never sent anywhere); text it cannot bind is left as it is."""
+    if not params:
+        return sql
+    try:
+        if isinstance(params, dict):
+            return re.sub(
+                r"%\((\w+)\)s", lambda m: _literal(params[m.group(1)]), sql.replace("%%", "\0")
+            ).replace("\0", "%")
+        values = iter(list(params))
+        return re.sub(r"%[sbt]", lambda m: _literal(next(values)), sql.replace("%%", "\0")).replace(
+            "\0", "%"
+        )
+    except (KeyError, StopIteration, TypeError):
+        return sql
 
 
 def _patch_connect(cls: type | None, is_async: bool) -> None:
@@ -119,8 +148,9 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
     cls.connect = classmethod(connect)  # type: ignore[attr-defined]
 
 
-def _pg_query_point(conn: Any, query: Any, frame: FrameType | None) -> None:
-    _pg_point(conn, short_sql(_query_text(query, conn)) or "SQL", frame)
+def _pg_query_point(conn: Any, query: Any, frame: FrameType | None, params: Any = None) -> None:
+    text = _query_text(query, conn)
+    _pg_point(conn, short_sql(text) or "SQL", frame, bound_text(text, params))
 
 
 # A hook's check: called with the frame of the wrapped method's caller and the method's own
@@ -224,7 +254,8 @@ def _patch_all() -> None:
     def query(frame: FrameType, cursor: Any, *args: Any, **kwargs: Any) -> None:
         # execute(query, ...), executemany(query, ...), stream(query, ...), copy(statement, ...)
         sql = args[0] if args else kwargs.get("query", kwargs.get("statement"))
-        _pg_query_point(cursor.connection, sql, frame)
+        params = args[1] if len(args) > 1 else kwargs.get("params")
+        _pg_query_point(cursor.connection, sql, frame, params)
 
     def end(short: str) -> _Before:
         def before(frame: FrameType, conn: Any) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_racecheck import points
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
 
 # -- sqlite3 ------------------------------------------------------------------------------
 
@@ -60,11 +60,12 @@ def relay_points(reach: Callable[[str], None] | None) -> None:
 class _TraceState:
     """Per connection: the user's trace callback and the text of the last traced statement."""
 
-    __slots__ = ("last", "trace", "user")
+    __slots__ = ("conn", "last", "trace", "user")
 
-    def __init__(self) -> None:
+    def __init__(self, conn: int = 0) -> None:
         self.user: Callable[[str], object] | None = None
         self.last: str | None = None
+        self.conn = conn
         state = self
 
         def trace(sql: str) -> None:
@@ -75,7 +76,9 @@ class _TraceState:
                 if short:  # '-- TRIGGER name' (Python 3.10) and other comment-only text
                     reach = getattr(_relay, "reach", None)
                     if reach is None:
-                        points.statement(f"{short} @ {where(sys._getframe(1))}")
+                        points.statement(
+                            f"{short} @ {where(sys._getframe(1))}", kept_sql(sql), state.conn
+                        )
                     else:
                         reach(short)
             user = state.user
@@ -88,7 +91,7 @@ class _TraceState:
 def _state_of(conn: sqlite3.Connection) -> _TraceState:
     state = conn.__dict__.get(_STATE) if hasattr(conn, "__dict__") else None
     if state is None:
-        state = _TraceState()
+        state = _TraceState(connection_number(conn))
         if hasattr(conn, "__dict__"):
             conn.__dict__[_STATE] = state
     return state
