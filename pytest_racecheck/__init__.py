@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         RaceNotForced,
         RacerDied,
         RacerSetupFailed,
+        RaceStalled,
         RaceTimeout,
         ServerDied,
     )
@@ -44,6 +45,7 @@ _HOMES = {
     "RaceError": "race",
     "RacerDied": "race",
     "RacerSetupFailed": "race",
+    "RaceStalled": "race",
     "RaceTimeout": "race",
     "ServerDied": "race",
     "current_racer": "racer",
@@ -69,6 +71,7 @@ __all__ = [
     "RaceNotForced",
     "RaceResult",
     "RaceResultNeverChecked",
+    "RaceStalled",
     "RaceTimeout",
     "RacerDied",
     "RacerSetupFailed",

@@ -24,9 +24,10 @@ committed (an anti-dependency, Adya's rw edge):
     Two racers each read what the other then wrote, but wrote different rows (G2-item: a
     cycle of item anti-dependencies; A5B in Berenson et al.).
 ``stale read``
-    A racer acted on a row (wrote elsewhere, or returned) after another racer's write to that
-    row had committed, having read it before (a single anti-dependency the racer acted on:
-    G-single when the writer also depends on the reader, read skew otherwise).
+    A racer acted on a row (wrote elsewhere, or, if it writes nothing, returned) after another
+    racer's write to that row had committed, having read it before (a single anti-dependency
+    the racer acted on: G-single when the writer also depends on the reader, read skew
+    otherwise).
 ``lock released before commit``
     A racer released a lock (a session advisory lock, or a lock row it inserted and deleted)
     before its own writes under that lock committed, and another racer took the lock and read
@@ -357,7 +358,8 @@ def classify(round_data: dict[str, Any]) -> dict[str, Any]:
                     acted = [w for w in mine if (w.committed_at or 0) > b_at]
                     outcome = racers[a]
                     end = outcome["released_ms"] + outcome["took_ms"]
-                    if acted or (not outcome.get("error") and not mine and end > b_at):
+                    reader = not any(op.effect.writes for op in ops_a)  # wrote nothing at all
+                    if acted or (reader and not outcome.get("error") and end > b_at):
                         mark = _commit_ref(acted[0]) if acted else [a, len(racers[a]["steps"])]
                         what = f"then wrote {acted[0].effect.table}" if acted else "then returned"
                         candidates.append(

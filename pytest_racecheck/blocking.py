@@ -232,19 +232,15 @@ class BackendProbe:
 
 @dataclass
 class _Idle:
-    cpu_ns: int
+    cpu_ns: int  # all the racer's threads
     since: float
     must_wake: bool = False
-    others_ns: int = 0
+    main_cpu_ns: int | None = None
 
 
 @dataclass
 class IdleProbe:
     """Racers asleep in the kernel whose CPU time has not moved for :data:`IDLE_AFTER_S`.
-
-    All of a racer's threads must be still: one whose main thread waits on its event loop or a
-    ``join`` while another thread runs the SQL (aiosqlite, a pool, the code's own thread) is
-    busy, not blocked.
 
     This is what catches waits outside the database: ``flock``, a file lock, a semaphore. A
     racer blocked in a system call that waits for another process (``flock``, a futex, a
@@ -300,23 +296,24 @@ class IdleProbe:
             del self._seen[pid]  # held at a point, or done, since the last look: start again
         for racer in racers:
             state = procfs.thread_state(racer.pid)
-            cpu = procfs.cpu_time_ns(racer.pid)
-            if state != "S" or cpu is None:  # D is disk I/O: slow, not waiting for a racer
+            threads = procfs.all_threads(racer.pid)
+            # D is disk I/O: slow, not waiting for a racer. Another thread of the racer that
+            # runs or waits for the disk (aiosqlite's, running the statement its main thread
+            # awaits) is progress too, and so is CPU time spent by any of them.
+            if state != "S" or threads is None or threads[0] & {"R", "D"}:
                 self._seen.pop(racer.pid, None)
                 continue
-            others = procfs.other_threads(racer.pid)
-            if any(state in ("R", "D") for state, _ in others):
-                self._seen.pop(racer.pid, None)  # another thread of it runs: busy, not blocked
-                continue
-            others_ns = sum(ns or 0 for _, ns in others)
+            cpu, main_cpu = threads[1], procfs.cpu_time_ns(racer.pid)
             idle = self._seen.get(racer.pid)
-            if idle is None or idle.cpu_ns != cpu:
+            if idle is None or idle.main_cpu_ns != main_cpu:
                 # New, or it woke: a fresh start. If a racer moved since the last look, the
                 # wake may have come before that, so it must wake once more to count.
-                self._seen[racer.pid] = _Idle(cpu, now, must_wake=self._moved, others_ns=others_ns)
+                self._seen[racer.pid] = _Idle(cpu, now, self._moved, main_cpu)
                 continue
-            if idle.others_ns != others_ns:  # another of its threads made progress meanwhile
-                idle.others_ns, idle.since = others_ns, now
+            if idle.cpu_ns != cpu:
+                # Another thread ran (the racer's watchdog, aiosqlite's): not idle yet, but
+                # the main thread has not looked at anything since.
+                self._seen[racer.pid] = _Idle(cpu, now, idle.must_wake, main_cpu)
                 continue
             if now - idle.since < self.idle_after_s:
                 continue
@@ -374,16 +371,16 @@ class AnyProbe:
         self.asleep: set[int] = set()
         """Of the last answer, the racers no probe saw waiting for anything but a timer."""
 
+    def holds(self) -> list[SequenceHold]:
+        """The overlap holds of the databases this probe asks (PostgreSQL ones)."""
+        return [p.hold for p in self.probes if isinstance(p, BackendProbe)]
+
     def close(self) -> None:
         """Close the probes' own connections."""
         for probe in self.probes:
             close = getattr(probe, "close", None)
             if close is not None:
                 close()
-
-    def holds(self) -> list[SequenceHold]:
-        """The overlap holds of the databases this probe asks (PostgreSQL ones)."""
-        return [p.hold for p in self.probes if isinstance(p, BackendProbe)]
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         found: set[int] = set()

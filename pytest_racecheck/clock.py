@@ -98,6 +98,9 @@ class VirtualClock:
         self.now_ns = self.started_ns
         self.sleepers: dict[int, int] = {}
         self.held: dict[int, int] = {}
+        self.round_started_ns = self.now_ns
+        self.log: list[str] = []
+        """This round's timeline, for the failure report: who slept, when the clock moved."""
         self._write()
 
     def _write(self) -> None:
@@ -114,13 +117,25 @@ class VirtualClock:
             self.now_ns = ns
             self._write()
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, why: str = "") -> None:
         self.advance_to(self.now_ns + round(seconds * 1e9))
+        if why:
+            self._note(why)
+
+    def _note(self, event: str) -> None:
+        at = format_duration((self.now_ns - self.round_started_ns) / 1e9)
+        self.log.append(f"{at:>9}  {event}")
+
+    def begin_round(self) -> None:
+        self.round_started_ns = self.now_ns
+        self.log = []
 
     def sleep(self, racer: int, seconds: float, held: bool) -> None:
         """``racer`` went to sleep for ``seconds`` of virtual time."""
         wake = self.now_ns + max(round(seconds * 1e9), 0)
         (self.held if held else self.sleepers)[racer] = wake
+        how = " (held at the point 'sleep')" if held else ""
+        self._note(f"racer {racer} sleeps {format_duration(seconds)[1:]}{how}")
 
     def asleep(self, racer: int) -> bool:
         return racer in self.sleepers
@@ -128,12 +143,14 @@ class VirtualClock:
     def wake_held(self, racer: int) -> None:
         """A coordinator lets a held sleeper go: the clock moves to its wake-up (if later)."""
         self.advance_to(self.held.pop(racer, self.now_ns))
+        self._note(f"racer {racer} wakes")
 
     def due(self) -> list[int]:
         """Sleepers whose wake-up has come, taken off the clock (to be woken)."""
         woken = sorted(r for r, wake in self.sleepers.items() if wake <= self.now_ns)
         for racer in woken:
             del self.sleepers[racer]
+            self._note(f"racer {racer} wakes")
         return woken
 
     def jump(self) -> list[int]:
@@ -149,10 +166,11 @@ class VirtualClock:
             return ""
         return f"asleep in a virtual sleep until {format_duration((wake - self.started_ns) / 1e9)}"
 
-    def forget(self) -> None:
-        """A round ended (or broke down): nobody sleeps any more. The time stays."""
+    def end_round(self) -> tuple[str, ...]:
+        """A round ended: nobody sleeps any more; the time stays. Returns its timeline."""
         self.sleepers.clear()
         self.held.clear()
+        return tuple(self.log)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

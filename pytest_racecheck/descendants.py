@@ -61,10 +61,12 @@ def keep_descendants() -> bool:
         return False
 
 
-def descendants(pid: int) -> list[int]:
+def descendants(pid: int, table: dict[int, tuple[int, int, str]] | None = None) -> list[int]:
     """Live processes below ``pid`` (children, theirs, and orphans handed to it as subreaper),
-    and the other members of its process group; parents before their children."""
-    table = procfs.process_table()
+    and, for this process, the other members of its process group; parents before their
+    children. ``table`` is :func:`procfs.process_table`, read once for several calls."""
+    if table is None:
+        table = procfs.process_table()
     children: dict[int, list[int]] = {}
     for child, (parent, _group, _state) in table.items():
         children.setdefault(parent, []).append(child)

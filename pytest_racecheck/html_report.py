@@ -62,6 +62,7 @@ overflow-x:auto;font-size:12.5px;margin:4px 0}
 .racecheck svg rect.in-anomaly{stroke-width:2}
 .racecheck svg rect.marked{stroke:#d1242f;stroke-width:3}
 .racecheck svg .mark-label{fill:#d1242f;font-weight:700}
+.racecheck svg .point-label{fill:#3d4a61;font-size:10px}
 .racecheck .legend span{display:inline-block;margin-right:12px;font-size:12px}
 .racecheck .legend i{display:inline-block;width:14px;height:10px;border:1px solid;
 margin-right:4px;vertical-align:-1px}
@@ -128,13 +129,13 @@ def timeline_svg(rnd: dict[str, Any], dom_id: str = "t") -> str:
     scale = plot / span
 
     def x(ms: float) -> float:
-        return round(LEFT + ms * scale, 2)
+        return round(LEFT + ms * scale, 1)
 
     height = TOP + LANE * len(racers) + 24
     hatch = f"{dom_id}-hatch"
     out = [
         f'<svg class="timeline" id="{_e(dom_id)}" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'width="100%" viewBox="0 0 {WIDTH} {height}" style="max-width:{WIDTH}px" role="img" '
         f'aria-label="timeline of round {_e(rnd.get("index"))}">',
         f'<defs><pattern id="{_e(hatch)}" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde7e9"/>'
@@ -207,17 +208,24 @@ def _step_svg(
         parts.append(
             f'<line class="held" x1="{x(at)}" y1="{y + BOX / 2}" x2="{left}" y2="{y + BOX / 2}"/>'
         )
-    parts.append(f'<circle cx="{x(at)}" cy="{y + BOX / 2}" r="2.5" fill="#5b6475"/>')
+    if kind == "code":  # a point() of the code: a diamond, named above the lane
+        cx, cy = x(at), y + BOX / 2
+        parts.append(
+            f'<path class="point" d="M{cx} {cy - 6}l5 6l-5 6l-5 -6z" fill="#3d4a61"/>'
+            f'<text class="point-label" x="{cx + 4}" y="{y - 3}">{_e(step["name"][:40])}</text>'
+        )
+    else:
+        parts.append(f'<circle cx="{x(at)}" cy="{y + BOX / 2}" r="2.5" fill="#5b6475"/>')
     stroke = ' class="marked"' if is_marked else ""
     parts.append(
         f'<rect class="{kind}{" in-anomaly" if in_anomaly else ""}" x="{left}" y="{y}" '
-        f'width="{width:.2f}" height="{BOX}" rx="3"/>'
+        f'width="{width:.1f}" height="{BOX}" rx="3"/>'
     )
     if step.get("blocked_at_ms") is not None:
         wait_left = max(x(step["blocked_at_ms"]), left)
         parts.append(
             f'<rect class="wait" fill="url(#{_e(hatch)})" x="{wait_left}" y="{y + 3}" '
-            f'width="{max(right - wait_left, 2):.2f}"'
+            f'width="{max(right - wait_left, 2):.1f}"'
             f' height="{BOX - 6}"><title>lock wait</title></rect>'
         )
     label = _fit(_short(step["name"]), width - 4)
@@ -225,7 +233,7 @@ def _step_svg(
         parts.append(f'<text x="{left + 3}" y="{y + BOX / 2 + 4}">{_e(label)}</text>')
     if is_marked:
         parts.append(
-            f'<rect{stroke} x="{left - 2}" y="{y - 2}" width="{width + 4:.2f}" '
+            f'<rect{stroke} x="{left - 2}" y="{y - 2}" width="{width + 4:.1f}" '
             f'height="{BOX + 4}" rx="4" fill="none"/>'
             f'<text class="mark-label" x="{left}" y="{y - 4}">✗ breaks here</text>'
         )
@@ -355,8 +363,9 @@ def failing_round_html(rnd: dict[str, Any], dom_id: str) -> str:
         '<span><i style="background:#c9efd3;border-color:#2f9e55"></i>commit</span>'
         '<span><i style="background:#e4e7ec;border-color:#98a2b3"></i>begin / other</span>'
         '<span><i style="background:#e6dcff;border-color:#7b5cd6"></i>lock</span>'
-        '<span><i style="background:#f1f3f6;border-color:#c4cad4"></i>code after a point'
-        '</span><span><i style="background:#fde7e9;border-color:#d1242f"></i>lock wait</span>'
+        '<span><i style="background:#f1f3f6;border-color:#c4cad4"></i>code after a point()'
+        "</span><span>&#9670; a point()</span>"
+        '<span><i style="background:#fde7e9;border-color:#d1242f"></i>lock wait</span>'
         "<span>- - held at the point</span></div>"
     )
     schedule = rnd.get("schedule") or []

@@ -47,6 +47,12 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "wake-up when every racer waits)",
         f"default {DEFAULTS.clock}",
     ),
+    "stall_timeout": (
+        float,
+        "seconds a race's start-up or round may go without progress (no racer message, "
+        "statement or CPU) before it fails as hung",
+        f"default {DEFAULTS.stall_timeout:g}",
+    ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
 assert tuple(SETTINGS) == NAMES, "options.SETTINGS must follow settings.RaceSettings"

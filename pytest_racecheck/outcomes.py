@@ -122,6 +122,8 @@ class Round:
     """The steps that ran, in the ``schedule=`` format (explored and scheduled rounds)."""
     lock_waits: tuple[tuple[int, int], ...] = ()
     """(racer, monotonic ns) each time a probe first found a racer blocked in a statement."""
+    clock: tuple[str, ...] = ()
+    """``clock="virtual"``: the round's timeline (sleeps, wake-ups, clock steps)."""
 
     @property
     def failed_plainly(self) -> bool:
@@ -340,6 +342,9 @@ class RaceResult:
                     f"  racer {o.racer} ran {len(o.other_threads)} point(s) on other threads, "
                     f"let through unscheduled: {shown}{more}"
                 )
+        if rnd.clock:
+            lines.append("  virtual clock (since the round began):")
+            lines.extend(f"    {event}" for event in rnd.clock)
         tracebacks = [o for o in rnd.outcomes if o.error is not None]
         for o in tracebacks[:2]:
             assert o.error is not None
@@ -524,6 +529,7 @@ class RaceResult:
             "check_held": rnd.check_held,
             "trace": list(rnd.trace),
             "schedule": list(rnd.schedule),
+            "clock": list(rnd.clock),
         }
         # Imported here: the statements package they read SQL with imports this module.
         from pytest_racecheck.anomaly import classify

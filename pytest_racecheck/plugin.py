@@ -66,8 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=): defaults for the "
-        "race fixture in this test",
+        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=): "
+        "defaults for the race fixture in this test",
     )
     config.addinivalue_line(
         "markers",

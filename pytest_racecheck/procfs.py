@@ -169,6 +169,24 @@ def sysv_shm_creator(shmid: int) -> int | None:
     return None
 
 
+def process_cpu_ns(pid: int) -> int | None:
+    """Nanoseconds every thread of the process has run (the sum of its threads' ``schedstat``;
+    clock ticks from ``stat`` where that is missing); None when it is gone or unreadable."""
+    try:
+        tids = os.listdir(f"{PROC}/{pid}/task")
+    except OSError:
+        return None
+    total, found = 0, False
+    for tid in tids:
+        ns = cpu_time_ns(pid, int(tid)) if tid.isdigit() else None
+        if ns is not None:
+            total, found = total + ns, True
+    if found:
+        return total
+    ticks = cpu_ticks(pid)
+    return None if ticks is None else ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 def pid_namespace() -> str | None:
     """This process's pid namespace (``pid:[4026531836]``): the pids it sees mean what they say
     only inside it, so containers sharing a ``/tmp`` must not judge each other's processes."""
@@ -204,15 +222,28 @@ def cpu_time_ns(pid: int, tid: int | None = None) -> int | None:
     return int(first) if first.isdigit() else None
 
 
-def other_threads(pid: int) -> list[tuple[str | None, int | None]]:
-    """Every thread of the process but the main one: its state letter and CPU nanoseconds.
-
-    A racer whose main thread waits (an event loop, a ``join``) while another of its threads
-    runs its SQL (aiosqlite's, a pool's, the code's own) is busy, not blocked. Empty when the
-    process is gone or there is no ``/proc``.
-    """
+def thread_ids(pid: int) -> list[int]:
+    """The ids of the process's threads (``/proc/PID/task``), the main thread's among them."""
     try:
-        tids = [int(t) for t in os.listdir(f"{PROC}/{pid}/task") if t.isdigit() and int(t) != pid]
+        return [int(tid) for tid in os.listdir(f"{PROC}/{pid}/task") if tid.isdigit()]
     except OSError:
         return []
-    return [(thread_state(pid, tid), cpu_time_ns(pid, tid)) for tid in tids]
+
+
+def all_threads(pid: int) -> tuple[set[str], int] | None:
+    """The state letters of the process's other threads (not the main one), and the CPU time
+    of all its threads together, in ns; None when unreadable. A process whose main thread waits
+    for another of its threads (aiosqlite's, say) is making progress while that thread runs
+    (``R``), waits for the disk (``D``) or spends CPU time."""
+    states: set[str] = set()
+    total = 0
+    for tid in thread_ids(pid):
+        cpu = cpu_time_ns(pid, tid)
+        if cpu is None:
+            continue  # it ended between the listing and the read
+        total += cpu
+        if tid != pid:
+            state = thread_state(pid, tid)
+            if state is not None:
+                states.add(state)
+    return (states, total) if total else None

@@ -8,6 +8,7 @@ the call to :func:`run_race`, whether it passes, fails, times out or is interrup
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ import multiprocess.synchronize
 
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
-from pytest_racecheck.clock import SLEEP_POINT, VirtualClock
+from pytest_racecheck.clock import SLEEP_POINT, VirtualClock, format_duration
 from pytest_racecheck.descendants import kill_group
 from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
@@ -52,6 +53,7 @@ from pytest_racecheck.racer import racer_main
 from pytest_racecheck.spares import SpareGroup
 from pytest_racecheck.spares import pool as spare_pool
 from pytest_racecheck.spec import RaceSpec, pickle_call
+from pytest_racecheck.stall import LOOK_EVERY_S, ProgressWatch
 
 SHUTDOWN_GRACE_S = 0.5
 """How long racers get to leave through the gate before they are terminated, then killed."""
@@ -76,6 +78,11 @@ class RacerDied(RaceError):
 
 class RaceTimeout(RaceError):
     """The race did not finish within its timeout."""
+
+
+class RaceStalled(RaceTimeout):
+    """Start-up or a round went ``stall_timeout`` seconds without progress: a hang, told from
+    a slow machine (which keeps moving) long before the race's ``timeout=``."""
 
 
 class RacerSetupFailed(RaceError):
@@ -182,6 +189,7 @@ class Controller:
         self.deadline = 0.0
         self._expected = ""
         self._awaiting: set[int] = set()
+        self.progress = ProgressWatch(spec.stall_timeout)
         self.clock: VirtualClock | None = None
 
     # The race's life.
@@ -191,15 +199,16 @@ class Controller:
         call = pickle_call(spec)
         started = time.monotonic()
         self.deadline = started + spec.timeout
-        if spec.clock == "virtual":
-            self.clock = VirtualClock()
-            self.coordinator.on_clock = self._clock_step
         ctx = multiprocess.get_context(spec.start_method)
         spares = spare_pool.take(spec.start_method, spec.processes)
         gate = spares.gate if spares is not None else StartGate(ctx, spec.processes)
         try:
+            if spec.clock == "virtual":
+                self.clock = VirtualClock()
+                self.coordinator.on_clock = self._clock_step
             try:
                 self._start(ctx, gate, call, spares)
+                self.progress.moved()
                 self._await_all("ready")
             except (RacerDied, OSError):
                 if spares is None:
@@ -291,17 +300,19 @@ class Controller:
     def _run_round(self, number: int, gate: StartGate) -> Round:
         if self.spec.reset is not None:
             self.spec.reset()
+        self.progress.moved()  # the controller's own reset and the last check count
         self.coordinator.start_round()
         for racer in self.racers:
             racer.finished, racer.at_point = False, None
         self.round = state = _RoundState(number)
         gate.arm(number)
+        if self.clock is not None:
+            self.clock.begin_round()
         while len(state.outcomes) < len(self.racers):
             self._step()
-        if self.clock is not None:
-            self.clock.forget()
+        timeline = self.clock.end_round() if self.clock is not None else ()
         self.coordinator.end_round()
-        return self._judge(state)
+        return dataclasses.replace(self._judge(state), clock=timeline)
 
     def _check_targets(self) -> None:
         """A held target that no racer reached in any round means nothing was forced."""
@@ -396,7 +407,9 @@ class Controller:
         poll = self.coordinator.poll_interval() if self.probe is not None else None
         if self.probe is not None and self.clock is not None and self.clock.sleepers:
             poll = PROBE_INTERVAL_S  # is every racer that does not sleep blocked?
-        ready = _wait(running, self.deadline, poll)
+        ready = _wait(running, self.deadline, _wake(poll))
+        if not ready:
+            self._look_for_progress(running, f"round {state.number}")
         if not ready and poll is not None and self.probe is not None:
             moving = [r.view() for r in running if r.at_point is None and not self._asleep(r)]
             blocked = self.probe.blocked(moving)
@@ -494,7 +507,7 @@ class Controller:
     def _clock_step(self, seconds: float) -> None:
         """A schedule's clock step (``"+31m"``)."""
         assert self.clock is not None
-        self.clock.advance(seconds)
+        self.clock.advance(seconds, f"the schedule moves the clock {format_duration(seconds)}")
         self._wake(self.clock.due())
 
     def racer_setup_error(self, racer: _Racer, message: SetupError) -> None:
@@ -529,19 +542,72 @@ class Controller:
                     names = ", ".join(str(r.index) for r in waiting)
                     raise RaceTimeout(
                         f"race of {self.spec.fn_name} timed out after {self.spec.timeout:g} s "
-                        f"with racers {names} still {doing}; raise timeout= if start-up is "
-                        "slow on this machine",
+                        f"with racers {names} still {doing}: {self._outer_bound_note()}",
                         self.result,
                     )
-                ready = _wait(waiting, self.deadline)
+                ready = _wait(waiting, self.deadline, _wake(None))
+                if not ready:
+                    self._look_for_progress(waiting, doing)
                 for racer in waiting:
                     if racer.channel in ready or racer.process.sentinel in ready:
                         self._dispatch(racer, self._receive(racer, doing))
         finally:
             self._expected = ""
 
+    def _look_for_progress(self, racers: list[_Racer], doing: str) -> None:
+        """Nothing arrived: did the racers (or what they started, or their database backends)
+        use CPU? Fail the race as hung once nothing moved for ``stall_timeout`` seconds."""
+        self.progress.look(
+            [r.process.pid for r in racers] + [p for r in racers for p in r.backend_pids]
+        )
+        idle = self.progress.stalled_for()
+        if idle is None:
+            return
+        spec = self.spec
+        lines = [
+            f"race of {spec.fn_name} made no progress for {idle:.0f} s while {doing} "
+            f"(stall_timeout={spec.stall_timeout:g}, the no-progress bound; the race's "
+            f"timeout={spec.timeout:g} was not reached): no racer sent a message, ran a "
+            "statement or used CPU, so the race hangs rather than the machine being slow:"
+        ]
+        lines += [f"  {r.describe()} {self._where(r, doing)}" for r in racers]
+        waiting = self.coordinator.describe_wait() if self.round is not None else ""
+        if waiting:
+            lines.append(f"  the controller was waiting for {waiting}")
+        lines.append(
+            "if the code under test waits that long on purpose, raise stall_timeout= "
+            "(or --racecheck-stall-timeout); no racer outlives the race: they were stopped"
+        )
+        raise RaceStalled("\n".join(lines), self.result)
+
+    def _outer_bound_note(self) -> str:
+        """Which bound ended the race, and what the no-progress watch saw before it."""
+        spec, idle = self.spec, self.progress.idle_s()
+        if idle <= 2 * LOOK_EVERY_S:
+            return (
+                f"the race's timeout={spec.timeout:g} (its outer bound) was reached while the "
+                "racers still made progress: this machine is slow or the race long, it does "
+                "not hang; raise timeout="
+            )
+        return (
+            f"the race's timeout={spec.timeout:g} (its outer bound) was reached; nothing had "
+            f"moved for {idle:.0f} s, less than stall_timeout={spec.stall_timeout:g} (the "
+            "no-progress bound), so it may hang"
+        )
+
+    def _where(self, racer: _Racer, doing: str) -> str:
+        if self.round is None:
+            return f"was still {doing}"
+        asleep = self.clock.describe(racer.index) if self.clock is not None else ""
+        if asleep:
+            return asleep
+        if racer.at_point:
+            return f"held at point {racer.at_point!r}"
+        return f"had not returned from {self.spec.fn_name}"
+
     def _receive(self, racer: _Racer, doing: str) -> Message:
         """One message from a racer; a racer that died or sent garbage ends the race."""
+        self.progress.moved()
         try:
             message = racer.channel.recv()
         except (EOFError, OSError):
@@ -602,17 +668,11 @@ class Controller:
     def _timeout_message(self, number: int, running: list[_Racer]) -> str:
         spec = self.spec
         lines = [f"race of {spec.fn_name} timed out after {spec.timeout:g} s in round {number}:"]
-        for racer in running:
-            asleep = self.clock.describe(racer.index) if self.clock is not None else ""
-            where = (
-                asleep
-                or (f"held at point {racer.at_point!r}" if racer.at_point else "")
-                or f"had not returned from {spec.fn_name}"
-            )
-            lines.append(f"  {racer.describe()} {where}")
+        lines += [f"  {r.describe()} {self._where(r, '')}" for r in running]
         waiting = self.coordinator.describe_wait()
         if waiting:
             lines.append(f"  the controller was waiting for {waiting}")
+        lines.append(self._outer_bound_note())
         lines.append("no racer outlives the race: they were stopped")
         return "\n".join(lines)
 
@@ -635,6 +695,12 @@ class _Holds:
             except Exception:
                 h.close()  # nothing stays held; the step counts as timing-dependent
         return {r.index for r in self._racers if r.backend_pids & pids}
+
+
+def _wake(poll: float | None) -> float:
+    """How long to wait for a message: the probe's poll, and at least every LOOK_EVERY_S to
+    look for progress."""
+    return LOOK_EVERY_S if poll is None else min(poll, LOOK_EVERY_S)
 
 
 def _wait(racers: list[_Racer], deadline: float, timeout: float | None = None) -> list[Any]:

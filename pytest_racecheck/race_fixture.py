@@ -164,6 +164,7 @@ class Race:
         explore: int | None = None,
         seed: int | None = None,
         clock: str | None = None,
+        stall_timeout: float | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -184,6 +185,7 @@ class Race:
             "explore": explore,
             "seed": seed,
             "clock": clock,
+            "stall_timeout": stall_timeout,
         }
         config = self._request.config
         chosen, budget_s = choose_settings(
@@ -372,11 +374,12 @@ def _write_live(config: pytest.Config, line: str) -> None:
 def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
-    ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, start_method=, explore=,
-    seed=, clock=, meet_at=, pause_after=, pause_before=, schedule=, racer_setup=, racer_teardown=,
-    **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer, every round, and returns a
-    RaceResult to assert on (a result never checked gets a warning). Defaults come from
-    @pytest.mark.race(...), then --racecheck-* options, then racecheck_* ini keys.
+    ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, stall_timeout=,
+    start_method=, explore=, seed=, clock=, meet_at=, pause_after=, pause_before=, schedule=,
+    racer_setup=, racer_teardown=, **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer,
+    every round, and returns a RaceResult to assert on (a result never checked gets a
+    warning). Defaults come from @pytest.mark.race(...), then --racecheck-* options, then
+    racecheck_* ini keys.
     """
     racer = Race(request)
     request.node.stash[race_key] = racer

@@ -35,6 +35,9 @@ class RaceSettings:
     """Seed of the explorer's random choices; None picks one and reports it."""
     clock: str = "real"
     """The racers' clock: "real", or "virtual" (see :mod:`pytest_racecheck.clock`)."""
+    stall_timeout: float = 10.0
+    """Seconds start-up or a round may go without progress (no racer sent a message, ran a
+    statement or used CPU) before the race fails as hung; ``timeout`` stays the outer bound."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -81,6 +84,11 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
             f"{where}: unknown start method {settings.start_method!r}: use one of "
             f"{', '.join(m for m in START_METHODS if m in available)}"
         )
+    stall = settings.stall_timeout
+    if not isinstance(stall, (int, float)) or isinstance(stall, bool):
+        raise TypeError(f"{where}: stall_timeout must be a number of seconds, got {stall!r}")
+    if not stall > 0:
+        raise ValueError(f"{where}: stall_timeout must be more than 0 seconds, got {stall!r}")
     if settings.explore is not None:
         if not _is_int(settings.explore):
             raise TypeError(

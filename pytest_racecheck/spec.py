@@ -37,6 +37,7 @@ class RaceSpec:
     explore: int | None = DEFAULTS.explore
     seed: int | None = DEFAULTS.seed
     clock: str = DEFAULTS.clock
+    stall_timeout: float = DEFAULTS.stall_timeout
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None

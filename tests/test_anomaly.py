@@ -226,3 +226,64 @@ def test_a_failure_of_no_standard_shape_is_unclassified(race: Any, race_db: Data
     assert data["anomaly"]["name"] == anomaly.UNCLASSIFIED
     assert data["anomaly"]["marked"] is None
     assert "anomaly: unclassified" in message
+
+
+# From plain data: the same statements in a serial order name nothing --------------------
+
+
+def _racer(number: int, statements: list[tuple[str, float]], error: str | None = None) -> Any:
+    steps = [
+        {"name": sql, "sql": sql, "conn": 0, "at_ms": at, "held_ms": 0.0, "ran_ms": 0.5}
+        for sql, at in statements
+    ]
+    end = statements[-1][1] + 1.0
+    return {"racer": number, "released_ms": 0.0, "took_ms": end, "error": error, "steps": steps}
+
+
+READ = "SELECT count(*) FROM runs WHERE status = 'running'"
+INSERT = "INSERT INTO runs (status) VALUES ('running')"
+
+
+def test_the_interleaved_check_then_insert_is_a_phantom() -> None:
+    rnd = {"racers": [_racer(0, [(READ, 0), (INSERT, 2)]), _racer(1, [(READ, 1), (INSERT, 3)])]}
+    named = anomaly.classify(rnd)
+    assert named["name"] == anomaly.PHANTOM
+    assert named["marked"] == [1, 1]  # the second insert, which made the two rows
+
+
+def test_the_same_statements_run_serially_name_nothing() -> None:
+    rnd = {"racers": [_racer(0, [(READ, 0), (INSERT, 1)]), _racer(1, [(READ, 3), (INSERT, 4)])]}
+    assert anomaly.classify(rnd)["name"] == anomaly.UNCLASSIFIED
+
+
+def test_an_insert_that_raised_wrote_nothing() -> None:
+    rnd = {
+        "racers": [
+            _racer(0, [(READ, 0), (INSERT, 2)]),
+            _racer(1, [(READ, 1), (INSERT, 3)], error="IntegrityError: duplicate key"),
+        ]
+    }
+    assert anomaly.classify(rnd)["name"] == anomaly.UNCLASSIFIED
+
+
+def test_an_uncommitted_transaction_wrote_nothing() -> None:
+    rnd = {
+        "racers": [
+            _racer(0, [(READ, 0), (INSERT, 2)]),
+            _racer(1, [("BEGIN", 0.5), (READ, 1), (INSERT, 3), ("ROLLBACK", 4)]),
+        ]
+    }
+    assert anomaly.classify(rnd)["name"] == anomaly.UNCLASSIFIED
+
+
+def test_statement_effects() -> None:
+    from pytest_racecheck.statements.effects import effect, same_rows
+    from pytest_racecheck.statements.psycopg_hooks import bound_text
+
+    update = effect("UPDATE accounts SET balance = 5 WHERE id = 1")
+    assert (update.kind, update.table, update.rows) == ("update", "accounts", (("id", "1"),))
+    assert effect("SELECT pg_advisory_unlock(42)").kind == "unlock"
+    assert effect("INSERT INTO runs SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM runs)").reads
+    assert same_rows((("id", "1"),), (("id", "2"),)) is False
+    assert same_rows((("id", "1"),), (("name", "'a'"),)) is None
+    assert bound_text("WHERE id = %s AND name = %s", (1, "o'k")) == "WHERE id = 1 AND name = 'o''k'"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -53,11 +54,20 @@ def sleep_and_read() -> dict[str, Any]:
     }
 
 
-def test_every_clock_jumps_to_the_earliest_wake_up(race: Any) -> None:
+@pytest.mark.parametrize("start_method", ["spawn", "fork", "forkserver"])
+def test_every_clock_jumps_to_the_earliest_wake_up(race: Any, start_method: str) -> None:
     """Both sleepers wake at once; each sees its own sleep on every clock, in every round, and
-    the rounds go on from the time the previous one ended."""
+    the rounds go on from the time the previous one ended. Whatever the start method: the
+    clock is installed in the racer, after it started."""
     real_start = time.time()
-    result = race(sleep_and_read, processes=2, rounds=3, clock="virtual", timeout=60)
+    result = race(
+        sleep_and_read,
+        processes=2,
+        rounds=3,
+        clock="virtual",
+        timeout=60,
+        start_method=start_method,
+    )
     for rnd in result.rounds:
         first, second = (o.value for o in rnd.outcomes)
         assert first["moved"] == {31 * 60.0}
@@ -136,6 +146,43 @@ def test_a_blocked_racer_sees_the_jump(race: Any, sqlite_db: Database) -> None:
         hold_the_write_lock_and_sleep, sqlite_db.path, processes=2, rounds=3, clock="virtual"
     )
     assert result.counts(31 * 60) == [2, 2, 2]
+
+
+def sleep_or_spin() -> None:
+    """Racer 0 sleeps a minute; racer 1 waits for a deadline without sleeping, which the
+    virtual clock never reaches (it moves only when every racer waits)."""
+    if current_racer() == 0:
+        time.sleep(60)
+        return
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        os.sched_yield()  # runs all the same, but lets the machine's other work go first
+
+
+def test_a_busy_wait_never_ends_and_the_timeout_says_who_slept(race: Any) -> None:
+    """The documented limit: a busy wait on the clock never ends. The race's timeout (start-up
+    included, hence 15 s on a loaded machine) ends it and names the sleeper."""
+    from pytest_racecheck.race import RaceTimeout
+
+    with pytest.raises(RaceTimeout) as info:
+        race(sleep_or_spin, processes=2, rounds=1, clock="virtual", timeout=15)
+    message = str(info.value)
+    assert "asleep in a virtual sleep until +1m" in message
+    assert "had not returned from sleep_or_spin" in message
+
+
+def test_the_clock_file_is_gone_after_the_race(
+    race: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared clock file lives as long as its race, whether the race passes or breaks."""
+    from pytest_racecheck import clock
+    from pytest_racecheck.race import RaceTimeout
+
+    monkeypatch.setattr(clock, "_shared_dir", lambda: str(tmp_path))
+    race(sleep_and_read, processes=2, rounds=1, clock="virtual").counts(None)
+    with pytest.raises(RaceTimeout):
+        race(sleep_or_spin, processes=2, rounds=1, clock="virtual", timeout=0.5)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -230,8 +277,16 @@ def test_stalled_holder_unchecked_both_believe_they_hold(race: Any, work_db: Dat
         reset=lambda: reset_work(work_db),
     )
     assert result.counts("worked as the holder") == [2] * 5
-    with pytest.raises(AssertionError, match="exactly one"):
+    with pytest.raises(AssertionError, match="exactly one") as failure:
         result.assert_exactly_one("worked as the holder")
+    # the report shows the round's timeline on the clock (the two sleeps in either order)
+    timeline = str(failure.value).split("virtual clock (since the round began):\n")[1]
+    events = [line.split() for line in timeline.splitlines()[:4]]
+    assert sorted(events[:2]) == [
+        ["+0s", "racer", "0", "sleeps", "31m"],
+        ["+0s", "racer", "1", "sleeps", "30m1s"],
+    ]
+    assert events[2:] == [["+30m1s", "racer", "1", "wakes"], ["+31m", "racer", "0", "wakes"]]
 
 
 def test_stalled_holder_token_checked_finds_it_lost(race: Any, work_db: Database) -> None:

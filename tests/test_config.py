@@ -36,7 +36,7 @@ def test_built_in_defaults(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*SETTINGS {'processes': 4, 'rounds': 50, 'timeout': 60.0, 'start_method': 'spawn', "
-            "'explore': None, 'seed': None, 'clock': 'real'}",
+            "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0}",
             "RAN 4 50",
         ]
     )
@@ -67,7 +67,7 @@ def test_marker_over_command_line(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*SETTINGS {'processes': 3, 'rounds': 4, 'timeout': 9.0, 'start_method': 'spawn', "
-            "'explore': None, 'seed': None, 'clock': 'real'}",
+            "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0}",
             "RAN 3 4",
         ]
     )
@@ -82,7 +82,7 @@ def test_argument_over_marker(pytester: pytest.Pytester) -> None:
 
 def test_clock_from_the_marker(pytester: pytest.Pytester) -> None:
     result = run(pytester, marker="@pytest.mark.race(clock='virtual')", args=", rounds=2")
-    result.stdout.fnmatch_lines(["*SETTINGS *'clock': 'virtual'}", "RAN 4 2"])
+    result.stdout.fnmatch_lines(["*SETTINGS *'clock': 'virtual', *}", "RAN 4 2"])
 
 
 def test_start_method_fork(pytester: pytest.Pytester) -> None:
@@ -204,7 +204,10 @@ def test_soak_from_ini_and_bad_soak(pytester: pytest.Pytester) -> None:
 def test_explore_and_seed_from_the_command_line(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--racecheck-explore=3", "--racecheck-seed=7", args=", processes=2")
     result.stdout.fnmatch_lines(
-        ["*SETTINGS *'explore': 3, 'seed': 7, 'clock': 'real'}", "MODE explore 3 7 None"]
+        [
+            "*SETTINGS *'explore': 3, 'seed': 7, 'clock': 'real', 'stall_timeout': 10.0}",
+            "MODE explore 3 7 None",
+        ]
     )
 
 

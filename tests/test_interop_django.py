@@ -203,7 +203,7 @@ TESTS = """
             reset=lambda: table.objects.all().delete(),
             check=lambda: table.objects.filter(email=EMAIL).count() == 1,
             racer_setup=on_test_database(),
-            timeout=20,
+            timeout=120,  # the outer bound: a hang ends at the 10 s no-progress bound
             **HOW[how],
         )
         result.assert_exactly_one("created")
@@ -228,7 +228,7 @@ TESTS = """
             reset=lambda: Customer.objects.all().delete(),
             check=lambda: Customer.objects.filter(email=EMAIL).count() == 1,
             racer_setup=setup,
-            timeout=20,
+            timeout=120,  # the outer bound: a hang ends at the 10 s no-progress bound
         )
         result.assert_exactly_one("created")
         assert all(r.waited_on_lock for r in result.rounds)
@@ -281,13 +281,14 @@ HOOK_TESTS = """
             pause_after="django.db.models.query:QuerySet.exists",
             reset=lambda: Customer.objects.all().delete(),
             check=lambda: Customer.objects.count() == 1,
-            timeout=20,
+            timeout=120,  # the outer bound: a hang ends at the 10 s no-progress bound
         )
         result.assert_exactly_one("created")
 """
 
-INNER_RUN_TIMEOUT_S = 240
-"""The inner pytest run, whole: Django, racers and a 20 s race timeout at most."""
+INNER_RUN_TIMEOUT_S = 400
+"""The inner pytest run, whole: Django, racers and a 120 s race timeout at most (a race that
+hangs ends at its 10 s no-progress bound; a loaded machine may need minutes to start racers)."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -398,8 +399,9 @@ def test_locked_sign_up_holds_a_meeting_without_the_timeout(
     The race is handed the test database's handle, so it asks that database who waits
     (PostgreSQL: pg_blocking_pids of the racers' sessions; SQLite: whether the write lock's byte
     is held while a racer sleeps in its busy handler); the meeting opens in every round instead
-    of waiting for the 20 s race timeout, and the lock makes exactly one racer create the
-    customer whatever the order. The inner test asserts that every round saw racers wait on
+    of failing at the race's no-progress bound (10 s without a racer moving: a meeting that
+    waits for a racer asleep on a lock is a hang), and the lock makes exactly one racer create
+    the customer whatever the order. The inner test asserts that every round saw racers wait on
     the lock. ``fork``: racers start as copies of the test process, which closed its Django
     connections first; without that, on PostgreSQL, they share its session and hang.
     """
@@ -408,8 +410,6 @@ def test_locked_sign_up_holds_a_meeting_without_the_timeout(
     result.assert_outcomes(passed=1)
     line = summary_line(result, test)
     assert "created x1, found x3 | check=True  (3x)" in line
-    seconds = float(re.findall(r"\s(\d+\.\d+)s\s", line)[0])
-    assert seconds < 20, line
 
 
 def test_a_conftest_hook_points_every_racer_at_the_test_database(shop: pytest.Pytester) -> None:

@@ -425,3 +425,75 @@ def test_killed(race):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     assert len(record.read_text().split()) == 4
+
+
+STALLS = """
+import time
+import pytest
+from pytest_racecheck import RaceStalled, RaceTimeout
+
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+def attempt(how):
+    if how == "hangs":
+        time.sleep(3600)
+    if how == "slow":
+        burn(1.5)
+    return "ok"
+
+def test_round_hangs(race):
+    with pytest.raises(RaceStalled) as info:
+        race(attempt, "hangs", processes=2, rounds=2, timeout=600, stall_timeout=2)
+    print("MESSAGE", str(info.value).replace("\\n", " | "))
+
+def test_round_slow(race):
+    # 1.5 s of CPU per racer, more than the no-progress bound: slow, not hung
+    race(attempt, "slow", processes=2, rounds=1, timeout=600, stall_timeout=1).assert_outcomes(
+        ["ok"]
+    )
+
+def test_start_up_hangs(race):
+    with pytest.raises(RaceStalled) as info:
+        race(attempt, "fine", processes=2, rounds=1, timeout=600, stall_timeout=2,
+             racer_setup=lambda: time.sleep(3600))
+    print("MESSAGE", str(info.value).replace("\\n", " | "))
+
+def test_start_up_slow(race):
+    race(attempt, "fine", processes=2, rounds=1, timeout=600, stall_timeout=1,
+         racer_setup=lambda: burn(1.5)).assert_outcomes(["ok"])
+
+@pytest.mark.race(stall_timeout=30)
+def test_outer_bound(race):
+    with pytest.raises(RaceTimeout) as info:
+        race(attempt, "hangs", processes=2, rounds=1, timeout=4)
+    assert not isinstance(info.value, RaceStalled)
+    print("MESSAGE", str(info.value).replace("\\n", " | "))
+"""
+
+
+def test_a_hang_is_told_from_a_slow_machine(pytester: pytest.Pytester, run_tag: str) -> None:
+    """Racers that sleep (no message, no CPU) fail at the 2 s no-progress bound, in start-up
+    and in a round, long before the 600 s timeout; racers that compute for 1.5 s, more
+    than the bound, pass (each racer is given a full look's CPU share even on a loaded machine:
+    2 ms per half second, where a busy 2-core machine at a load of 40 still gives about 25 ms
+    per second). The outer bound's message says it is the outer bound."""
+    pytester.makepyfile(STALLS)
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-s")
+    assert time.monotonic() - started < 1200  # the point: far from 5 x 600 s
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*MESSAGE race of attempt made no progress for 2 s while round 1 (stall_timeout=2, "
+            "the no-progress bound; the race's timeout=600 was not reached)*racer 0 (pid *) "
+            "had not returned from attempt*raise stall_timeout=*",
+            "*MESSAGE race of attempt made no progress for 2 s while starting up (stall_timeout=2*"
+            "racer 0 (pid *) was still starting up*",
+            # in round 1, or still starting up on a loaded machine: either way the outer bound
+            "*MESSAGE race of attempt timed out after 4 s *the race's timeout=4 (its outer "
+            "bound) was reached*",
+        ]
+    )
