@@ -129,6 +129,8 @@ def race_entry(test_id: str, verdict: str, race: dict[str, Any]) -> dict[str, An
         "seed": race.get("seed"),
         "search": race.get("search"),
         "exhausted": bool(race.get("exhausted", False)),
+        "without_reduction": race.get("without_reduction"),
+        "explored": race.get("explored"),
         "every_order": bool(race.get("every_order", False)),
         "timing_dependent": race.get("timing_dependent", 0),
         "overlaps_held": race.get("overlaps_held", 0),

@@ -83,12 +83,11 @@ def test_report_file_validates_and_says_what_failed(pytester: pytest.Pytester) -
     explored = races["test_explores"]
     assert (explored["mode"], explored["seed"]) == ("explore", 42)
     assert explored["search"] in ("dpor", "pct")
-    assert explored["explored"].startswith("exhausted after")
-    assert explored["search"] in ("exhaustive", "pct")
-    # 2 of the 13 orders of two racers with two points each: neither exhausted nor complete
+    assert " after 2 interleavings" in explored["explored"]
+    # 2 orders of two racers with two points each, of more: neither exhausted nor complete
     assert (explored["exhausted"], explored["every_order"]) == (False, False)
     assert explored["timing_dependent"] == 0  # the two serial orders come first
-    result.stdout.fnmatch_lines(["*test_explores*passed*2/2 interleavings, seed 42*"])
+    result.stdout.fnmatch_lines(["*test_explores*passed*2/2 interleavings*seed 42*"])
 
 
 @pytest.mark.parametrize(
