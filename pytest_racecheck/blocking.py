@@ -228,9 +228,10 @@ class BackendProbe:
 
 @dataclass
 class _Idle:
-    cpu_ns: int
+    cpu_ns: int  # all the racer's threads
     since: float
     must_wake: bool = False
+    main_cpu_ns: int | None = None
 
 
 @dataclass
@@ -285,15 +286,24 @@ class IdleProbe:
             del self._seen[pid]  # held at a point, or done, since the last look: start again
         for racer in racers:
             state = procfs.thread_state(racer.pid)
-            cpu = procfs.cpu_time_ns(racer.pid)
-            if state != "S" or cpu is None:  # D is disk I/O: slow, not waiting for a racer
+            threads = procfs.all_threads(racer.pid)
+            # D is disk I/O: slow, not waiting for a racer. Another thread of the racer that
+            # runs or waits for the disk (aiosqlite's, running the statement its main thread
+            # awaits) is progress too, and so is CPU time spent by any of them.
+            if state != "S" or threads is None or threads[0] & {"R", "D"}:
                 self._seen.pop(racer.pid, None)
                 continue
+            cpu, main_cpu = threads[1], procfs.cpu_time_ns(racer.pid)
             idle = self._seen.get(racer.pid)
-            if idle is None or idle.cpu_ns != cpu:
+            if idle is None or idle.main_cpu_ns != main_cpu:
                 # New, or it woke: a fresh start. If a racer moved since the last look, the
                 # wake may have come before that, so it must wake once more to count.
-                self._seen[racer.pid] = _Idle(cpu, now, must_wake=self._moved)
+                self._seen[racer.pid] = _Idle(cpu, now, self._moved, main_cpu)
+                continue
+            if idle.cpu_ns != cpu:
+                # Another thread ran (the racer's watchdog, aiosqlite's): not idle yet, but
+                # the main thread has not looked at anything since.
+                self._seen[racer.pid] = _Idle(cpu, now, idle.must_wake, main_cpu)
                 continue
             if now - idle.since < self.idle_after_s:
                 continue

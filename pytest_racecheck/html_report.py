@@ -62,6 +62,7 @@ overflow-x:auto;font-size:12.5px;margin:4px 0}
 .racecheck svg rect.in-anomaly{stroke-width:2}
 .racecheck svg rect.marked{stroke:#d1242f;stroke-width:3}
 .racecheck svg .mark-label{fill:#d1242f;font-weight:700}
+.racecheck svg .point-label{fill:#3d4a61;font-size:10px}
 .racecheck .legend span{display:inline-block;margin-right:12px;font-size:12px}
 .racecheck .legend i{display:inline-block;width:14px;height:10px;border:1px solid;
 margin-right:4px;vertical-align:-1px}
@@ -207,7 +208,14 @@ def _step_svg(
         parts.append(
             f'<line class="held" x1="{x(at)}" y1="{y + BOX / 2}" x2="{left}" y2="{y + BOX / 2}"/>'
         )
-    parts.append(f'<circle cx="{x(at)}" cy="{y + BOX / 2}" r="2.5" fill="#5b6475"/>')
+    if kind == "code":  # a point() of the code: a diamond, named above the lane
+        cx, cy = x(at), y + BOX / 2
+        parts.append(
+            f'<path class="point" d="M{cx} {cy - 6}l5 6l-5 6l-5 -6z" fill="#3d4a61"/>'
+            f'<text class="point-label" x="{cx + 4}" y="{y - 3}">{_e(step["name"][:40])}</text>'
+        )
+    else:
+        parts.append(f'<circle cx="{x(at)}" cy="{y + BOX / 2}" r="2.5" fill="#5b6475"/>')
     stroke = ' class="marked"' if is_marked else ""
     parts.append(
         f'<rect class="{kind}{" in-anomaly" if in_anomaly else ""}" x="{left}" y="{y}" '
@@ -355,8 +363,9 @@ def failing_round_html(rnd: dict[str, Any], dom_id: str) -> str:
         '<span><i style="background:#c9efd3;border-color:#2f9e55"></i>commit</span>'
         '<span><i style="background:#e4e7ec;border-color:#98a2b3"></i>begin / other</span>'
         '<span><i style="background:#e6dcff;border-color:#7b5cd6"></i>lock</span>'
-        '<span><i style="background:#f1f3f6;border-color:#c4cad4"></i>code after a point'
-        '</span><span><i style="background:#fde7e9;border-color:#d1242f"></i>lock wait</span>'
+        '<span><i style="background:#f1f3f6;border-color:#c4cad4"></i>code after a point()'
+        "</span><span>&#9670; a point()</span>"
+        '<span><i style="background:#fde7e9;border-color:#d1242f"></i>lock wait</span>'
         "<span>- - held at the point</span></div>"
     )
     schedule = rnd.get("schedule") or []

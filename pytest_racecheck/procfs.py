@@ -220,3 +220,30 @@ def cpu_time_ns(pid: int, tid: int | None = None) -> int | None:
         return None
     first = data.split(" ", 1)[0].strip()
     return int(first) if first.isdigit() else None
+
+
+def thread_ids(pid: int) -> list[int]:
+    """The ids of the process's threads (``/proc/PID/task``), the main thread's among them."""
+    try:
+        return [int(tid) for tid in os.listdir(f"{PROC}/{pid}/task") if tid.isdigit()]
+    except OSError:
+        return []
+
+
+def all_threads(pid: int) -> tuple[set[str], int] | None:
+    """The state letters of the process's other threads (not the main one), and the CPU time
+    of all its threads together, in ns; None when unreadable. A process whose main thread waits
+    for another of its threads (aiosqlite's, say) is making progress while that thread runs
+    (``R``), waits for the disk (``D``) or spends CPU time."""
+    states: set[str] = set()
+    total = 0
+    for tid in thread_ids(pid):
+        cpu = cpu_time_ns(pid, tid)
+        if cpu is None:
+            continue  # it ended between the listing and the read
+        total += cpu
+        if tid != pid:
+            state = thread_state(pid, tid)
+            if state is not None:
+                states.add(state)
+    return (states, total) if total else None

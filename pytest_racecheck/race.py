@@ -188,13 +188,13 @@ class Controller:
         call = pickle_call(spec)
         started = time.monotonic()
         self.deadline = started + spec.timeout
-        if spec.clock == "virtual":
-            self.clock = VirtualClock()
-            self.coordinator.on_clock = self._clock_step
         ctx = multiprocess.get_context(spec.start_method)
         spares = spare_pool.take(spec.start_method, spec.processes)
         gate = spares.gate if spares is not None else StartGate(ctx, spec.processes)
         try:
+            if spec.clock == "virtual":
+                self.clock = VirtualClock()
+                self.coordinator.on_clock = self._clock_step
             try:
                 self._start(ctx, gate, call, spares)
                 self.progress.moved()

@@ -61,6 +61,12 @@ class SummaryTable:
         for row in table:
             cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
             terminalreporter.write_line("  ".join([*cells, row[-1]]))
+        for test_id, verdict, race in self.rows:  # what the failing rounds' statements show
+            named = (race.get("first_failure") or {}).get("anomaly") or {}
+            if verdict != "passed" and named.get("name") not in (None, "unclassified"):
+                where = test_id[len(shared) :]
+                line = f"anomaly in {where}: {named['name']} ({named['adya']})"
+                terminalreporter.write_line(line)
         if self.report_path is not None and self.report_written:
             terminalreporter.write_line(f"racecheck report: {self.report_path}")
         if self.html_path is not None and self.html_written:

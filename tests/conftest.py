@@ -73,6 +73,7 @@ class PointRecorder:
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.sqls: list[str | None] = []  # each point's text, as the reports keep it
         self.last: str | None = None
         self.pids: list[int] = []
         self.pids_seen_at: list[int] = []
@@ -87,6 +88,7 @@ class PointRecorder:
     ) -> None:
         if self._mine():
             self.names.append(name)
+            self.sqls.append(sql)
             self.pids_seen_at.append(len(self.pids))
             self.last = name
             self.events.append(name.split(" @ ")[0])

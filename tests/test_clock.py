@@ -171,6 +171,20 @@ def test_a_busy_wait_never_ends_and_the_timeout_says_who_slept(race: Any) -> Non
     assert "had not returned from sleep_or_spin" in message
 
 
+def test_the_clock_file_is_gone_after_the_race(
+    race: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared clock file lives as long as its race, whether the race passes or breaks."""
+    from pytest_racecheck import clock
+    from pytest_racecheck.race import RaceTimeout
+
+    monkeypatch.setattr(clock, "_shared_dir", lambda: str(tmp_path))
+    race(sleep_and_read, processes=2, rounds=1, clock="virtual").counts(None)
+    with pytest.raises(RaceTimeout):
+        race(sleep_or_spin, processes=2, rounds=1, clock="virtual", timeout=0.5)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

@@ -125,7 +125,9 @@ def _session_page(pytester: pytest.Pytester, *args: str) -> Path:
     result = pytester.runpytest_inprocess("--racecheck-html=out/page.html", *args)
     result.assert_outcomes(passed=1, failed=1)
     page = pytester.path / "out" / "page.html"
-    result.stdout.fnmatch_lines([f"racecheck html: {page}"])
+    result.stdout.fnmatch_lines(
+        ["anomaly in test_session.py::test_explored: phantom (Adya G2*", f"racecheck html: {page}"]
+    )
     return page
 
 

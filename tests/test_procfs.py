@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -14,6 +15,44 @@ import pytest
 from pytest_racecheck import procfs
 
 needs_proc = pytest.mark.skipif(not procfs.available(), reason="reads Linux's /proc")
+
+
+@needs_proc
+def test_all_threads_sees_another_thread_run_and_sleep() -> None:
+    """An idle racer is one none of whose threads runs: aiosqlite's thread runs the statement
+    its main thread waits for. A spinning thread shows as ``R`` and a sleeping one as ``S``."""
+    me = os.getpid()
+    stop, spinning = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        spinning.set()
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        spinning.wait()
+        deadline = time.monotonic() + 5
+        while (found := procfs.all_threads(me)) is not None and "R" not in found[0]:
+            assert time.monotonic() < deadline, found  # a loaded machine may not run it at once
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        worker.join()
+    sleeper = threading.Thread(target=stop.wait, args=(1,))
+    stop.clear()
+    sleeper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while (found := procfs.all_threads(me)) is not None and found[0] != {"S"}:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.001)
+        assert found is not None and found[1] >= (procfs.cpu_time_ns(me) or 0)
+    finally:
+        stop.set()
+        sleeper.join()
+    assert procfs.all_threads(-1) is None
 
 
 @needs_proc

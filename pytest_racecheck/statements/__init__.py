@@ -19,8 +19,10 @@ extra coroutine frame).
 The drivers' hooks live apart, each with its own switch: :mod:`.sqlite_trace` (sqlite3),
 :mod:`.aiosqlite_hooks` (aiosqlite, on top of sqlite3's), :mod:`.psycopg_hooks` (psycopg 3,
 sync and async), :mod:`.psycopg2_hooks` and :mod:`.asyncpg_hooks`; :mod:`.pg_backends` takes
-the PostgreSQL drivers' reports of connections and backends, and :mod:`.naming` names the
-points. A driver that is not installed is left out.
+the PostgreSQL drivers' reports of connections and backends, :mod:`.patching` puts hooks in
+and takes them out, and :mod:`.naming` names the points. psycopg2, asyncpg and aiosqlite are
+patched when first imported: a racer pays for the drivers its code uses; one that is not
+installed is left out.
 """
 
 from __future__ import annotations

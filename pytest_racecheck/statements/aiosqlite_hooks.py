@@ -23,14 +23,16 @@ import asyncio
 import functools
 import sys
 import threading
+from types import ModuleType
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import sqlite_trace
 from pytest_racecheck.statements.naming import where
+from pytest_racecheck.statements.patching import Patches, forget, when_imported
 
 _active = False
-_patches: list[tuple[Any, str, object]] = []
+_patches = Patches()
 
 _WAKE_S = 0.05
 """How often aiosqlite's thread, waiting for a relayed point, checks that the loop still runs."""
@@ -39,9 +41,11 @@ _WAKE_S = 0.05
 class _Relay:
     """One statement's point, reached on the loop's thread while aiosqlite's thread waits."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, sql: str, conn: int) -> None:
         self.loop = loop
         self.name = name
+        self.sql = sql
+        self.conn = conn
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.started = False
@@ -54,7 +58,7 @@ class _Relay:
                 return
             self.started = True
         try:
-            points.statement(self.name)
+            points.statement(self.name, self.sql, self.conn)
         except BaseException as exc:  # handed to the waiting thread, not to the loop
             self.error = exc
         finally:
@@ -77,8 +81,8 @@ class _Relay:
 def _relayed(loop: asyncio.AbstractEventLoop, origin: str, function: Any) -> Any:
     """``function`` as aiosqlite's thread will run it: its statements' points on ``loop``."""
 
-    def reach(short: str) -> None:
-        _Relay(loop, f"{short} @ {origin}").wait()
+    def reach(short: str, sql: str, conn: int) -> None:
+        _Relay(loop, f"{short} @ {origin}", sql, conn).wait()
 
     def run() -> Any:
         sqlite_trace.relay_points(reach)
@@ -90,15 +94,9 @@ def _relayed(loop: asyncio.AbstractEventLoop, origin: str, function: Any) -> Any
     return run
 
 
-def install() -> None:
-    """Patch ``aiosqlite.Connection._execute`` (once), if aiosqlite is there."""
-    global _active
-    if _active:
-        return
-    try:
-        import aiosqlite.core
-    except ImportError:
-        return
+def _patch(aiosqlite: ModuleType) -> None:
+    import aiosqlite.core
+
     cls = aiosqlite.core.Connection
     original = cls.__dict__.get("_execute")
     if original is None:
@@ -113,14 +111,19 @@ def install() -> None:
         return await original(self, _relayed(loop, origin, function))
 
     functools.update_wrapper(_execute, original)
-    _patches.append((cls, "_execute", original))
-    cls._execute = _execute  # type: ignore[method-assign]
-    _active = True
+    _patches.replace(cls, "_execute", _execute)
+
+
+def install() -> None:
+    """Patch ``aiosqlite.Connection._execute`` when aiosqlite is imported (now, if it is)."""
+    global _active
+    if not _active:
+        _active = True
+        when_imported("aiosqlite", _patch)
 
 
 def uninstall() -> None:
     global _active
     _active = False
-    while _patches:
-        owner, attr, original = _patches.pop()
-        setattr(owner, attr, original)
+    forget("aiosqlite")
+    _patches.restore()

@@ -25,34 +25,22 @@ from __future__ import annotations
 
 import functools
 import sys
-from types import FrameType
+from types import ModuleType
 from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import short_sql, where
+from pytest_racecheck.statements.naming import short_sql
+from pytest_racecheck.statements.patching import Patches, forget, when_imported
 
 _active = False
-_patches: list[tuple[Any, str, object]] = []  # (class or module, name, original)
+_patches = Patches()
 
 _CONNECTION_QUERY = ("execute", "executemany", "fetch", "fetchval", "fetchrow", "fetchmany")
 _CONNECTION_COPY_QUERY = ("copy_from_query",)
 _CONNECTION_COPY_TABLE = ("copy_from_table", "copy_to_table", "copy_records_to_table")
 _STATEMENT = ("fetch", "fetchval", "fetchrow", "fetchmany", "executemany")
 _INTERNAL = "asyncpg.connection"  # asyncpg's connection calling its own methods
-
-
-def _report_backend_pid(conn: Any) -> None:
-    try:
-        pid = int(conn.get_server_pid())
-    except Exception:
-        pid = 0
-    pg_backends.report(pid)
-
-
-def _point(conn: Any, short: str, frame: FrameType | None) -> None:
-    _report_backend_pid(conn)
-    points.statement(f"{short} @ {where(frame)}")
 
 
 def _wrap(original: Any, statement: Any) -> Any:
@@ -63,36 +51,33 @@ def _wrap(original: Any, statement: Any) -> Any:
         if points._racer is not None and _active:
             caller = sys._getframe(1)
             if caller.f_globals.get("__name__") != _INTERNAL:
-                conn, short = statement(self, args, kwargs)
-                _point(conn, short or "SQL", caller)
+                conn, short, text = statement(self, args, kwargs)
+                pg_backends.statement(conn.get_server_pid, short or "SQL", caller, text, conn)
         return await original(self, *args, **kwargs)
 
     functools.update_wrapper(method, original)
     return method
 
 
-def _sql(args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> str:
-    query = args[0] if args else kwargs.get(key, "")
-    return short_sql(query) if isinstance(query, str) else ""
+# Each kind of call: its connection, its point's short SQL and the statement's text.
+_Statement = tuple[Any, str, "str | None"]
 
 
-def _connection_query(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
-    return self, _sql(args, kwargs, "query") or _sql(args, kwargs, "command")
+def _connection_query(self: Any, args: Any, kwargs: Any) -> _Statement:
+    query = args[0] if args else kwargs.get("query", kwargs.get("command"))
+    text = query if isinstance(query, str) else None
+    return self, short_sql(text or ""), text
 
 
-def _connection_copy(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
+def _connection_copy(self: Any, args: Any, kwargs: Any) -> _Statement:
     table = args[0] if args else kwargs.get("table_name", "")
-    return self, f"COPY {table}"
+    return self, f"COPY {table}", None
 
 
-def _statement(self: Any, args: Any, kwargs: Any) -> tuple[Any, str]:
-    query = getattr(self, "_query", "")
-    return self._connection, short_sql(query) if isinstance(query, str) else ""
-
-
-def _patch(owner: Any, attr: str, replacement: Any) -> None:
-    _patches.append((owner, attr, owner.__dict__[attr]))
-    setattr(owner, attr, replacement)
+def _statement(self: Any, args: Any, kwargs: Any) -> _Statement:
+    query = getattr(self, "_query", None)
+    text = query if isinstance(query, str) else None
+    return self._connection, short_sql(text or ""), text
 
 
 def _patch_connect(module: Any, original: Any) -> None:
@@ -100,24 +85,17 @@ def _patch_connect(module: Any, original: Any) -> None:
         announced = _active and pg_backends.connecting()
         conn = await original(*args, **kwargs)
         if announced:
-            _report_backend_pid(conn)
+            pg_backends.report_of(conn.get_server_pid)
         return conn
 
     functools.update_wrapper(connect, original)
-    _patch(module, "connect", connect)
+    _patches.replace(module, "connect", connect)
 
 
-def install() -> None:
-    """Patch asyncpg's classes and ``connect`` (once), if asyncpg is there."""
-    global _active
-    if _active:
-        return
-    try:
-        import asyncpg
-        import asyncpg.connection
-        import asyncpg.prepared_stmt
-    except ImportError:
-        return
+def _patch(asyncpg: ModuleType) -> None:
+    import asyncpg.connection
+    import asyncpg.prepared_stmt
+
     connection = asyncpg.connection.Connection
     kinds = (
         (_CONNECTION_QUERY + _CONNECTION_COPY_QUERY, _connection_query),
@@ -126,22 +104,27 @@ def install() -> None:
     for names, statement in kinds:
         for name in names:
             if name in connection.__dict__:
-                _patch(connection, name, _wrap(connection.__dict__[name], statement))
+                _patches.replace(connection, name, _wrap(connection.__dict__[name], statement))
     prepared = asyncpg.prepared_stmt.PreparedStatement
     for name in _STATEMENT:
         if name in prepared.__dict__:
-            _patch(prepared, name, _wrap(prepared.__dict__[name], _statement))
+            _patches.replace(prepared, name, _wrap(prepared.__dict__[name], _statement))
     original = asyncpg.connection.connect
     _patch_connect(asyncpg.connection, original)
     if asyncpg.__dict__.get("connect") is original:
-        _patches.append((asyncpg, "connect", original))
-        asyncpg.connect = asyncpg.connection.connect
-    _active = True
+        _patches.replace(asyncpg, "connect", asyncpg.connection.connect)
+
+
+def install() -> None:
+    """Patch asyncpg's classes and ``connect`` when asyncpg is imported (now, if it is)."""
+    global _active
+    if not _active:
+        _active = True
+        when_imported("asyncpg", _patch)
 
 
 def uninstall() -> None:
     global _active
     _active = False
-    while _patches:
-        owner, attr, original = _patches.pop()
-        setattr(owner, attr, original)
+    forget("asyncpg")
+    _patches.restore()

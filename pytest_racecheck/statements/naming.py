@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import weakref
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -204,6 +205,26 @@ def short_sql(sql: str) -> str:
         tokens.skip_words("SESSION", "LOCAL")
         return _joined(verb, tokens.name())
     return verb
+
+
+def query_text(query: Any, conn: Any, rebuild: Callable[[Any], str] = lambda _: "?") -> str:
+    """The SQL text of a query as a driver takes it: str, bytes, a composable with an
+    ``as_string(conn)`` (psycopg's and psycopg2's ``sql`` module; ``rebuild(query)`` when that
+    fails) or a template (``string.templatelib``, Python 3.14)."""
+    if isinstance(query, str):
+        return query
+    if isinstance(query, (bytes, bytearray, memoryview)):
+        return bytes(query).decode("utf-8", "replace")
+    as_string = getattr(query, "as_string", None)
+    if as_string is not None:
+        try:
+            return str(as_string(conn))
+        except Exception:
+            return rebuild(query)
+    strings = getattr(query, "strings", None)
+    if isinstance(strings, tuple):
+        return "?".join(str(s) for s in strings)
+    return str(query)
 
 
 # -- where a statement comes from -----------------------------------------------------------

@@ -10,8 +10,10 @@ once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import FrameType
 
 from pytest_racecheck import points
+from pytest_racecheck.statements.naming import connection_number, kept_sql, where
 
 _on_backend_pid: Callable[[int], None] | None = None
 _on_connect: Callable[[], None] | None = None
@@ -43,3 +45,26 @@ def report(pid: int | None) -> None:
     if callback is not None and pid and pid not in _seen_pids:
         _seen_pids.add(pid)
         callback(pid)
+
+
+def report_of(backend_pid: Callable[[], object]) -> None:
+    """:func:`report` the pid ``backend_pid()`` gives (a closed connection's: none)."""
+    try:
+        pid = int(backend_pid())  # type: ignore[call-overload]
+    except Exception:
+        pid = 0
+    report(pid)
+
+
+def statement(
+    backend_pid: Callable[[], object],
+    short: str,
+    frame: FrameType | None,
+    sql: str | None = None,
+    conn: object = None,
+) -> None:
+    """A statement about to go out on a backend: report the backend, then reach the point
+    (``sql``, the statement's text, and ``conn``, its connection, are for the reports)."""
+    report_of(backend_pid)
+    number = connection_number(conn) if conn is not None else 0
+    points.statement(f"{short} @ {where(frame)}", kept_sql(sql or short), number)

@@ -34,31 +34,13 @@ from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
+from pytest_racecheck.statements.naming import query_text, short_sql
+from pytest_racecheck.statements.patching import Patches
 
 _active = False
 # -- psycopg 3 ----------------------------------------------------------------------------
 
-_MISSING = object()
-_patches: list[tuple[Any, str, object]] = []  # (class or module, name, original)
-
-
-def _query_text(query: Any, conn: Any) -> str:
-    """The SQL text of a psycopg query: str, bytes, ``sql.Composable`` or a template."""
-    if isinstance(query, str):
-        return query
-    if isinstance(query, (bytes, bytearray, memoryview)):
-        return bytes(query).decode("utf-8", "replace")
-    as_string = getattr(query, "as_string", None)
-    if as_string is not None:
-        try:
-            return str(as_string(conn))
-        except Exception:
-            return _composable_text(query)
-    strings = getattr(query, "strings", None)  # string.templatelib.Template (3.14)
-    if isinstance(strings, tuple):
-        return "?".join(str(s) for s in strings)
-    return str(query)
+_patches = Patches()
 
 
 def _composable_text(query: Any) -> str:
@@ -76,16 +58,15 @@ def _composable_text(query: Any) -> str:
 
 def _report_backend_pid(conn: Any) -> None:
     """Tell the controller about the connection's backend, once per pid."""
-    try:
-        pid = int(conn.pgconn.backend_pid)
-    except Exception:
-        pid = 0
-    pg_backends.report(pid)
+    pg_backends.report_of(lambda: conn.pgconn.backend_pid)
 
 
 def _pg_point(conn: Any, short: str, frame: FrameType | None, sql: str | None = None) -> None:
-    _report_backend_pid(conn)
-    points.statement(f"{short} @ {where(frame)}", kept_sql(sql or short), connection_number(conn))
+    pg_backends.statement(lambda: conn.pgconn.backend_pid, short, frame, sql, conn)
+
+
+def _query_text(query: Any, conn: Any) -> str:
+    return query_text(query, conn, _composable_text)
 
 
 def _literal(value: Any) -> str:
@@ -144,8 +125,7 @@ def _patch_connect(cls: type | None, is_async: bool) -> None:
 
     connect = connect_async if is_async else connect_sync
     functools.update_wrapper(connect, function)
-    _patches.append((cls, "connect", original))
-    cls.connect = classmethod(connect)  # type: ignore[attr-defined]
+    _patches.replace(cls, "connect", classmethod(connect))
 
 
 def _pg_query_point(conn: Any, query: Any, frame: FrameType | None, params: Any = None) -> None:
@@ -235,11 +215,9 @@ def _patch(
     inherited = getattr(cls, attr, None)
     if inherited is None:
         return
-    original = cls.__dict__.get(attr, _MISSING)
     wrapper = wrap(before, inherited)
     functools.update_wrapper(wrapper, inherited)
-    _patches.append((cls, attr, original))
-    setattr(cls, attr, wrapper)
+    _patches.replace(cls, attr, wrapper)
 
 
 def _patch_all() -> None:
@@ -309,8 +287,7 @@ def _patch_all() -> None:
         _patch(transaction, f"__{a}exit__", call, transaction_exit)
         _patch_connect(connection, is_async=bool(api))
     if "connect" in vars(psycopg):  # psycopg.connect is Connection.connect, bound at import
-        _patches.append((psycopg, "connect", vars(psycopg)["connect"]))
-        psycopg.connect = psycopg.Connection.connect  # type: ignore[assignment]
+        _patches.replace(psycopg, "connect", psycopg.Connection.connect)
 
 
 def install() -> None:
@@ -324,9 +301,4 @@ def install() -> None:
 def uninstall() -> None:
     global _active
     _active = False
-    while _patches:
-        cls, attr, original = _patches.pop()
-        if original is _MISSING:
-            delattr(cls, attr)
-        else:
-            setattr(cls, attr, original)
+    _patches.restore()

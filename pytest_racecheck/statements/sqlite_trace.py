@@ -38,6 +38,7 @@ from typing import Any
 
 from pytest_racecheck import points
 from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
+from pytest_racecheck.statements.patching import traced_subclass
 
 # -- sqlite3 ------------------------------------------------------------------------------
 
@@ -50,9 +51,10 @@ _STATE = "_racecheck_statements"
 _relay = threading.local()
 
 
-def relay_points(reach: Callable[[str], None] | None) -> None:
-    """On this thread, hand each traced statement's short SQL to ``reach`` instead of making
-    its point here (``None``: make it here again). aiosqlite runs sqlite3 on a thread of its
+def relay_points(reach: Callable[[str, str, int], None] | None) -> None:
+    """On this thread, hand each traced statement to ``reach(short, sql, conn)`` (its short
+    SQL, its text as the reports keep it, its connection's number) instead of making its point
+    here (``None``: make it here again). aiosqlite runs sqlite3 on a thread of its
     own; its statements' points belong to the event loop's thread, the racer's own."""
     _relay.reach = reach
 
@@ -80,7 +82,7 @@ class _TraceState:
                             f"{short} @ {where(sys._getframe(1))}", kept_sql(sql), state.conn
                         )
                     else:
-                        reach(short)
+                        reach(short, kept_sql(sql), state.conn)
             user = state.user
             if user is not None:
                 user(sql)
@@ -104,85 +106,70 @@ def _new_call(conn: object) -> None:
         state.last = None
 
 
+def _traced_cursor(factory: type) -> type:
+    class TracedCursor(factory):  # type: ignore[valid-type,misc]
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            if points._racer is not None:
+                _new_call(self.connection)
+            return super().execute(*args, **kwargs)
+
+        def executemany(self, *args: Any, **kwargs: Any) -> Any:
+            if points._racer is not None:
+                _new_call(self.connection)
+            return super().executemany(*args, **kwargs)
+
+        def executescript(self, *args: Any, **kwargs: Any) -> Any:
+            if points._racer is not None:
+                _new_call(self.connection)
+            return super().executescript(*args, **kwargs)
+
+    return TracedCursor
+
+
 def _cursor_class(factory: Any) -> Any:
     """A subclass of a cursor class whose execute calls mark a new call; other factories as is."""
-    if not isinstance(factory, type) or not issubclass(factory, sqlite3.Cursor):
-        return factory
-    if getattr(factory, "_racecheck_traced", False):
-        return factory
-    traced = _cursor_classes.get(factory)
-    if traced is None:
+    return traced_subclass(factory, sqlite3.Cursor, _cursor_classes, _traced_cursor)
 
-        class TracedCursor(factory):  # type: ignore[valid-type,misc]
-            _racecheck_traced = True
 
-            def execute(self, *args: Any, **kwargs: Any) -> Any:
-                if points._racer is not None:
-                    _new_call(self.connection)
-                return super().execute(*args, **kwargs)
+def _traced_connection(factory: type) -> type:
+    own_cursor = factory.cursor is sqlite3.Connection.cursor
 
-            def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                if points._racer is not None:
-                    _new_call(self.connection)
-                return super().executemany(*args, **kwargs)
+    class TracedConnection(factory):  # type: ignore[valid-type,misc]
+        def set_trace_callback(self, trace_callback: Callable[[str], object] | None) -> None:
+            state = _state_of(self)
+            state.user = trace_callback
+            sqlite3.Connection.set_trace_callback(self, state.trace)
 
-            def executescript(self, *args: Any, **kwargs: Any) -> Any:
-                if points._racer is not None:
-                    _new_call(self.connection)
-                return super().executescript(*args, **kwargs)
+        def cursor(self, *args: Any, **kwargs: Any) -> Any:
+            if args:
+                args = (_cursor_class(args[0]), *args[1:])
+            elif "factory" in kwargs:
+                kwargs["factory"] = _cursor_class(kwargs["factory"])
+            elif own_cursor:
+                kwargs["factory"] = _cursor_class(sqlite3.Cursor)
+            return super().cursor(*args, **kwargs)
 
-        TracedCursor.__name__ = TracedCursor.__qualname__ = factory.__name__
-        traced = _cursor_classes[factory] = TracedCursor
-    return traced
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            if points._racer is not None:
+                _new_call(self)
+            return super().execute(*args, **kwargs)
+
+        def executemany(self, *args: Any, **kwargs: Any) -> Any:
+            if points._racer is not None:
+                _new_call(self)
+            return super().executemany(*args, **kwargs)
+
+        def executescript(self, *args: Any, **kwargs: Any) -> Any:
+            if points._racer is not None:
+                _new_call(self)
+            return super().executescript(*args, **kwargs)
+
+    return TracedConnection
 
 
 def _connection_class(factory: Any) -> Any:
     """A subclass of the connection class that keeps a user's trace callback and marks calls."""
-    if not isinstance(factory, type) or not issubclass(factory, sqlite3.Connection):
-        return factory
-    if getattr(factory, "_racecheck_traced", False):
-        return factory
-    traced = _connection_classes.get(factory)
-    if traced is None:
-        own_cursor = factory.cursor is sqlite3.Connection.cursor
-
-        class TracedConnection(factory):  # type: ignore[valid-type,misc]
-            _racecheck_traced = True
-
-            def set_trace_callback(self, trace_callback: Callable[[str], object] | None) -> None:
-                state = _state_of(self)
-                state.user = trace_callback
-                sqlite3.Connection.set_trace_callback(self, state.trace)
-
-            def cursor(self, *args: Any, **kwargs: Any) -> Any:
-                if args:
-                    args = (_cursor_class(args[0]), *args[1:])
-                elif "factory" in kwargs:
-                    kwargs["factory"] = _cursor_class(kwargs["factory"])
-                elif own_cursor:
-                    kwargs["factory"] = _cursor_class(sqlite3.Cursor)
-                return super().cursor(*args, **kwargs)
-
-            def execute(self, *args: Any, **kwargs: Any) -> Any:
-                if points._racer is not None:
-                    _new_call(self)
-                return super().execute(*args, **kwargs)
-
-            def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                if points._racer is not None:
-                    _new_call(self)
-                return super().executemany(*args, **kwargs)
-
-            def executescript(self, *args: Any, **kwargs: Any) -> Any:
-                if points._racer is not None:
-                    _new_call(self)
-                return super().executescript(*args, **kwargs)
-
-        TracedConnection.__name__ = TracedConnection.__qualname__ = (
-            factory.__name__
-        )  # module: this one
-        traced = _connection_classes[factory] = TracedConnection
-    return traced
+    return traced_subclass(factory, sqlite3.Connection, _connection_classes, _traced_connection)
 
 
 _FACTORY_POSITION = 5  # connect(database, timeout, detect_types, isolation_level, cst, factory)
