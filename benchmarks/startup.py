@@ -1,16 +1,25 @@
-"""Start-up of a race, with and without spare racers (docs/benchmarks.md, "Start-up").
+"""Start-up of a race: racer hosts (the default), fresh racers, spares (docs/benchmarks.md).
 
-    .venv/bin/python benchmarks/startup.py              # races only (about a minute)
-    .venv/bin/python benchmarks/startup.py --examples   # also time `python3 dev.py examples`
+    .venv/bin/python benchmarks/startup.py                    # every setting, gaps 0, 0.3, 3
+    .venv/bin/python benchmarks/startup.py --gaps 0.3 --races 9
+    .venv/bin/python benchmarks/startup.py --examples         # also time `dev.py examples`
 
-Races go through the public ``run_race`` and the same spare pool the plugin uses. For each
-size (8 and 2 racers, ``spawn``) and each setting (spares off, spares on): one race to start
-the session, then ``--races`` 1-round races, each timed from the call to its return; the
-median is printed. ``--gap`` seconds pass between races (a test's own fixtures and body; 0 is
-races back to back, where a spare group has only the previous race's shutdown to start in).
-The spares' memory is the sum of their resident sets (VmRSS) and of their proportional sets
-(Pss, shared pages divided among the processes sharing them), from /proc, once they waited
-``--gap`` seconds (at least 2) after a race.
+Races go through the public ``run_race`` and the same host and spare pools the plugin uses.
+For each size (8 and 2 racers, ``spawn``), each gap and each setting: one race to start the
+session (hosts and spares ended first, so nothing is ready), then ``--races`` 1-round races,
+each timed from the call to its return; the median, min and max are printed. The gap is the
+seconds between races (a test's own fixtures and body; 0 is races back to back). The settings:
+
+- ``defaults``: racers forked from racer hosts;
+- ``defaults, spares=1``: the same with ``--racecheck-spares=1`` (spares serve fresh racers
+  only, so this shows that turning them on costs the default nothing);
+- ``fresh``: ``fresh_racers=True``, a new interpreter per racer per race (what every race
+  did before hosts: the cold start);
+- ``fresh, spares=1``: fresh racers with one spare group per size, used only once ready.
+
+The memory of waiting hosts and spares is the sum of their resident sets (VmRSS) and of their
+proportional sets (Pss, shared pages divided among the processes sharing them), from /proc,
+2 s after a race.
 """
 
 from __future__ import annotations
@@ -24,21 +33,34 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_racecheck import spares
+from pytest_racecheck import hosts, spares
 from pytest_racecheck.race import run_race
 from pytest_racecheck.spec import RaceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+
+SETTINGS = (
+    ("defaults", False, 0),
+    ("defaults, spares=1", False, 1),
+    ("fresh", True, 0),
+    ("fresh, spares=1", True, 1),
+)
+"""(name, fresh_racers, spare groups per size)."""
 
 
 def nothing() -> int:
     return 1
 
 
-def race_times(processes: int, limit: int, races: int, gap: float) -> list[float]:
-    spares.configure(limit)
+def _end_all() -> None:
     spares.end_all()
-    spec = RaceSpec(fn=nothing, processes=processes, rounds=1, timeout=120)
+    hosts.end_all()
+
+
+def race_times(processes: int, fresh: bool, limit: int, races: int, gap: float) -> list[float]:
+    spares.configure(limit)
+    _end_all()
+    spec = RaceSpec(fn=nothing, processes=processes, rounds=1, timeout=120, fresh_racers=fresh)
     run_race(spec)  # the session's first race: nothing is ready yet
     times = []
     for _ in range(races):
@@ -47,7 +69,7 @@ def race_times(processes: int, limit: int, races: int, gap: float) -> list[float
         result = run_race(spec)
         times.append(time.perf_counter() - started)
         assert len(result.rounds) == 1
-    spares.end_all()
+    _end_all()
     return times
 
 
@@ -61,23 +83,28 @@ def _kib(pid: int, path: str, key: str) -> int:
     return 0
 
 
-def spare_memory(processes: int, wait: float) -> tuple[int, float, float]:
-    """(spares, sum of VmRSS MiB, sum of Pss MiB) of one group of ``processes`` spares."""
-    spares.configure(1)
-    spares.end_all()
-    run_race(RaceSpec(fn=nothing, processes=processes, rounds=1, timeout=120))
-    time.sleep(max(wait, 2.0))
-    pids = spares.pool.pids("spawn", processes)
+def _memory(pids: list[int]) -> tuple[int, float, float]:
     rss = sum(_kib(p, "status", "VmRSS") for p in pids) / 1024
     pss = sum(_kib(p, "smaps_rollup", "Pss") for p in pids) / 1024
-    spares.end_all()
     return len(pids), rss, pss
 
 
-def examples_time(spares_option: str) -> float:
+def waiting_memory(processes: int, fresh: bool) -> tuple[int, float, float]:
+    """(processes, sum of VmRSS MiB, sum of Pss MiB) of the hosts, or of one spare group,
+    waiting after a race of ``processes`` racers."""
+    spares.configure(1 if fresh else 0)
+    _end_all()
+    run_race(RaceSpec(fn=nothing, processes=processes, rounds=1, timeout=120, fresh_racers=fresh))
+    time.sleep(2.0)
+    found = _memory(spares.pool.pids("spawn", processes) if fresh else hosts.pool.pids())
+    _end_all()
+    return found
+
+
+def examples_time(*options: str) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(ROOT / "dev.py"), "examples", f"--racecheck-spares={spares_option}"],
+        [sys.executable, str(ROOT / "dev.py"), "examples", *options],
         cwd=ROOT,
         check=False,
         stdout=subprocess.DEVNULL,
@@ -87,31 +114,34 @@ def examples_time(spares_option: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--races", type=int, default=9, help="timed races per figure")
-    parser.add_argument("--gap", type=float, default=1.0, help="seconds between races")
-    parser.add_argument("--examples", action="store_true", help="also time dev.py examples")
+    parser.add_argument("--races", type=int, default=7, help="timed races per figure")
+    parser.add_argument("--gaps", default="0,0.3,3", help="seconds between races, a list")
     parser.add_argument("--sizes", default="8,2")
+    parser.add_argument("--settings", default=",".join(s[0] for s in SETTINGS))
+    parser.add_argument("--examples", action="store_true", help="also time dev.py examples")
     args = parser.parse_args()
+    chosen = [s for s in SETTINGS if s[0] in args.settings.split(",")]
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.1f} at start; gap {args.gap:g} s, "
-        f"{args.races} races per figure"
+        f"load average {os.getloadavg()[0]:.1f} at start; {args.races} races per figure"
     )
     for size in (int(s) for s in args.sizes.split(",")):
-        for limit in (0, 1):
-            times = race_times(size, limit, args.races, args.gap)
-            print(
-                f"{size} racers, spares {'on ' if limit else 'off'}: median "
-                f"{statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f}, "
-                f"max {max(times) * 1000:.0f}",
-                flush=True,
-            )
+        for gap in (float(g) for g in args.gaps.split(",")):
+            for name, fresh, limit in chosen:
+                times = race_times(size, fresh, limit, args.races, gap)
+                print(
+                    f"{size} racers, gap {gap:g} s, {name}: median "
+                    f"{statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f}, "
+                    f"max {max(times) * 1000:.0f} (load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
     for size in (int(s) for s in args.sizes.split(",")):
-        n, rss, pss = spare_memory(size, args.gap)
-        print(f"memory of {n} waiting spares: VmRSS {rss:.0f} MiB in all, Pss {pss:.0f} MiB")
+        for what, fresh in (("hosts", False), ("spares", True)):
+            n, rss, pss = waiting_memory(size, fresh)
+            print(f"memory of {n} waiting {what}: VmRSS {rss:.0f} MiB in all, Pss {pss:.0f} MiB")
     if args.examples:
-        for option in ("0", "1"):
-            print(f"dev.py examples --racecheck-spares={option}: {examples_time(option):.1f} s")
+        for options in ((), ("--racecheck-fresh-racers",)):
+            print(f"dev.py examples {' '.join(options)}: {examples_time(*options):.1f} s")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -7,6 +7,10 @@ short while; the last racer to check in opens the gate itself, so the release do
 a round trip through the controller. A racer that spins past its budget parks on a semaphore of
 its own, which the opener posts: with more racers than cores, the racers still on their way get
 the CPU instead of being starved by spinners.
+
+A gate's semaphores can only be handed to a process when it starts, so a gate made for racer
+hosts (:mod:`pytest_racecheck.hosts`) has room for more racers than one race has: each race
+:meth:`~StartGate.reset` s it for its own number of racers, which use the first slots.
 """
 
 from __future__ import annotations
@@ -28,31 +32,51 @@ class GateClosed(Exception):
 
 
 class StartGate:
-    """A reusable start gate for ``parties`` racers, opened once per generation (round)."""
+    """A reusable start gate for ``parties`` racers, opened once per generation (round);
+    ``capacity`` (at least ``parties``) is how many it can ever serve at once."""
 
-    def __init__(self, ctx: Any, parties: int) -> None:
-        self.parties = parties
+    def __init__(self, ctx: Any, parties: int, capacity: int | None = None) -> None:
+        capacity = max(capacity or parties, parties)
+        self.capacity = capacity
+        self._parties = ctx.RawValue("i", parties)
         self._released = ctx.RawValue("q", -1)
         self._target = ctx.RawValue("q", -1)
         self._stopped = ctx.RawValue("b", 0)
         self._checked_in = ctx.Value("i", 0)
-        self._wake = [ctx.Semaphore(0) for _ in range(parties)]
-        self._go = [ctx.Semaphore(0) for _ in range(parties)]
+        self._wake = [ctx.Semaphore(0) for _ in range(capacity)]
+        self._go = [ctx.Semaphore(0) for _ in range(capacity)]
+
+    @property
+    def parties(self) -> int:
+        return self._parties.value
 
     # The controller's side.
+
+    def reset(self, parties: int) -> None:
+        """Make a stopped gate ready for a new race of ``parties`` racers (none may wait)."""
+        if not 0 < parties <= self.capacity:
+            raise ValueError(f"a gate for {self.capacity} racers cannot serve {parties}")
+        for sem in (*self._wake, *self._go):
+            while sem.acquire(block=False):
+                pass  # tokens the last race's racers did not take
+        self._parties.value = parties
+        self._released.value = -1
+        self._target.value = -1
+        self._stopped.value = 0
 
     def arm(self, generation: int) -> None:
         """Wake every racer for ``generation``; the last one to check in releases them all."""
         with self._checked_in.get_lock():
             self._checked_in.value = 0
         self._target.value = generation
-        for sem in self._wake:
+        for sem in self._wake[: self.parties]:
             sem.release()
 
     def stop(self) -> None:
         """Send every racer home, wherever it waits."""
         self._stopped.value = 1
-        for sem in (*self._wake, *self._go):
+        n = self.parties
+        for sem in (*self._wake[:n], *self._go[:n]):
             sem.release()
 
     @property
@@ -76,7 +100,7 @@ class StartGate:
             last = self._checked_in.value == self.parties
         if last:
             self._released.value = generation
-            for sem in self._go:
+            for sem in self._go[: self.parties]:
                 sem.release()
             return generation
         deadline = time.monotonic_ns() + SPIN_BUDGET_NS

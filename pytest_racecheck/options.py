@@ -53,6 +53,12 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "statement or CPU) before it fails as hung",
         f"default {DEFAULTS.stall_timeout:g}",
     ),
+    "fresh_racers": (
+        bool,
+        "spawn a fresh interpreter for every racer of every race (new hash seeds each race) "
+        "instead of forking racers from the session's racer hosts; spawn only",
+        "default off",
+    ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
 assert tuple(SETTINGS) == NAMES, "options.SETTINGS must follow settings.RaceSettings"
@@ -99,7 +105,17 @@ def setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
 def add_options(parser: pytest.Parser) -> None:
     """Every ``--racecheck-*`` option and its ini key."""
     group = parser.getgroup("racecheck", "cross-process race checks (pytest-racecheck)")
-    for name, (_kind, text, default) in SETTINGS.items():
+    for name, (kind, text, default) in SETTINGS.items():
+        if kind is bool:
+            group.addoption(
+                "--racecheck-" + name.replace("_", "-"),
+                dest=f"racecheck_{name}",
+                action="store_true",
+                default=None,
+                help=f"{text} (also ini racecheck_{name}: true or false)",
+            )
+            parser.addini(f"racecheck_{name}", text, default=None)
+            continue
         _add_setting(
             parser,
             group,
@@ -171,9 +187,9 @@ def add_options(parser: pytest.Parser) -> None:
         parser,
         group,
         "spares",
-        f"keep N groups of spare racers started ahead per race size and start method "
-        f"(spawn, forkserver), so races start without waiting for interpreters; 0 turns "
-        f"them off (default {spares.DEFAULT_LIMIT})",
+        f"for races of fresh racers (--racecheck-fresh-racers, forkserver): keep N groups "
+        f"of spare racers started ahead per race size, used only once ready; 0 turns them "
+        f"off (default {spares.DEFAULT_LIMIT})",
         metavar="N",
     )
     group.addoption(
@@ -186,8 +202,18 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True}
+BOOLEANS |= {"false": False, "no": False, "off": False, "0": False}
+
+
 def _convert(name: str, raw: Any, source: str) -> Any:
     kind = SETTINGS[name][0]
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).strip().lower() not in BOOLEANS:
+            raise pytest.UsageError(f"{source} must be true or false, got {raw!r}")
+        return BOOLEANS[str(raw).strip().lower()]
     try:
         return kind(raw)
     except (TypeError, ValueError):

@@ -170,6 +170,8 @@ class RaceResult:
     """Every round, in order (a property: reading it counts as checking the result)."""
     rounds_requested: int = 0
     start_method: str = "spawn"
+    racers: str = "fresh"
+    """How the racers were started: "hosted" (forked by racer hosts), "spares" or "fresh"."""
     startup_s: float = 0.0
     elapsed_s: float = 0.0
     virtual_s: float | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_racecheck import hooks, spares
+from pytest_racecheck import hooks, hosts, spares
 from pytest_racecheck.db_fixtures import (
     _racecheck_server,
     make_postgres_db,
@@ -66,7 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=): "
+        "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=, "
+        "fresh_racers=): "
         "defaults for the race fixture in this test",
     )
     config.addinivalue_line(
@@ -95,7 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # Spares never outlive the session (an in-process pytester run ends its own, too).
+    # Hosts and spares never outlive the session (an in-process pytester run ends them too).
+    hosts.end_all()
     spares.end_all()
     previous = config.stash.get(spares_key, None)
     if previous is not None:

@@ -64,6 +64,13 @@ class Wake(Message):
 
 
 @dataclass(frozen=True)
+class Waiting(Message):
+    """A racer started ahead of its race (a spare) imported what it preloads and waits."""
+
+    kind: ClassVar[str] = "waiting"
+
+
+@dataclass(frozen=True)
 class Ready(Message):
     """The function is loaded and the racer's set-up ran."""
 

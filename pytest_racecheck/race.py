@@ -28,10 +28,13 @@ import multiprocess.popen_spawn_posix
 import multiprocess.sharedctypes
 import multiprocess.synchronize
 
+from pytest_racecheck.assignment import Assignment
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.blocking import BlockedProbe, RacerView, notify_event
 from pytest_racecheck.clock import SLEEP_POINT, VirtualClock, format_duration
 from pytest_racecheck.descendants import kill_group
+from pytest_racecheck.hosts import Host
+from pytest_racecheck.hosts import pool as host_pool
 from pytest_racecheck.meeting import PROBE_INTERVAL_S
 from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
 from pytest_racecheck.protocol import (
@@ -189,24 +192,40 @@ class Controller:
         started = time.monotonic()
         self.deadline = started + spec.timeout
         ctx = multiprocess.get_context(spec.start_method)
-        spares = spare_pool.take(spec.start_method, spec.processes)
-        gate = spares.gate if spares is not None else StartGate(ctx, spec.processes)
+        hosted = spares = None
+        if spec.start_method == "spawn" and not spec.fresh_racers:
+            hosted = host_pool.take(spec.processes)
+        if hosted is None:
+            spares = spare_pool.take(spec.start_method, spec.processes)
+        gate = (
+            hosted[0]
+            if hosted is not None
+            else spares.gate
+            if spares is not None
+            else StartGate(ctx, spec.processes)
+        )
+        result.racers = "hosted" if hosted is not None else "spares" if spares else "fresh"
         try:
             if spec.clock == "virtual":
                 self.clock = VirtualClock()
                 self.coordinator.on_clock = self._clock_step
             try:
-                self._start(ctx, gate, call, spares)
+                if hosted is not None:
+                    self._fork_from(hosted[1], ctx, call)
+                else:
+                    self._start(ctx, gate, call, spares)
                 self.progress.moved()
                 self._await_all("ready")
-            except (RacerDied, OSError):
-                if spares is None:
+            except (RacerDied, OSError, EOFError) as exc:
+                host_failed = hosted is not None and isinstance(exc, OSError | EOFError)
+                if spares is None and not host_failed:
                     raise
-                # A spare died before it could take the race: start fresh racers instead.
+                # A spare died, or a host failed, before the race began: start fresh racers.
                 spare_pool.stats.fallbacks += 1
                 shutdown(self.racers, gate)
                 self.racers = []
                 gate = StartGate(ctx, spec.processes)
+                result.racers = "fresh"
                 self._start(ctx, gate, call)
                 self._await_all("ready")
             gate.arm(0)
@@ -237,9 +256,30 @@ class Controller:
             # Spares for the next race start now, not during this one's rounds; not when
             # Ctrl-C or a KeyboardInterrupt-like exit ends the race (sys.exc_info() in a
             # finally block is the exception passing through).
-            if isinstance(sys.exc_info()[1], Exception | None):
+            if isinstance(sys.exc_info()[1], Exception | None) and hosted is None:
                 spare_pool.race_ended(spec.start_method, spec.processes)
         return result
+
+    def _fork_from(self, hosts: list[Host], ctx: Any, call: tuple[bytes, bytes]) -> None:
+        """Have each host fork its racer, on a pipe of its own (see :mod:`.hosts`)."""
+        token = f"racecheck-{uuid.uuid4().hex[:8]}"
+        assignment = Assignment.now()
+        for host in hosts:
+            ours, theirs = ctx.Pipe()
+            try:
+                process = host.launch(theirs, assignment)
+            finally:
+                theirs.close()
+            self.racers.append(_Racer(host.slot, process, ours, f"{token}-{host.slot}"))
+        for racer in self.racers:
+            if not racer.process.forked(self.deadline):
+                raise RaceTimeout(
+                    f"race of {self.spec.fn_name} timed out after {self.spec.timeout:g} s "
+                    f"with racer {racer.index} still starting up; raise timeout= if start-up "
+                    "is slow on this machine",
+                    self.result,
+                )
+        self._send_setups(call)
 
     def _start(
         self,
@@ -249,7 +289,6 @@ class Controller:
         spares: SpareGroup | None = None,
     ) -> None:
         token = f"racecheck-{uuid.uuid4().hex[:8]}"
-        coordinator = self.coordinator
         if spares is not None:
             for i, (process, channel) in enumerate(
                 zip(spares.processes, spares.channels, strict=True)
@@ -267,6 +306,10 @@ class Controller:
             process.start()
             theirs.close()
             self.racers.append(_Racer(i, process, ours, f"{token}-{i}"))
+        self._send_setups(call)
+
+    def _send_setups(self, call: tuple[bytes, bytes]) -> None:
+        coordinator = self.coordinator
         for racer in self.racers:
             racer.channel.send(
                 Setup(
@@ -626,6 +669,7 @@ def shutdown(racers: list[_Racer], gate: StartGate) -> None:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
         # What a racer that could not clean up (it was killed) left in its process group.
-        kill_group(racer.process.pid)
+        if racer.process.pid is not None:  # a host's racer that was never forked has none
+            kill_group(racer.process.pid)
         if racer.process.exitcode is not None:
             racer.process.close()

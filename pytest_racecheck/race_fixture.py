@@ -165,6 +165,7 @@ class Race:
         seed: int | None = None,
         clock: str | None = None,
         stall_timeout: float | None = None,
+        fresh_racers: bool | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -186,6 +187,7 @@ class Race:
             "seed": seed,
             "clock": clock,
             "stall_timeout": stall_timeout,
+            "fresh_racers": fresh_racers,
         }
         config = self._request.config
         chosen, budget_s = choose_settings(
@@ -375,11 +377,11 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, stall_timeout=,
-    start_method=, explore=, seed=, clock=, meet_at=, pause_after=, pause_before=, schedule=,
-    racer_setup=, racer_teardown=, **kwargs)`` runs ``fn(*args, **kwargs)`` in every racer,
-    every round, and returns a RaceResult to assert on (a result never checked gets a
-    warning). Defaults come from @pytest.mark.race(...), then --racecheck-* options, then
-    racecheck_* ini keys.
+    start_method=, explore=, seed=, clock=, fresh_racers=, meet_at=, pause_after=,
+    pause_before=, schedule=, racer_setup=, racer_teardown=, **kwargs)`` runs
+    ``fn(*args, **kwargs)`` in every racer, every round, and returns a RaceResult to assert on
+    (a result never checked gets a warning). Defaults come from @pytest.mark.race(...), then
+    --racecheck-* options, then racecheck_* ini keys.
     """
     racer = Race(request)
     request.node.stash[race_key] = racer

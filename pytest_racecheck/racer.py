@@ -1,9 +1,11 @@
 """What runs inside each racer process.
 
-A racer is started once per race and serves every round: it loads the test's function, warms
-up, then loops: wait at the gate, call the function, send the outcome. It never outlives its
-controller: a watchdog thread ends it when the controller's process is gone, and it ignores
-Ctrl-C so that the controller alone decides how a race ends.
+A racer serves one race, every round of it: it loads the test's function, warms up, then
+loops: wait at the gate, call the function, send the outcome. It is spawned for its race, or
+forked by a racer host (:mod:`pytest_racecheck.hosts`), or was a spare started ahead
+(:mod:`pytest_racecheck.spares`); the last two are handed the test process's context first.
+It never outlives its controller: a watchdog thread ends it when its parent is gone, and it
+ignores Ctrl-C so that the controller alone decides how a race ends.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import dill
 
 from pytest_racecheck import descendants, points
+from pytest_racecheck.assignment import Assignment, preload
 from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.barrier import GateClosed, StartGate
 from pytest_racecheck.outcomes import Outcome, RaisedError
@@ -31,6 +34,7 @@ from pytest_racecheck.protocol import (
     Result,
     Setup,
     SetupError,
+    Waiting,
     Warm,
 )
 
@@ -70,11 +74,13 @@ def racer_main(
     gate: StartGate,
     controller_pid: int,
     spare_preload: tuple[str, ...] | None = None,
+    assignment: Assignment | None = None,
 ) -> None:
     """The racer's whole life; the entry point of its process.
 
     ``spare_preload`` makes it a spare (see :mod:`pytest_racecheck.spares`): it imports those
-    modules, then waits until a race takes it, before the Setup any racer waits for.
+    modules, says it waits, and waits until a race takes it, before the Setup any racer waits
+    for. ``assignment`` is the race's context, for a racer forked by a host.
     """
     global _current
     _current = index
@@ -90,11 +96,20 @@ def racer_main(
         return os.getppid() == parent_pid
 
     if spare_preload is not None:
-        from pytest_racecheck import spares
-
-        if not spares.await_assignment(channel, spare_preload):
+        preload(spare_preload)
+        channel.send(Waiting())
+        try:
+            assignment = channel.recv()
+        except (EOFError, OSError):
             return
-    setup = channel.recv()
+        if not isinstance(assignment, Assignment):
+            return  # the pool ended this spare
+    if assignment is not None:
+        assignment.apply()
+    try:
+        setup = channel.recv()
+    except (EOFError, OSError):
+        return  # the race ended before it began (its start-up timed out)
     assert isinstance(setup, Setup), setup
     doing = "load"
     teardowns: tuple[Any, ...] = ()

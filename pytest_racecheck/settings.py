@@ -38,6 +38,9 @@ class RaceSettings:
     stall_timeout: float = 10.0
     """Seconds start-up or a round may go without progress (no racer sent a message, ran a
     statement or used CPU) before the race fails as hung; ``timeout`` stays the outer bound."""
+    fresh_racers: bool = False
+    """Spawn a fresh interpreter for every racer of every race, instead of forking racers
+    from the session's racer hosts (``spawn`` only: see :mod:`pytest_racecheck.hosts`)."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -101,6 +104,10 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
                 f"{where}: explore works with 2 to {MAX_EXPLORE_RACERS} racers, "
                 f"got processes={settings.processes}"
             )
+    if not isinstance(settings.fresh_racers, bool):
+        raise TypeError(
+            f"{where}: fresh_racers must be True or False, got {settings.fresh_racers!r}"
+        )
     if settings.seed is not None and not _is_int(settings.seed):
         raise TypeError(f"{where}: seed must be an int, got {settings.seed!r}")
     validate_clock(settings.clock, where)

@@ -1,9 +1,10 @@
-"""Spare racers: start-up taken off the critical path of a race.
+"""Spare racers: fresh interpreters started ahead of the races that will need them.
 
-A racer costs a fresh interpreter: with ``spawn`` it starts Python, imports the harness, dill,
-multiprocess and the test's module, then warms up; that is almost all of a short race's time.
-A *spare* is a racer started before any race asked for it: a fresh interpreter (own hash seed)
-that imported the harness and the libraries racers usually need, and now waits for a race.
+Racers are forked from racer hosts by default (:mod:`pytest_racecheck.hosts`), which is fast.
+A race of fresh racers (``fresh_racers=True``, or ``start_method="forkserver"``) spawns new
+interpreters instead, and spares take that start-up off its critical path: a *spare* is a
+racer started before any race asked for it, a fresh interpreter (own hash seed) that imported
+the harness and the libraries racers usually need, and now waits for a race.
 
 - Spares come in **groups**, one group per race size and start method: the start gate's
   semaphores can only be handed to a process when it starts, so a group is born with its own
@@ -12,21 +13,22 @@ that imported the harness and the libraries racers usually need, and now waits f
   started for the next race when that race ends (never during a race: on a small machine the
   start-up would steal the cores the racers race on). Nothing is kept from one test's function
   to the next.
+- A group is used **only when ready**: every spare has imported what it preloads and said so.
+  A race never waits for a group still starting (it could take longer than starting its own
+  racers, which the group's start-up would slow down besides): that group is ended and the
+  race starts fresh racers, so spares never make start-up slower than without them.
 - The first group of a size starts only once a race of that size ended: no spare exists while
   no race runs. ``limit`` groups are kept per size and start method (``--racecheck-spares``,
-  default 0: off. Opt in: a group booting beside the next race takes its CPU on a small
-  machine, so spares pay only where races are short, of one size, and have gaps between
-  them), and at most :data:`MAX_SPARE_PROCESSES` processes in all (the least recently asked
-  sizes go first).
+  default 0: off), and at most :data:`MAX_SPARE_PROCESSES` processes in all (the least
+  recently asked sizes go first).
 - ``start_method="fork"`` never uses spares: a forked racer exists to inherit the test
   process's state at the moment of the race, which a spare forked earlier would not have.
 - When a race takes a group, each spare receives the test process's current environment,
-  working directory and ``sys.path`` (what a racer spawned now would inherit) before the race's
-  Setup. A group started under different ``PYTHON*`` variables (``PYTHONHASHSEED``...) than the
-  current ones is not used.
+  working directory and ``sys.path`` (an :class:`~pytest_racecheck.assignment.Assignment`)
+  before the race's Setup. A group started under different ``PYTHON*`` variables
+  (``PYTHONHASHSEED``...) than the current ones is not used.
 - A group whose process died is never handed out; one that dies while it takes its Setup makes
-  the race start fresh racers (see ``Controller.run``). A group still starting is handed out: it
-  started before the race, so it is ready no later than racers started now.
+  the race start fresh racers (see ``Controller.run``).
 - Spares never outlive the test process: the racer's watchdog ends a spare whose parent is gone
   (also after SIGKILL), :func:`end_all` ends them at session end (``pytest_unconfigure``), and an
   ``atexit`` hook is the backstop. Each pytest-xdist worker is its own process with its own pool.
@@ -36,9 +38,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -47,7 +47,10 @@ from typing import Any
 
 import multiprocess as _multiprocess
 
+from pytest_racecheck.assignment import Assignment, interpreter_env, preload_names
 from pytest_racecheck.barrier import StartGate
+from pytest_racecheck.protocol import Waiting
+from pytest_racecheck.racer import racer_main
 
 multiprocess: Any = _multiprocess  # an untyped package
 
@@ -63,50 +66,7 @@ END_GRACE_S = 0.5
 KILL_WAIT_S = 10.0
 """How long to wait for a spare after SIGKILL (a bound, never reached on a sane machine)."""
 
-PRELOAD = ("pytest", "sqlite3", "psycopg")
-"""Modules a spare imports while it waits, if the test process has imported them."""
-
 SPARE_METHODS = ("spawn", "forkserver")
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """What a spare takes from the test process when a race takes it, before the Setup."""
-
-    environ: dict[str, str]
-    cwd: str
-    sys_path: list[str]
-
-
-def _interpreter_env(environ: Any) -> dict[str, str]:
-    """The variables read when an interpreter starts: a spare started under others differs."""
-    return {k: v for k, v in environ.items() if k.startswith("PYTHON")}
-
-
-# The spare's side.
-
-
-def await_assignment(channel: Any, preload: tuple[str, ...]) -> bool:
-    """In a spare: import ahead, wait for a race; False if the pool ended this spare."""
-    for name in preload:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
-    try:
-        assignment = channel.recv()
-    except (EOFError, OSError):
-        return False
-    if not isinstance(assignment, Assignment):
-        return False
-    os.environ.clear()
-    os.environ.update(assignment.environ)
-    with contextlib.suppress(OSError):
-        os.chdir(assignment.cwd)
-    sys.path[:] = assignment.sys_path
-    importlib.invalidate_caches()
-    return True
-
-
-# The test process's side.
 
 
 @dataclass
@@ -121,19 +81,36 @@ class SpareGroup:
     interpreter_env: dict[str, str]
     started: float = field(default_factory=time.monotonic)
 
+    waiting: set[int] = field(default_factory=set)
+    """The spares that said they wait (imported what they preload)."""
+
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
     def usable(self) -> bool:
-        """Every spare alive (a reaped process is seen at once), started like a racer now."""
-        return _interpreter_env(os.environ) == self.interpreter_env and all(
-            p.is_alive() for p in self.processes
-        )
+        """Every spare alive (a reaped process is seen at once), started like a racer now,
+        and waiting for its race: a group still starting is not waited for."""
+        if interpreter_env() != self.interpreter_env:
+            return False
+        if not all(p.is_alive() for p in self.processes):
+            return False
+        for i, channel in enumerate(self.channels):
+            try:
+                if i in self.waiting:
+                    if channel.poll(0):
+                        return False  # a waiting spare says nothing more: its pipe closed
+                    continue
+                if not channel.poll(0) or not isinstance(channel.recv(), Waiting):
+                    return False
+            except (EOFError, OSError):
+                return False
+            self.waiting.add(i)
+        return True
 
     def assign(self) -> None:
         """Hand every spare the test process's present context; OSError if one is gone."""
-        assignment = Assignment(dict(os.environ), os.getcwd(), list(sys.path))
+        assignment = Assignment.now()
         for i, (process, channel) in enumerate(zip(self.processes, self.channels, strict=True)):
             process.name = f"racecheck-racer-{i}"  # a racer now: it ends with its race
             channel.send(assignment)
@@ -141,12 +118,9 @@ class SpareGroup:
 
 def start_group(start_method: str, size: int) -> SpareGroup:
     """Start ``size`` spare racers; returns at once (they import in the background)."""
-    # Imported here: racer imports this module in the spare.
-    from pytest_racecheck.racer import racer_main
-
     ctx = multiprocess.get_context(start_method)
     gate = StartGate(ctx, size)
-    preload = tuple(name for name in PRELOAD if name in sys.modules)
+    preload = preload_names()
     processes, channels = [], []
     try:
         for i in range(size):
@@ -165,7 +139,7 @@ def start_group(start_method: str, size: int) -> SpareGroup:
     except BaseException:
         _end(processes, channels)
         raise
-    return SpareGroup(start_method, size, gate, processes, channels, _interpreter_env(os.environ))
+    return SpareGroup(start_method, size, gate, processes, channels, interpreter_env())
 
 
 def _end(processes: list[Any], channels: list[Any]) -> None:
@@ -196,7 +170,8 @@ class PoolStats:
     used: int = 0
     """Groups handed to a race."""
     discarded: int = 0
-    """Groups ended unused: a spare died, the interpreter variables changed, or too many."""
+    """Groups ended unused: a spare died or was still starting, the interpreter variables
+    changed, or too many."""
     fallbacks: int = 0
     """Races whose spares failed while taking their Setup and that started fresh racers."""
 
@@ -275,6 +250,20 @@ class SparePool:
                 total -= group.size
                 self.stats.discarded += 1
                 _end(group.processes, group.channels)
+
+    def wait_ready(self, start_method: str, size: int, timeout: float) -> bool:
+        """Wait until a group of this size waits for its race (for tests and benchmarks that
+        want spares used); False if none did within ``timeout`` seconds."""
+        self._settle()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                groups = self.groups.get((start_method, size), [])
+                if groups and groups[0].usable():
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def pids(self, start_method: str | None = None, size: int | None = None) -> list[int]:
         """The pids of the spares waiting (of one size and start method, if given)."""

@@ -38,6 +38,7 @@ class RaceSpec:
     seed: int | None = DEFAULTS.seed
     clock: str = DEFAULTS.clock
     stall_timeout: float = DEFAULTS.stall_timeout
+    fresh_racers: bool = DEFAULTS.fresh_racers
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None

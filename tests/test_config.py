@@ -33,7 +33,8 @@ def test_built_in_defaults(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*SETTINGS {'processes': 4, 'rounds': 50, 'timeout': 60.0, 'start_method': 'spawn', "
-            "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0}",
+            "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0, "
+            "'fresh_racers': False}",
             "RAN 4 50",
         ]
     )
@@ -64,7 +65,8 @@ def test_marker_over_command_line(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*SETTINGS {'processes': 3, 'rounds': 4, 'timeout': 9.0, 'start_method': 'spawn', "
-            "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0}",
+            "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0, "
+            "'fresh_racers': False}",
             "RAN 3 4",
         ]
     )
@@ -202,7 +204,7 @@ def test_explore_and_seed_from_the_command_line(pytester: pytest.Pytester) -> No
     result = run(pytester, "--racecheck-explore=3", "--racecheck-seed=7", args=", processes=2")
     result.stdout.fnmatch_lines(
         [
-            "*SETTINGS *'explore': 3, 'seed': 7, 'clock': 'real', 'stall_timeout': 10.0}",
+            "*SETTINGS *'explore': 3, 'seed': 7, 'clock': 'real', 'stall_timeout': 10.0, *}",
             "MODE explore 3 7 None",
         ]
     )

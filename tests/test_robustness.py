@@ -11,17 +11,22 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import multiprocess
 import pytest
 
-from pytest_racecheck import RacerDied, RaceTimeout
+from pytest_racecheck import RacerDied, RaceTimeout, hosts
 from pytest_racecheck.race import run_race
 from pytest_racecheck.spec import RaceSpec
 
 
 def _no_racers_left() -> None:
-    assert [p for p in multiprocess.active_children() if p.name.startswith("racecheck")] == []
+    """No racer of this process runs: none spawned, and none forked by a racer host (the
+    hosts themselves stay for the session)."""
+    assert [p for p in multiprocess.active_children() if p.name.startswith("racecheck-")] == []
+    for pid in hosts.pool.pids():
+        assert Path(f"/proc/{pid}/task/{pid}/children").read_text().split() == [], pid
 
 
 def returns_one() -> int:

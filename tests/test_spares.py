@@ -1,4 +1,5 @@
-"""Spare racers: started ahead, each serves one race, never outlives the test process.
+"""Spare racers: started ahead for races of fresh racers, each serves one race, used only
+when ready, never outlives the test process.
 
 Real processes only; nothing here is timed (the start-up figures are in docs/benchmarks.md,
 from benchmarks/startup.py). Deadlines are generous bounds on "it ends", not measurements.
@@ -39,8 +40,19 @@ def pool() -> Iterator[spares.SparePool]:
     spares.configure(previous)
 
 
-def _race(n: int = 2, start_method: str = "spawn", fn=pid_and_hash) -> list[tuple[int, int]]:
-    result = run_race(RaceSpec(fn=fn, processes=n, rounds=2, start_method=start_method))
+READY_S = 60.0
+"""A bound on a spare group's start-up, however loaded the machine."""
+
+
+def _race(
+    n: int = 2, start_method: str = "spawn", fn=pid_and_hash, ready: bool = True
+) -> list[tuple[int, int]]:
+    """A fresh racers' race, after the spares of its size (if any) are ready: a race does not
+    wait for spares still starting, and these tests are about the spares being used."""
+    if ready and spares.pool.pids(start_method, n):
+        assert spares.pool.wait_ready(start_method, n, READY_S)
+    spec = RaceSpec(fn=fn, processes=n, rounds=2, start_method=start_method, fresh_racers=True)
+    result = run_race(spec)
     assert len(result.rounds) == 2
     values = [o.value for o in result.rounds[0].outcomes]
     assert values == [o.value for o in result.rounds[1].outcomes]  # one process per racer
@@ -75,6 +87,19 @@ def test_second_race_runs_on_the_spares_the_first_left(pool: spares.SparePool) -
     second = _race(3)
     assert [pid for pid, _ in second] == waiting
     assert pool.stats.used == 1
+
+
+def test_spares_still_starting_are_not_waited_for(pool: spares.SparePool) -> None:
+    _race(2)
+    starting = pool.pids("spawn", 2)
+    assert len(starting) == 2
+    # Asked for right after they were launched: an interpreter takes tens of milliseconds to
+    # start before it can import anything, so the group cannot be ready yet, and the race
+    # starts its own racers rather than wait.
+    pids = [pid for pid, _ in _race(2, ready=False)]
+    assert not set(pids) & set(starting)
+    assert pool.stats.used == 0 and pool.stats.discarded == 1
+    _wait_gone(starting, "spares ended unused still alive")
 
 
 def test_each_spare_serves_one_race_and_ends(pool: spares.SparePool) -> None:
@@ -112,8 +137,9 @@ def test_group_started_under_other_interpreter_variables_is_not_used(
 ) -> None:
     _race(2)
     stale = pool.pids("spawn", 2)
+    assert pool.wait_ready("spawn", 2, READY_S)  # ready, so only the variable stops its use
     monkeypatch.setenv("PYTHONHASHSEED", "7")  # a racer started now would have this seed
-    pids = [pid for pid, _ in _race(2)]
+    pids = [pid for pid, _ in _race(2, ready=False)]
     assert not set(pids) & set(stale)
     assert pool.stats.used == 0 and pool.stats.discarded == 1
     _wait_gone(stale, "discarded spares still alive")
@@ -122,9 +148,10 @@ def test_group_started_under_other_interpreter_variables_is_not_used(
 def test_killed_spare_is_never_handed_out(pool: spares.SparePool) -> None:
     _race(2)
     victims = pool.pids("spawn", 2)
+    assert pool.wait_ready("spawn", 2, READY_S)  # ready, so only the death stops its use
     os.kill(victims[0], signal.SIGKILL)
     _wait_gone(victims[:1], "SIGKILL did not end the spare")
-    pids = [pid for pid, _ in _race(2)]
+    pids = [pid for pid, _ in _race(2, ready=False)]
     assert not set(pids) & set(victims)
     assert pool.stats.discarded == 1 and pool.stats.fallbacks == 0
     _wait_gone(victims, "the killed spare's partner still alive")
@@ -176,11 +203,13 @@ def attempt():
     return os.getpid()
 
 def test_one(race):
-    race(attempt, processes=2, rounds=1)
+    race(attempt, processes=2, rounds=1, fresh_racers=True)
     pathlib.Path("spares.txt").write_text(" ".join(map(str, spares.pool.pids())))
 
 def test_two(race):
-    used = {o.value for o in race(attempt, processes=2, rounds=1).rounds[0].outcomes}
+    assert spares.pool.wait_ready("spawn", 2, 60)
+    result = race(attempt, processes=2, rounds=1, fresh_racers=True)
+    used = {o.value for o in result.rounds[0].outcomes}
     before = set(map(int, pathlib.Path("spares.txt").read_text().split()))
     assert used == before, (used, before)
 """
@@ -236,7 +265,15 @@ def test_spares_end_when_the_test_process_is_killed(
 
         if __name__ == "__main__":
             spares.configure(1)
-            run_race(RaceSpec(fn=attempt, processes=2, rounds=1, start_method={start_method!r}))
+            run_race(
+                RaceSpec(
+                    fn=attempt,
+                    processes=2,
+                    rounds=1,
+                    start_method={start_method!r},
+                    fresh_racers=True,
+                )
+            )
             spares.pool._settle()
             print(" ".join(map(str, spares.pool.pids())), flush=True)
             time.sleep(3600)
