@@ -11,11 +11,11 @@ each timed from the call to its return; the median, min and max are printed. The
 seconds between races (a test's own fixtures and body; 0 is races back to back). The settings:
 
 - ``defaults``: racers forked from racer hosts;
-- ``defaults, spares=1``: the same with ``--racecheck-spares=1`` (spares serve fresh racers
+- ``defaults+spares``: the same with ``--racecheck-spares=1`` (spares serve fresh racers
   only, so this shows that turning them on costs the default nothing);
 - ``fresh``: ``fresh_racers=True``, a new interpreter per racer per race (what every race
   did before hosts: the cold start);
-- ``fresh, spares=1``: fresh racers with one spare group per size, used only once ready.
+- ``fresh+spares``: fresh racers with one spare group per size, used only once ready.
 
 The memory of waiting hosts and spares is the sum of their resident sets (VmRSS) and of their
 proportional sets (Pss, shared pages divided among the processes sharing them), from /proc,
@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS = (
     ("defaults", False, 0),
-    ("defaults, spares=1", False, 1),
+    ("defaults+spares", False, 1),
     ("fresh", True, 0),
-    ("fresh, spares=1", True, 1),
+    ("fresh+spares", True, 1),
 )
 """(name, fresh_racers, spare groups per size)."""
 

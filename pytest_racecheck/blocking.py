@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pytest_racecheck import procfs
+from pytest_racecheck.overlap import SequenceHold
 
 SLEEP_SYSCALLS = {
     "x86_64": {35, 230},  # nanosleep, clock_nanosleep
@@ -203,6 +204,8 @@ class BackendProbe:
         self._connect = connect
         self._conn: Any = None
         self.running: set[int] = set()
+        self.hold = SequenceHold(connect)
+        """Holds a joint step's inserts in this database (see :mod:`pytest_racecheck.overlap`)."""
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         owner = {pid: r.index for r in racers for pid in r.backend_pids}
@@ -221,6 +224,7 @@ class BackendProbe:
         return blocked
 
     def close(self) -> None:
+        self.hold.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -278,9 +282,15 @@ class IdleProbe:
         for idle in self._seen.values():
             idle.must_wake = True
 
+    timers: set[int] = field(default_factory=set)
+    """Of the last answer, the racers counted only because they sleep on a timer
+    (``nanosleep``): a poller waiting for a lock, or code that sleeps on purpose; a schedule
+    waits for the latter when the next step is its own (see :class:`~.meeting.Schedule`)."""
+
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         now = time.monotonic()
         found: set[int] = set()
+        self.timers = set()
         current = {r.pid for r in racers}
         for pid in [p for p in self._seen if p not in current]:
             del self._seen[pid]  # held at a point, or done, since the last look: start again
@@ -311,6 +321,7 @@ class IdleProbe:
             if call in self._sleeps:
                 if idle.must_wake:
                     continue  # a poller that has not looked at its lock since it may be free
+                self.timers.add(racer.index)
             elif call not in self._waits:
                 continue  # woke just now, or waits for the disk (fsync), not for a racer
             elif call in self._sockets and (
@@ -357,6 +368,12 @@ class AnyProbe:
 
     def __init__(self, probes: Sequence[BlockedProbe]) -> None:
         self.probes = list(probes)
+        self.asleep: set[int] = set()
+        """Of the last answer, the racers no probe saw waiting for anything but a timer."""
+
+    def holds(self) -> list[SequenceHold]:
+        """The overlap holds of the databases this probe asks (PostgreSQL ones)."""
+        return [p.hold for p in self.probes if isinstance(p, BackendProbe)]
 
     def close(self) -> None:
         """Close the probes' own connections."""
@@ -368,9 +385,19 @@ class AnyProbe:
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         found: set[int] = set()
         running: set[int] = set()
+        timers: set[int] = set()
+        evidence: set[int] = set()  # waiting on something a probe can name: a lock, a call
         for probe in self.probes:
-            found |= probe.blocked(racers)
+            answer = probe.blocked(racers)
+            found |= answer
             running |= getattr(probe, "running", set())
+            timer = getattr(probe, "timers", None)
+            if timer is None:
+                evidence |= answer
+            else:
+                timers |= timer
+                evidence |= answer - timer
+        self.asleep = timers - evidence - running
         return found - running
 
     def event(self) -> None:

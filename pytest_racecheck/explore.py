@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pytest_racecheck.meeting import PROBE_INTERVAL_S, Coordinator, format_step
+from pytest_racecheck.meeting import PROBE_INTERVAL_S, Coordinator, Overlap, format_step
+from pytest_racecheck.outcomes import RaceResult
 
 EXHAUSTIVE_MAX_RACERS = 3
 Choice = tuple[int, ...]
@@ -42,7 +43,14 @@ Choice = tuple[int, ...]
 
 
 class Search(Protocol):
-    """Picks the racers to release at each decision of a round."""
+    """Picks the racers to release at each decision of a round.
+
+    A round is ``begin()``, one ``choose()`` per decision (every racer still, some held at a
+    point: ``enabled`` are those, ``previous`` the racer the last single step released), then
+    ``end()``. A search knows orders only: what happens inside a step that releases several
+    racers together is the :class:`Explorer`'s business (it retries such steps and asks the
+    database to hold them), so a search need not model timing at all.
+    """
 
     name: str
 
@@ -53,11 +61,14 @@ class Search(Protocol):
     def end(self) -> None: ...
 
     def done(self) -> bool:
-        """No interleaving is left to try."""
+        """No order is left that this search would still try: the race may stop."""
         ...
 
     def exhausted(self) -> bool:
-        """Done, and every interleaving of the racers' points was tried."""
+        """Done because every order of the racers' points ran: the search's whole space was
+        covered and no round strayed from what the search expected (a search that samples,
+        or that saw the code take another path, is never exhausted). It says nothing about
+        timing inside a joint step: the Explorer adds that before it calls a race exhausted."""
         ...
 
 
@@ -201,9 +212,22 @@ def make_search(processes: int, seed: int) -> Search:
     return PCT(processes, seed)
 
 
+JOINT_TRIES = 2
+"""How often a round whose joint step was left to timing runs in a row (then again, in turn with
+the others, once the search is done and budget is left)."""
+
+
 @dataclass
 class Explorer(Coordinator):
-    """Holds every racer at every point and lets the search pick who goes next."""
+    """Holds every racer at every point and lets the search pick who goes next.
+
+    A joint step (several racers released together) is the only place where timing decides
+    something: whether their statements overlap inside the database. Where the database can
+    hold them (an :class:`Overlap`), every released racer stops after its snapshot and before
+    its write, the hold is let go once all are still, and the step counts as held. Otherwise
+    the step is *timing-dependent*: its round runs again (:data:`JOINT_TRIES` in a row, then in
+    turn while the budget lasts), and the race is never called exhausted.
+    """
 
     processes: int
     search: Search
@@ -213,6 +237,20 @@ class Explorer(Coordinator):
     previous: int | None = None
     log: list[str] = field(default_factory=list)
     taken: list[str] = field(default_factory=list)
+    overlap: Overlap | None = None
+    holding: Choice | None = None
+    timed: int = 0
+    """Joint steps left to timing, over every round."""
+    held: int = 0
+    """Joint steps the database held, over every round."""
+    round_timed: int = 0
+    path: list[Choice] = field(default_factory=list)
+    replay: tuple[Choice, ...] | None = None
+    pending: list[tuple[Choice, ...]] = field(default_factory=list)
+    timed_paths: dict[tuple[Choice, ...], int] = field(default_factory=dict)
+    """Paths whose joint step was left to timing, with the rounds that ran them."""
+    decisions: int = 0
+    """Decisions made over the whole race (0: no racer ever reached a point)."""
 
     hold_all = True
 
@@ -220,19 +258,73 @@ class Explorer(Coordinator):
     def search_name(self) -> str:
         return self.search.name
 
+    def use_overlap(self, overlap: Overlap | None) -> None:
+        self.overlap = overlap
+
     def start_round(self) -> None:
-        self.search.begin()
+        self.replay = None
+        if self.pending:
+            self.replay = self.pending.pop(0)
+        elif self.search.done() and self.timed_paths:
+            paths = sorted(self.timed_paths, key=lambda p: self.timed_paths[p])
+            self.replay = paths[0]
+        else:
+            self.search.begin()
         self.at, self.done, self.waiting_in_db = {}, set(), set()
         self.previous, self.log, self.taken = None, [], []
+        self.holding, self.round_timed, self.path = None, 0, []
 
     def end_round(self) -> None:
-        self.search.end()
+        self.release_hold()
+        path = tuple(self.path)
+        if self.replay is None:
+            self.search.end()
+        if self.round_timed:
+            tries = self.timed_paths.get(path, 0) + 1
+            self.timed_paths[path] = tries
+            if self.replay is None:
+                self.pending.extend([path] * (JOINT_TRIES - 1))
+        else:
+            self.timed_paths.pop(path, None)  # held this time: deterministic now
+
+    def release_hold(self) -> set[int]:
+        """Let go of a hold still taken (end of round, or the race breaking down)."""
+        if self.holding is None or self.overlap is None:
+            return set()
+        step, self.holding = self.holding, None
+        held = self.overlap.release()
+        if set(step) <= held:
+            self.held += 1
+            self.log.append(
+                f"    racers {', '.join(map(str, step))} held after their snapshot, then let "
+                "go together (overlap held by the database)"
+            )
+        else:
+            self._timed(step)
+        return held
+
+    def _timed(self, step: Choice) -> None:
+        self.timed += 1
+        self.round_timed += 1
+        self.log.append(
+            f"    racers {', '.join(map(str, step))} overlapped as timing let them "
+            "(timing-dependent step)"
+        )
 
     def search_done(self) -> bool:
-        return self.search.done()
+        return self.search.done() and not self.pending and not self.timed_paths
 
     def exhausted(self) -> bool:
-        return self.search.exhausted()
+        return self.search.exhausted() and not self.timed_paths
+
+    def account(self, result: RaceResult) -> None:
+        self.release_hold()
+        # With no decision at all there was nothing to order (NothingExplored says so); with
+        # points let through on other threads, some statements ran outside the search.
+        result.every_order = self.search.exhausted() and bool(self.decisions)
+        result.exhausted = result.every_order and self.exhausted() and not result.unheld_points
+        result.timing_dependent = self.timed
+        result.overlaps_held = self.held
 
     def arrived(self, racer: int, name: str) -> list[int]:
         self.waiting_in_db = set()
@@ -245,26 +337,52 @@ class Explorer(Coordinator):
         self.at.pop(racer, None)
         return self._decide()
 
-    def blocked(self, racers: set[int]) -> list[int]:
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
         newly = racers - set(self.at) - self.done - self.waiting_in_db
         self.waiting_in_db = racers - set(self.at) - self.done
+        holding = set(self.holding or ())
         for racer in sorted(newly):
-            self.log.append(f"    racer {racer} waits (on a lock, or outside the database)")
+            if racer not in holding:
+                self.log.append(f"    racer {racer} waits (on a lock, or outside the database)")
         return self._decide()
 
     def _still(self) -> bool:
         return len(set(self.at) | self.done | self.waiting_in_db) == self.processes
 
+    def _choose(self, enabled: list[int]) -> Choice:
+        if self.replay is None:
+            return self.search.choose(enabled, self.previous)
+        i = len(self.path)
+        if i < len(self.replay) and set(self.replay[i]) <= set(enabled):
+            return self.replay[i]
+        return (self.previous,) if self.previous in enabled else (enabled[0],)
+
     def _decide(self) -> list[int]:
-        if not self.at or not self._still():
+        if not self._still():
+            return []
+        if self.holding is not None:
+            # Every racer of the joint step is held after its snapshot or got past the hold:
+            # let go, and wait until the held ones are still again.
+            held = self.release_hold()
+            self.waiting_in_db -= held
+            if held:
+                return []
+        if not self.at:
             return []
         enabled = sorted(self.at)
-        choice = self.search.choose(enabled, self.previous)
+        choice = self._choose(enabled)
+        self.decisions += 1
+        self.path.append(choice)
         parts = [(racer, self.at.pop(racer)) for racer in choice]
         step = format_step(parts)
         self.taken.append(step)
         self.log.append(step)
         self.previous = choice[0] if len(choice) == 1 else None
+        if len(choice) > 1:
+            if self.overlap is not None and self.overlap.hold():
+                self.holding = choice
+            else:
+                self._timed(choice)
         return list(choice)
 
     def poll_interval(self) -> float | None:

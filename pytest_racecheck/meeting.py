@@ -14,15 +14,34 @@ forgets the last probe, and only a fresh one can count a racer as blocked again.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pytest_racecheck.clock import is_time_step, parse_duration
+from pytest_racecheck.outcomes import RaceResult
 from pytest_racecheck.points import pause_point_name, resolve_target
 
 PROBE_INTERVAL_S = 0.001
 """How often the controller asks whether racers are blocked, while a meeting waits on them."""
+
+SLEEPER_PATIENCE_S = 5.0
+"""How long a schedule waits for a racer asleep on a timer whose step is next, before it takes
+it for a poller waiting on a lock (only a schedule that does not fit the code gets there)."""
+
+
+class Overlap(Protocol):
+    """Holds a joint step's statements in the database (see :mod:`pytest_racecheck.overlap`)."""
+
+    def hold(self) -> bool:
+        """Take the hold before the step's racers are released; False if nothing can be held."""
+        ...
+
+    def release(self) -> set[int]:
+        """Let go; return the racers that were held by it (stopped after their snapshot)."""
+        ...
 
 
 class Coordinator:
@@ -50,6 +69,13 @@ class Coordinator:
         """Done because every interleaving ran (explore mode)."""
         return False
 
+    def use_overlap(self, overlap: Overlap | None) -> None:
+        """A way to hold a joint step's statements in the database (explore mode uses it)."""
+
+    def account(self, result: RaceResult) -> None:
+        """Write what the policy knows about the whole race into ``result`` (explore mode:
+        whether the search was exhausted, what was left to timing)."""
+
     def targets_reached(self) -> dict[str, int]:
         """Each held target, with the number of rounds in which some racer reached it."""
         return {}
@@ -58,13 +84,21 @@ class Coordinator:
         """This round's steps in the ``schedule=`` format, for replay."""
         return ()
 
+    def missed(self) -> list[tuple[int, str, int, str]]:
+        """Steps of this round's plan that did not run (a schedule's): for each, its number
+        (from 1), its text, its racer and where that racer was instead. Empty when every step
+        ran; the controller then fails the race, since the round replayed nothing."""
+        return []
+
     def arrived(self, racer: int, name: str) -> list[int]:
         return [racer]
 
     def finished(self, racer: int) -> list[int]:
         return []
 
-    def blocked(self, racers: set[int]) -> list[int]:
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
+        """``racers`` are blocked now; ``asleep`` are those of them seen only asleep on a
+        timer (``time.sleep``, or a poller between two looks at a lock)."""
         return []
 
     def poll_interval(self) -> float | None:
@@ -118,7 +152,7 @@ class MeetAt(Coordinator):
         self.waiting_in_db = set()
         return self._meet()
 
-    def blocked(self, racers: set[int]) -> list[int]:
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
         self.waiting_in_db = racers - self.held - self.done
         return self._meet()
 
@@ -194,6 +228,10 @@ class Schedule(Coordinator):
     database. A step whose racer is blocked cannot run now; it is marked as waiting on a lock,
     the schedule moves on, and the racer passes that point as soon as it gets there. A step of
     several racers releases them together.
+
+    A step is a promise: every step must run in every round, or the round replayed something
+    else. A step whose racer had returned, was held at another point, or never came to the
+    point it waited for is recorded in :meth:`missed`, and the controller fails the race.
     """
 
     steps: list[Step]
@@ -202,23 +240,42 @@ class Schedule(Coordinator):
     at: dict[int, str] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
     waiting_in_db: set[int] = field(default_factory=set)
-    owed: set[tuple[int, str]] = field(default_factory=set)
+    owed: dict[tuple[int, str], int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     taken: list[str] = field(default_factory=list)
+    misses: list[tuple[int, str, int, str]] = field(default_factory=list)
+    asleep_since: dict[int, float] = field(default_factory=dict)
 
     def held_points(self, racer: int) -> dict[str, int]:
         return dict(Counter(name for step in self.steps for r, name in step if r == racer))
 
     def start_round(self) -> None:
         self.position, self.at, self.done = 0, {}, set()
-        self.waiting_in_db, self.owed, self.log, self.taken = set(), set(), [], []
+        self.waiting_in_db, self.owed, self.log, self.taken = set(), {}, [], []
+        self.misses, self.asleep_since = [], {}
+
+    def end_round(self) -> None:
+        for (racer, name), number in sorted(self.owed.items(), key=lambda item: item[1]):
+            self._miss(number, racer, name, "waited on a lock, then never came to that point")
+        self.owed = {}
+
+    def missed(self) -> list[tuple[int, str, int, str]]:
+        return list(self.misses)
+
+    def _miss(self, number: int, racer: int, name: str, where: str) -> None:
+        self.misses.append((number, f"{racer}:{name}", racer, where))
 
     def arrived(self, racer: int, name: str) -> list[int]:
         self.waiting_in_db = set()
         if (racer, name) in self.owed:
-            self.owed.discard((racer, name))
+            del self.owed[(racer, name)]
             self.log.append(f"{racer}:{name}   (after waiting on a lock)")
+            self.taken.append(f"{racer}:{name}")
             return [racer]
+        for (r, owed_name), number in list(self.owed.items()):
+            if r == racer:  # it came to another point first: the owed step cannot run now
+                del self.owed[(r, owed_name)]
+                self._miss(number, r, owed_name, f"held at {name!r}")
         self.at[racer] = name
         return self._advance()
 
@@ -228,8 +285,20 @@ class Schedule(Coordinator):
         self.waiting_in_db = set()
         return self._advance()
 
-    def blocked(self, racers: set[int]) -> list[int]:
-        self.waiting_in_db = racers - set(self.at) - self.done
+    def blocked(self, racers: set[int], asleep: frozenset[int] = frozenset()) -> list[int]:
+        # A racer asleep on a timer whose step is next is waited for: it sleeps on purpose
+        # (work between two statements), or the schedule was recorded while it did not wait
+        # here. Only a schedule that is wrong waits SLEEPER_PATIENCE_S for a poller.
+        now = time.monotonic()
+        self.asleep_since = {r: t for r, t in self.asleep_since.items() if r in asleep}
+        patient: set[int] = set()
+        if self.position < len(self.steps):
+            for racer, _ in self.steps[self.position]:
+                if racer in asleep:
+                    since = self.asleep_since.setdefault(racer, now)
+                    if now - since < SLEEPER_PATIENCE_S:
+                        patient.add(racer)
+        self.waiting_in_db = racers - set(self.at) - self.done - patient
         return self._advance()
 
     def _still(self) -> bool:
@@ -251,15 +320,17 @@ class Schedule(Coordinator):
                 if (racer, name) in ready:
                     continue
                 if racer in self.waiting_in_db:
-                    self.owed.add((racer, name))
+                    self.owed[(racer, name)] = self.position
                     self.log.append(f"{racer}:{name}   waits on a lock")
                 elif racer in self.done:
-                    self.log.append(f"{racer}:{name}   skipped: racer {racer} had returned")
+                    self.log.append(f"{racer}:{name}   not reached: racer {racer} had returned")
+                    self._miss(self.position, racer, name, "had returned")
                 else:
                     where = self.at.get(racer)
                     self.log.append(
-                        f"{racer}:{name}   skipped: racer {racer} was held at {where!r}"
+                        f"{racer}:{name}   not reached: racer {racer} was held at {where!r}"
                     )
+                    self._miss(self.position, racer, name, f"held at {where!r}")
             if ready:
                 for racer, _ in ready:
                     del self.at[racer]
@@ -299,14 +370,14 @@ def make_coordinator(
 ) -> Coordinator:
     """The policy that the race's arguments ask for; conflicting arguments are refused."""
     pauses = [(w, t) for w, t in (("after", pause_after), ("before", pause_before)) if t]
-    chosen = [n for n, v in (("meet_at", meet_at), ("schedule", schedule)) if v] + [
+    chosen = [n for n, v in (("meet_at", meet_at), ("schedule", schedule)) if v is not None] + [
         f"pause_{w}" for w, _ in pauses
     ]
     if len(chosen) > 1:
         raise ValueError(
             f"race(): use one of meet_at, pause_after, pause_before, schedule; got {chosen}"
         )
-    if schedule:
+    if schedule is not None:  # an empty schedule is refused, not raced freely
         return Schedule(parse_schedule(schedule, processes), processes)
     if pauses:
         where, target = pauses[0]

@@ -85,6 +85,11 @@ class Outcome:
     last_point: str | None = None
     steps: tuple[Step, ...] = ()
     """The points and statements the racer passed, in order (at most :data:`MAX_STEPS`)."""
+    reached: int = 0
+    """How many points the racer's round thread reached (explore: 0 means nothing to order;
+    kept when :attr:`steps` are dropped to keep a long race small)."""
+    other_threads: tuple[str, ...] = ()
+    """Points reached on the racer's other threads: let through, never held (the first 200)."""
 
     @property
     def raised(self) -> bool:
@@ -182,7 +187,20 @@ class RaceResult:
     search: str | None = None
     """Explore mode: 'exhaustive' (every interleaving, fewest preemptions first) or 'pct'."""
     exhausted: bool = False
-    """Explore mode: every interleaving of the racers' points was run."""
+    """Explore mode: nothing was left untried and nothing was left to timing: every order of
+    the racers' points ran (:attr:`every_order`), and every step that released several racers
+    together had its overlap held in place by the database (:attr:`timing_dependent` is 0)."""
+    every_order: bool = False
+    """Explore mode: every order of the racers' points ran (the search's tree is used up, and
+    no round strayed from it). Overlaps inside a joint step may still have been up to timing."""
+    timing_dependent: int = 0
+    """Explore mode: joint steps (several racers released together) whose overlap was left to
+    timing, counted over every round; each such step is tried again while the budget lasts."""
+    overlaps_held: int = 0
+    """Explore mode: joint steps whose racers were all held by the database after their
+    snapshot and before their write (see docs/explore.md): deterministic, not timing."""
+    unheld_points: int = 0
+    """Points reached on racers' other threads, let through unscheduled, over every round."""
     targets_reached: dict[str, int] = field(default_factory=dict)
     """For a held target (meet_at, pause_after/before): in how many rounds a racer reached it."""
     first_failure: Round | None = None
@@ -221,6 +239,7 @@ class RaceResult:
                     rnd, outcomes=tuple(dataclasses.replace(o, steps=()) for o in rnd.outcomes)
                 )
         self._rounds.append(rnd)
+        self.unheld_points += sum(len(o.other_threads) for o in rnd.outcomes)
 
     @property
     def rounds_run(self) -> int:
@@ -317,6 +336,14 @@ class RaceResult:
         if rnd.trace:
             lines.append("  interleaving:")
             lines.extend(f"    {step}" for step in rnd.trace)
+        for o in sorted(rnd.outcomes, key=lambda o: o.racer):
+            if o.other_threads:
+                shown = ", ".join(repr(n) for n in o.other_threads[:3])
+                more = f" and {len(o.other_threads) - 3} more" if len(o.other_threads) > 3 else ""
+                lines.append(
+                    f"  racer {o.racer} ran {len(o.other_threads)} point(s) on other threads, "
+                    f"let through unscheduled: {shown}{more}"
+                )
         if rnd.clock:
             lines.append("  virtual clock (since the round began):")
             lines.extend(f"    {event}" for event in rnd.clock)
@@ -452,6 +479,10 @@ class RaceResult:
             "seed": self.seed,
             "search": self.search,
             "exhausted": self.exhausted,
+            "every_order": self.every_order,
+            "timing_dependent": self.timing_dependent,
+            "overlaps_held": self.overlaps_held,
+            "unheld_points": self.unheld_points,
             "budget_s": self.budget_s,
             "failing_schedule": self.failing_schedule,
             "targets_reached": dict(self.targets_reached),
@@ -491,6 +522,7 @@ class RaceResult:
                     "took_ms": round(o.duration_ns / 1e6, 3),
                     "last_point": o.last_point,
                     "waited_on_lock": o.racer in rnd.waited_on_lock,
+                    "other_thread_points": list(o.other_threads),
                     "steps": _steps_data(o, rnd, first),
                 }
                 for o in sorted(rnd.outcomes, key=lambda o: o.racer)

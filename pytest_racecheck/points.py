@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -26,26 +27,45 @@ class _Channel(Protocol):
 
 
 class RacerPoints:
-    """A racer's view of the points: which to hold, where it has been this round."""
+    """A racer's view of the points: which to hold, where it has been this round.
+
+    Only the thread that runs the round (the racer's main thread, which also runs an async
+    racer's loop) is ever held: the pipe to the controller has one conversation at a time, and
+    a thread of the code under test is no unit the controller can schedule. Points reached on
+    other threads are let through and recorded in :attr:`other_threads`, so the report can say
+    what ran outside the schedule.
+    """
 
     def __init__(self, channel: _Channel, held: Mapping[str, int], hold_all: bool = False) -> None:
         self._channel = channel
         self._held = dict(held)
         self._hold_all = hold_all
         self._left: Counter[str] = Counter()
+        self._thread = threading.get_ident()
         self.last: str | None = None
         self.steps: list[Step] = []
+        """Points this round's thread reached (the first :data:`MAX_STEPS`), for the reports."""
+        self.reached = 0
+        """How many points this round's thread reached."""
+        self.other_threads: list[str] = []
+        """Points reached on other threads this round, let through (the first MAX_STEPS)."""
 
     def begin_round(self) -> None:
         self._left = Counter(self._held)
+        self._thread = threading.get_ident()
         self.last = None
-        self.steps = []
+        self.steps, self.reached, self.other_threads = [], 0, []
 
     def reach(
         self, name: str, statement: bool = False, sql: str | None = None, conn: int = 0
     ) -> None:
+        if threading.get_ident() != self._thread:
+            if len(self.other_threads) < MAX_STEPS:
+                self.other_threads.append(name)
+            return
         if not statement:  # the report's "last point" is the last place the code named
             self.last = name
+        self.reached += 1
         reached = _real_ns()
         if self.holds(name):
             self._hold(name)

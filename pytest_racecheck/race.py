@@ -101,6 +101,14 @@ class RaceNotForced(RaceError):
     """A held target (meet_at, pause_after, pause_before) was never reached by any racer."""
 
 
+class ScheduleNotFollowed(RaceNotForced):
+    """A step of ``schedule=`` did not run in some round: that round replayed something else."""
+
+
+class NothingExplored(RaceNotForced):
+    """An explored racer reached no point in any round: there was nothing to order."""
+
+
 def describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "is still running"
@@ -177,6 +185,9 @@ class Controller:
             has_reset=spec.reset is not None,
         )
         self.racers: list[_Racer] = []
+        holds = getattr(probe, "holds", None)
+        if holds is not None and spec.explore is not None:
+            self.coordinator.use_overlap(_Holds(holds(), self.racers))
         self.round: _RoundState | None = None
         self.deadline = 0.0
         self._expected = ""
@@ -223,7 +234,7 @@ class Controller:
                 # A spare died, or a host failed, before the race began: start fresh racers.
                 spare_pool.stats.fallbacks += 1
                 shutdown(self.racers, gate)
-                self.racers = []
+                self.racers.clear()
                 gate = StartGate(ctx, spec.processes)
                 result.racers = "fresh"
                 self._start(ctx, gate, call)
@@ -239,16 +250,18 @@ class Controller:
                     break
                 rnd = self._run_round(number, gate)
                 result.add_round(rnd)
+                self._check_steps(rnd)
                 if spec.on_round is not None:
                     spec.on_round(result)
                 if spec.stop_early and rnd.failed_plainly:
                     break
                 if self.coordinator.search_done():
-                    result.exhausted = self.coordinator.exhausted()
                     break
             self._check_targets()
+            self._check_explored()
         finally:
             result.elapsed_s = time.monotonic() - started
+            self.coordinator.account(result)
             shutdown(self.racers, gate)
             if self.clock is not None:
                 result.virtual_s = self.clock.elapsed_s
@@ -358,6 +371,73 @@ class Controller:
                 self.result,
             )
 
+    def _check_steps(self, rnd: Round) -> None:
+        """Every step of a schedule runs in every round; a round that skipped one replayed
+        something else, and passing it would pass a regression test that tests nothing."""
+        missed = self.coordinator.missed()
+        if not missed:
+            return
+        lines = [
+            f"race of {self.spec.fn_name}: the schedule was not followed in round {rnd.index}, "
+            "so this round replayed another interleaving:"
+        ]
+        for number, step, racer, where in missed:
+            lines.append(f"  step {number} {step!r} never ran: racer {racer} {where}")
+        for racer in sorted({racer for _, _, racer, _ in missed}):
+            outcome = next((o for o in rnd.outcomes if o.racer == racer), None)
+            if outcome is not None:
+                passed = ", ".join(repr(s.name) for s in outcome.steps) or "none"
+                lines.append(f"  racer {racer} passed these points in round {rnd.index}: {passed}")
+        lines.append(
+            "A step names a point (for a statement: its SQL and the file:line that sent it). If "
+            "the code under test moved or takes another path, explore again and paste the new "
+            "result.failing_schedule, or name the place with pytest_racecheck.point()."
+        )
+        raise ScheduleNotFollowed("\n".join(lines), self.result)
+
+    def _check_explored(self) -> None:
+        """An explored racer that reached no point in any round gave the explorer nothing to
+        order: its verdict would be the luck of free-running rounds, called a search."""
+        if self.spec.explore is None or not self.result.rounds_run:
+            return
+        rounds = self.result._rounds
+        mine = [
+            [o for r in rounds for o in r.outcomes if o.racer == i]
+            for i in range(self.spec.processes)
+        ]
+        # A racer that raised in every round is left to the assertions, which show its error.
+        empty = [
+            i
+            for i, outcomes in enumerate(mine)
+            if all(o.reached == 0 for o in outcomes) and not all(o.raised for o in outcomes)
+        ]
+        if not empty:
+            return
+        other = sum(len(o.other_threads) for r in rounds for o in r.outcomes if o.racer in empty)
+        who = (
+            "no racer reached a point"
+            if len(empty) == self.spec.processes
+            else f"racer {', '.join(map(str, empty))} reached no point"
+        )
+        lines = [
+            f"race of {self.spec.fn_name} explored nothing: {who} in any of {len(rounds)} "
+            "round(s), so there was no order to choose, and a verdict would be the luck of "
+            "free-running rounds, not a search.",
+        ]
+        if other:
+            lines.append(
+                f"  {other} point(s) were reached on the racers' other threads; only the thread "
+                "that runs the raced function is scheduled, so run the database work there."
+            )
+        lines.append(
+            "  Explore makes every statement a point only for the drivers docs/explore.md lists "
+            '("Every statement is a point"); code that reaches the database through another '
+            "driver, or not through a database at all, sends no point. Use a hooked driver in "
+            "the racers, mark the steps with pytest_racecheck.point(), or race it without "
+            "explore= (rounds=N, meet_at=...)."
+        )
+        raise NothingExplored("\n".join(lines), self.result)
+
     # Waiting and receiving.
 
     def _step(self) -> None:
@@ -380,7 +460,8 @@ class Controller:
             state.lock_waits.extend((r, now) for r in sorted(blocked - state.blocked_now))
             state.blocked_now |= blocked
             state.waited |= blocked
-            self._pass(self.coordinator.blocked(blocked))
+            asleep = frozenset(getattr(self.probe, "asleep", ()))
+            self._pass(self.coordinator.blocked(blocked, asleep))
             self._jump_if_all_wait(blocked)
             return
         for racer in running:
@@ -637,6 +718,26 @@ class Controller:
         lines.append(self._outer_bound_note())
         lines.append("no racer outlives the race: they were stopped")
         return "\n".join(lines)
+
+
+class _Holds:
+    """The overlap holds of the race's databases, as the explorer sees them: racers, not pids."""
+
+    def __init__(self, holds: Sequence[Any], racers: list[_Racer]) -> None:
+        self._holds = list(holds)
+        self._racers = racers  # filled as racers start
+
+    def hold(self) -> bool:
+        return bool(self._holds) and any([h.hold() for h in self._holds])
+
+    def release(self) -> set[int]:
+        pids: set[int] = set()
+        for h in self._holds:
+            try:
+                pids |= h.release()
+            except Exception:
+                h.close()  # nothing stays held; the step counts as timing-dependent
+        return {r.index for r in self._racers if r.backend_pids & pids}
 
 
 def _wake(poll: float | None) -> float:

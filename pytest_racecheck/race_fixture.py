@@ -193,7 +193,7 @@ class Race:
         chosen, budget_s = choose_settings(
             self.settings,
             {k: v for k, v in arguments.items() if v is not None},
-            own_interleaving=any((meet_at, pause_after, pause_before, schedule)),
+            own_interleaving=any((meet_at, pause_after, pause_before)) or schedule is not None,
             soak=config.stash[soak_key],
             soak_seconds=config.stash[soak_seconds_key],
         )

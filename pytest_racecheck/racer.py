@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import os
 import signal
@@ -159,7 +160,15 @@ def racer_main(
                 _racing(setup, False)
             ended = _real_ns()
             outcome = Outcome(
-                index, value, error, released, ended, racer_points.last, tuple(racer_points.steps)
+                index,
+                value,
+                error,
+                released,
+                ended,
+                racer_points.last,
+                tuple(racer_points.steps),
+                racer_points.reached,
+                tuple(racer_points.other_threads),
             )
             try:
                 channel.send(Result(generation, outcome))
@@ -168,7 +177,8 @@ def racer_main(
                     f"{type(value).__name__} {_short_repr(value)} cannot be pickled: {exc}"
                 )
                 error = RaisedError.from_exception(unsendable)
-                channel.send(Result(generation, Outcome(index, None, error, released, ended)))
+                unsent = dataclasses.replace(outcome, value=None, error=error)
+                channel.send(Result(generation, unsent))
     except GateClosed:
         pass
     finally:
@@ -192,6 +202,13 @@ class _OneSenderAtATime:
     def send(self, message: Any) -> None:
         with self._lock:
             self._channel.send(message)
+
+    def notify(self, message: Any) -> None:
+        """Send news the controller may do without (a backend pid, a connection starting),
+        from any thread: once the race is over the pipe is closed, and a thread of the code
+        under test that connects then must neither fail nor print a traceback."""
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            self.send(message)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._channel, name)
@@ -234,8 +251,8 @@ def _prepare(setup: Setup, channel: Any) -> None:
         from pytest_racecheck import statements
 
         statements.install(
-            on_backend_pid=lambda pid: channel.send(BackendPid(pid)),
-            on_connect=lambda: channel.send(Connecting()),
+            on_backend_pid=lambda pid: channel.notify(BackendPid(pid)),
+            on_connect=lambda: channel.notify(Connecting()),
         )
 
 

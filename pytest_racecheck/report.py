@@ -49,10 +49,24 @@ def top_outcome(verdict: str, race: dict[str, Any]) -> str:
 
 
 def rounds_cell(race: dict[str, Any]) -> str:
+    """Rounds run of those asked for; an explored race says what its search covered."""
     budget = race.get("budget_s")
-    if budget:
-        return f"{race['rounds']} in {budget:g}s"
-    return f"{race['rounds']}/{race['rounds_requested']}"
+    ran = (
+        f"{race['rounds']} in {budget:g}s"
+        if budget
+        else f"{race['rounds']}/{race['rounds_requested']}"
+    )
+    if race.get("mode") != "explore":
+        return ran
+    if race.get("exhausted"):
+        return f"{race['rounds']} interleavings, exhausted"
+    parts = [f"{ran} interleavings"]
+    if race.get("every_order"):
+        parts.append("every order")
+    if race.get("timing_dependent"):
+        parts.append(f"{race['timing_dependent']} timing-dependent")
+    parts.append(f"seed {race.get('seed')}")
+    return ", ".join(parts)
 
 
 def shared_prefix(test_ids: Sequence[str]) -> str:
@@ -113,6 +127,10 @@ def race_entry(test_id: str, verdict: str, race: dict[str, Any]) -> dict[str, An
         "seed": race.get("seed"),
         "search": race.get("search"),
         "exhausted": bool(race.get("exhausted", False)),
+        "every_order": bool(race.get("every_order", False)),
+        "timing_dependent": race.get("timing_dependent", 0),
+        "overlaps_held": race.get("overlaps_held", 0),
+        "unheld_points": race.get("unheld_points", 0),
         "budget_s": race.get("budget_s"),
         "histogram": [{"outcome": k, "rounds": n} for k, n in race.get("histogram") or []],
         "distinct_outcomes": race.get("distinct_outcomes", len(race.get("histogram") or [])),
@@ -174,6 +192,10 @@ def flat_properties(race: dict[str, Any], number: int) -> list[tuple[str, Any]]:
         "seed": race.get("seed"),
         "search": race.get("search"),
         "exhausted": race.get("exhausted") if race.get("mode") == "explore" else None,
+        "every_order": race.get("every_order") if race.get("mode") == "explore" else None,
+        "timing_dependent": (
+            race.get("timing_dependent") if race.get("mode") == "explore" else None
+        ),
         "budget_s": race.get("budget_s"),
         "elapsed_s": race.get("elapsed_s"),
         "startup_s": race.get("startup_s"),

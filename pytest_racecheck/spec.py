@@ -71,7 +71,7 @@ class RaceSpec:
             given = [
                 n
                 for n in ("meet_at", "pause_after", "pause_before", "schedule")
-                if getattr(self, n)
+                if getattr(self, n) or (n == "schedule" and self.schedule is not None)
             ]
             if given:
                 raise ValueError(
@@ -88,7 +88,9 @@ class RaceSpec:
     def mode(self) -> str:
         if self.explore is not None:
             return "explore"
-        for name in ("schedule", "meet_at", "pause_after", "pause_before"):
+        if self.schedule is not None:
+            return "schedule"
+        for name in ("meet_at", "pause_after", "pause_before"):
             if getattr(self, name):
                 return name
         return "stress"

@@ -8,6 +8,9 @@ SHOW_SETTINGS = """
 import pytest
 
 def quick():
+    from pytest_racecheck import point
+
+    point("step")  # an explored racer must reach a point, or the race explored nothing
     return 1
 
 {marker}

@@ -19,6 +19,7 @@ SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json
 # "bad"), so its most frequent outcome is a passing one; one explores with a fixed seed.
 SESSION = """
 import pytest
+from pytest_racecheck import point
 
 def attempt(_calls=[]):
     _calls.append(1)
@@ -33,8 +34,13 @@ def test_passes(race):
 def test_fails_once(race):
     race(attempt, processes=2, rounds=5).assert_outcomes({"ok"})
 
+def visit_twice():
+    point("a")
+    point("b")
+    return "ok"
+
 def test_explores(race):
-    race(visit, processes=2, explore=2, seed=42).assert_outcomes({"ok"})
+    race(visit_twice, processes=2, explore=2, seed=42).assert_outcomes({"ok"})
 """
 
 
@@ -77,6 +83,26 @@ def test_report_file_validates_and_says_what_failed(pytester: pytest.Pytester) -
     explored = races["test_explores"]
     assert (explored["mode"], explored["seed"]) == ("explore", 42)
     assert explored["search"] in ("exhaustive", "pct")
+    # 2 of the 13 orders of two racers with two points each: neither exhausted nor complete
+    assert (explored["exhausted"], explored["every_order"]) == (False, False)
+    assert explored["timing_dependent"] == 0  # the two serial orders come first
+    result.stdout.fnmatch_lines(["*test_explores*passed*2/2 interleavings, seed 42*"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "cell"),
+    [
+        ({"mode": "stress"}, "5/50"),
+        ({"mode": "explore", "exhausted": True, "every_order": True}, "5 interleavings, exhausted"),
+        (
+            {"mode": "explore", "every_order": True, "timing_dependent": 3, "seed": 7},
+            "5/50 interleavings, every order, 3 timing-dependent, seed 7",
+        ),
+        ({"mode": "explore", "seed": 7}, "5/50 interleavings, seed 7"),
+    ],
+)
+def test_the_summary_line_says_what_an_exploration_covered(fields, cell) -> None:
+    assert report.rounds_cell({"rounds": 5, "rounds_requested": 50, **fields}) == cell
 
 
 def test_report_path_from_ini_is_beside_the_ini_file(
