@@ -15,8 +15,9 @@ the harness and the libraries racers usually need, and now waits for a race.
   to the next.
 - A group is used **only when ready**: every spare has imported what it preloads and said so.
   A race never waits for a group still starting (it could take longer than starting its own
-  racers, which the group's start-up would slow down besides): that group is ended and the
-  race starts fresh racers, so spares never make start-up slower than without them.
+  racers, which the group's start-up would slow down besides): that group is ended (beside the
+  race, not waited for) and the race starts fresh racers, so spares do not make start-up
+  slower than without them.
 - The first group of a size starts only once a race of that size ended: no spare exists while
   no race runs. ``limit`` groups are kept per size and start method (``--racecheck-spares``,
   default 0: off), and at most :data:`MAX_SPARE_PROCESSES` processes in all (the least
@@ -186,6 +187,7 @@ class SparePool:
         self._lock = threading.Lock()
         self._owner = os.getpid()
         self._filling: threading.Thread | None = None
+        self._ending: list[threading.Thread] = []
 
     def _mine(self) -> bool:
         # A forked copy of the test process (a fork racer) must never touch its spares.
@@ -195,8 +197,13 @@ class SparePool:
         """A usable group for this race, or None: the race starts its own racers."""
         if not self._mine():
             return None
-        # Also before a fork race: never fork while another thread is starting processes.
+        # Also before a fork race: never fork while another thread is starting processes,
+        # or ending them.
         self._settle()
+        if start_method == "fork":
+            for ending in self._ending:
+                ending.join()
+            self._ending.clear()
         if start_method not in SPARE_METHODS or self.limit <= 0:
             return None
         with self._lock:
@@ -207,7 +214,13 @@ class SparePool:
                     self.stats.used += 1
                     return group
                 self.stats.discarded += 1
-                _end(group.processes, group.channels)
+                # Ended beside the race, not before it: waiting for a group still starting
+                # to exit would make the race slower than one without spares.
+                ending = threading.Thread(
+                    target=_end, args=(group.processes, group.channels), daemon=True
+                )
+                ending.start()
+                self._ending.append(ending)
         return None
 
     def race_ended(self, start_method: str, size: int) -> None:
@@ -281,6 +294,9 @@ class SparePool:
         if not self._mine():
             return
         self._settle()
+        for ending in self._ending:
+            ending.join()
+        self._ending.clear()
         with self._lock:
             groups = [g for gs in self.groups.values() for g in gs]
             self.groups.clear()
