@@ -10,9 +10,12 @@ Why the verdicts cannot vary:
   that, the meeting would hang until the timeout.
 - ``pause_after="filelock:FileLock.release"`` does the same without a point in the code: every
   worker is held right after it lets go of the file lock (a method ``FileLock`` inherits).
-- ``explore=`` tries the interleavings of two workers' statements, fewest switches first; the
-  broken claim fails at the first interleaving with one switch (round 3 of at most 50), and
-  the correct claim has no failing interleaving at all.
+- ``explore=`` tries the interleavings of two workers' statements. What a racer does before its
+  first point is not yet a choice of the search, so without help the order in which the two
+  workers take the file lock would be left to timing, and the search's tree would differ from
+  round to round (the broken claim then passed in some runs). The ``claiming`` point before
+  the lock makes that order a choice: the broken claim then fails in about 35 of the 50
+  interleavings, in every run (measured 5 runs of 5 on SQLite), and the correct claim in none.
 """
 
 from __future__ import annotations
