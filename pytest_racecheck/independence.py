@@ -253,9 +253,28 @@ def _parse(sql: str) -> list[Any]:
     return []
 
 
+def _merge_footprint(node: Any) -> Footprint:
+    """A MERGE reads its source and its target (the join decides matched or not) and may
+    update, delete or insert any row of the target: whole tables, and the shape of a race
+    inside one statement (it acts on what it read)."""
+    target = node.args.get("this")
+    name = _table_name(target) if isinstance(target, exp.Table) else ""
+    if not name:
+        return EVERYTHING
+    named = {_table_name(t) for t in node.find_all(exp.Table)} - {""}
+    return Footprint(
+        frozenset((t, frozenset()) for t in named | {name}),
+        frozenset({(name, frozenset())}),
+        frozenset({name}),
+        reads_then_writes=True,
+    )
+
+
 def _statement_footprint(node: Any) -> Footprint:
+    if isinstance(node, exp.Merge):
+        return _merge_footprint(node)
     if not isinstance(node, (exp.Select, exp.Union, exp.Insert, exp.Update, exp.Delete)):
-        return EVERYTHING  # Command (unparsed), DDL, Merge, anything not plainly a query
+        return EVERYTHING  # Command (unparsed), DDL, anything not plainly a query
     if any(True for _ in node.find_all(exp.Lock)):
         return EVERYTHING  # FOR UPDATE / FOR SHARE, with or without NOWAIT / SKIP LOCKED
     for function in node.find_all(exp.Anonymous):
