@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import tagged_processes
 
-from pytest_racecheck import spares
+from pytest_racecheck import procfs, spares
 from pytest_racecheck.race import run_race
 from pytest_racecheck.spec import RaceSpec
 
@@ -116,6 +117,37 @@ def test_race_right_after_a_race_launches_no_spare(
     assert pool.stats.started == 0 and pool.pids() == []
 
 
+class _SetAfter(threading.Event):
+    """Not set for the first ``looks`` looks, set from then on: a race that comes while a
+    group is being launched, at a chosen point of the launch (no timing involved)."""
+
+    def __init__(self, looks: int) -> None:
+        super().__init__()
+        self.looks = looks
+
+    def is_set(self) -> bool:
+        self.looks -= 1
+        return self.looks < 0
+
+
+def _spawned_children() -> set[int]:
+    """This process's children started by spawn (the resource tracker is left out)."""
+    me = os.getpid()
+    return {
+        pid
+        for pid, (ppid, _, _) in procfs.process_table().items()
+        if ppid == me and "spawn_main" in " ".join(procfs.cmdline(pid))
+    }
+
+
+def test_launch_stopped_by_a_race_leaves_no_spare() -> None:
+    before = _spawned_children()
+    # Two spares launched, then the race comes: the group is not made, the two are killed
+    # and reaped before start_group returns.
+    assert spares.start_group("spawn", 3, _SetAfter(2)) is None
+    assert _spawned_children() <= before
+
+
 def test_each_spare_serves_one_race_and_ends(pool: spares.SparePool) -> None:
     seen: list[int] = []
     for _ in range(4):
@@ -211,7 +243,7 @@ def test_limit_zero_ends_spares_and_starts_none(pool: spares.SparePool) -> None:
 
 SESSION = """
 import os, pathlib
-from pytest_racecheck import spares
+from pytest_racecheck import procfs, spares
 
 def attempt():
     return os.getpid()
@@ -242,7 +274,7 @@ def test_no_spare_unless_asked_for(
 ) -> None:
     pytester.makepyfile(
         """
-        from pytest_racecheck import spares
+        from pytest_racecheck import procfs, spares
 
         def attempt():
             return 1
@@ -270,7 +302,7 @@ def test_spares_end_when_the_test_process_is_killed(
     script = pytester.makepyfile(
         f"""
         import os, sys, time
-        from pytest_racecheck import spares
+        from pytest_racecheck import procfs, spares
         from pytest_racecheck.race import run_race
         from pytest_racecheck.spec import RaceSpec
 
