@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/frontrun_side_by_side.py [times]      # default 3
 
 frontrun is not a dependency of this project: it is the closest peer tool, measured here on
-the same reference strategies (every one of ``pytest_racecheck.runs``), the same databases
+the same reference strategies of ``pytest_racecheck.runs`` (:data:`REFERENCE`), the same databases
 (SQLite, and PostgreSQL 15 on the plugin's throwaway server), 2 racers and the same budget of
 50 interleavings. On our side: ``race(explore=50)`` with every user point off, as in
 explore_verdicts.py. On frontrun's: ``frontrun.explore(execution="process",
@@ -37,7 +37,17 @@ TOTAL_TIMEOUT_S = 30.0
 """frontrun's own cap on one exploration (``total_timeout``): a stalled worker costs it its
 ``deadlock_timeout`` (15 s) each time, and one exploration of the lease on SQLite took 280 s
 uncapped; the whole comparison has to fit in minutes."""
-REFERENCE = [c for c in CASES if c.name.startswith("runs.")]
+NAMES = (
+    "runs.naive",
+    "runs.lease_as_first_written",
+    "runs.A catch",
+    "runs.B",
+    "runs.C",
+    "runs.lease",
+)
+REFERENCE = [c for c in CASES if c.name in NAMES]
+"""The reference strategies: the naive check-then-insert, the lease as first written, A, B (its
+default form: BEGIN IMMEDIATE on SQLite, LOCK TABLE on PostgreSQL), C and the lease."""
 
 
 def frontrun_race(case: Case, db: Database) -> tuple[str, int, Any, float]:
