@@ -1,6 +1,7 @@
 """Explore's reduced search against the unreduced one: how deep it reaches, what it saves, how fast.
 
     .venv/bin/python benchmarks/explore_depth.py [times]      # default 2
+    .venv/bin/python benchmarks/explore_depth.py --search-cost  # the searches alone, no process
 
 On SQLite and PostgreSQL, with every user ``point()`` off (the SQL statements alone are the
 choices) and ``explore=50``, seed 1:
@@ -38,6 +39,7 @@ from pytest_racecheck import dpor
 from pytest_racecheck.explore import Explorer, make_search
 from pytest_racecheck.meeting import Coordinator
 from pytest_racecheck.outcomes import RaceResult
+from pytest_racecheck.protocol import Statement
 from pytest_racecheck.spec import RaceSpec
 
 BUDGET = 50
@@ -98,10 +100,48 @@ def found(first: list[int], times: int) -> str:
     return span(first) + (f" ({len(first)} of {times} races)" if len(first) < times else "")
 
 
+def search_cost(rounds: int = 50) -> None:
+    """The searches' own cost per round, without any process or database: each driven over
+    the 25-read race's statements (2 racers of 27), as the explorer drives it."""
+    program = [
+        *["SELECT value FROM settings WHERE key = ?"] * bug_shapes.READS,
+        "SELECT 1 FROM runs WHERE status = 'running' LIMIT 1",
+        "INSERT INTO runs (status, holder) VALUES ('running', ?)",
+    ]
+    for reduce in (True, False):
+        search: Any = make_search(2, 1, reduce=reduce)
+        arrived = getattr(search, "arrived", lambda racer, statement: None)
+        started, ran = time.perf_counter(), 0
+        while ran < rounds and not search.done():
+            search.begin()
+            at = [0, 0]
+            for racer in (0, 1):
+                arrived(racer, Statement(program[0], "sqlite"))
+            previous = None
+            while enabled := [r for r in (0, 1) if at[r] < len(program)]:
+                choice = search.choose(enabled, previous)
+                for racer in choice:
+                    at[racer] += 1
+                    if at[racer] < len(program):
+                        arrived(racer, Statement(program[at[racer]], "sqlite"))
+                previous = choice[0] if len(choice) == 1 else None
+            search.end()
+            ran += 1
+        spent = (time.perf_counter() - started) / ran
+        print(f"{search.name}: {ran} rounds, {spent * 1000:.1f} ms a round")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("times", nargs="?", type=int, default=2, help="races per row and search")
-    times = parser.parse_args().times
+    parser.add_argument(
+        "--search-cost", action="store_true", help="only the searches' own cost per round"
+    )
+    args = parser.parse_args()
+    if args.search_cost:
+        search_cost()
+        return
+    times = args.times
     load = os.getloadavg()[0]
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
