@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/startup.py                    # every setting, gaps 0, 0.3, 3
     .venv/bin/python benchmarks/startup.py --gaps 0.3 --races 9
+    .venv/bin/python benchmarks/startup.py --repeats 3 --races 3  # settings interleaved
     .venv/bin/python benchmarks/startup.py --examples         # also time `dev.py examples`
 
 Races go through the public ``run_race`` and the same host and spare pools the plugin uses.
 For each size (8 and 2 racers, ``spawn``), each gap and each setting: one race to start the
 session (hosts and spares ended first, so nothing is ready), then ``--races`` 1-round races,
 each timed from the call to its return; the median, min and max are printed. The gap is the
-seconds between races (a test's own fixtures and body; 0 is races back to back). The settings:
+seconds between races (a test's own fixtures and body; 0 is races back to back). With
+``--repeats N`` every (size, gap) runs the settings in turn N times (A, B, C, D, A, B, ...) and
+pools each setting's races: the machine's load then weighs on every setting alike. The settings:
 
 - ``defaults``: racers forked from racer hosts;
 - ``defaults+spares``: the same with ``--racecheck-spares=1`` (spares serve fresh racers
@@ -58,8 +61,10 @@ def _end_all() -> None:
 
 
 def race_times(processes: int, fresh: bool, limit: int, races: int, gap: float) -> list[float]:
+    """The timed races of one session; the spare pool's counts are in ``spares.pool.stats``."""
     spares.configure(limit)
     _end_all()
+    spares.pool.stats = spares.PoolStats()
     spec = RaceSpec(fn=nothing, processes=processes, rounds=1, timeout=120, fresh_racers=fresh)
     run_race(spec)  # the session's first race: nothing is ready yet
     times = []
@@ -114,7 +119,11 @@ def examples_time(*options: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--races", type=int, default=7, help="timed races per figure")
+    parser.add_argument("--races", type=int, default=7, help="timed races per session")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="sessions per setting, the settings in turn"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory figures")
     parser.add_argument("--gaps", default="0,0.3,3", help="seconds between races, a list")
     parser.add_argument("--sizes", default="8,2")
     parser.add_argument("--settings", default=",".join(s[0] for s in SETTINGS))
@@ -123,19 +132,30 @@ def main() -> None:
     chosen = [s for s in SETTINGS if s[0] in args.settings.split(",")]
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.1f} at start; {args.races} races per figure"
+        f"load average {os.getloadavg()[0]:.1f} at start; {args.repeats} x {args.races} races "
+        "per figure"
     )
     for size in (int(s) for s in args.sizes.split(",")):
         for gap in (float(g) for g in args.gaps.split(",")):
-            for name, fresh, limit in chosen:
-                times = race_times(size, fresh, limit, args.races, gap)
+            times: dict[str, list[float]] = {name: [] for name, _, _ in chosen}
+            used: dict[str, list[int]] = {name: [0, 0, 0] for name, _, _ in chosen}
+            for _ in range(args.repeats):
+                for name, fresh, limit in chosen:
+                    times[name] += race_times(size, fresh, limit, args.races, gap)
+                    counts = spares.pool.stats
+                    for i, n in enumerate((counts.started, counts.used, counts.discarded)):
+                        used[name][i] += n
+            for name, found in times.items():
+                started, taken, discarded = used[name]
                 print(
                     f"{size} racers, gap {gap:g} s, {name}: median "
-                    f"{statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f}, "
-                    f"max {max(times) * 1000:.0f} (load {os.getloadavg()[0]:.1f})",
+                    f"{statistics.median(found) * 1000:.0f} ms, min {min(found) * 1000:.0f}, "
+                    f"max {max(found) * 1000:.0f}, {len(found)} races; spare groups "
+                    f"{started} started, {taken} used, {discarded} discarded "
+                    f"(load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",")) if not args.no_memory else ():
         for what, fresh in (("hosts", False), ("spares", True)):
             n, rss, pss = waiting_memory(size, fresh)
             print(f"memory of {n} waiting {what}: VmRSS {rss:.0f} MiB in all, Pss {pss:.0f} MiB")

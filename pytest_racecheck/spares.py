@@ -10,14 +10,16 @@ the harness and the libraries racers usually need, and now waits for a race.
   semaphores can only be handed to a process when it starts, so a group is born with its own
   :class:`~pytest_racecheck.barrier.StartGate` sized for ``processes`` racers.
 - A group serves **one race only**, then its racers end as any racer does; a fresh group is
-  started for the next race when that race ends (never during a race: on a small machine the
-  start-up would steal the cores the racers race on). Nothing is kept from one test's function
-  to the next.
+  started for the next race :data:`FILL_DELAY_S` after that race ends (never during a race: on
+  a small machine the start-up would steal the cores the racers race on). A race that comes
+  sooner (tests back to back) cancels that start: nothing is launched, nothing competes with
+  its own racers. Nothing is kept from one test's function to the next.
 - A group is used **only when ready**: every spare has imported what it preloads and said so.
   A race never waits for a group still starting (it could take longer than starting its own
-  racers, which the group's start-up would slow down besides): that group is ended (beside the
-  race, not waited for) and the race starts fresh racers, so spares do not make start-up
-  slower than without them.
+  racers, which the group's start-up would slow down besides): a race that comes while a
+  group is being launched stops the launch, and a group launched but not ready is killed at
+  once (SIGKILL: a spare holds nothing; it is reaped beside the race), so spares never make
+  start-up slower than without them beyond a few system calls.
 - The first group of a size starts only once a race of that size ended: no spare exists while
   no race runs. ``limit`` groups are kept per size and start method (``--racecheck-spares``,
   default 0: off), and at most :data:`MAX_SPARE_PROCESSES` processes in all (the least
@@ -28,8 +30,10 @@ the harness and the libraries racers usually need, and now waits for a race.
   working directory and ``sys.path`` (an :class:`~pytest_racecheck.assignment.Assignment`)
   before the race's Setup. A group started under different ``PYTHON*`` variables
   (``PYTHONHASHSEED``...) than the current ones is not used.
-- A group whose process died is never handed out; one that dies while it takes its Setup makes
-  the race start fresh racers (see ``Controller.run``).
+- A group whose process died is never handed out, nor one whose process is dying (its main
+  thread already a zombie while its other threads exit: the pipe is still open and the process
+  cannot be reaped yet, so only ``/proc`` shows it); one that dies while it takes its Setup
+  makes the race start fresh racers (see ``Controller.run``).
 - Spares never outlive the test process: the racer's watchdog ends a spare whose parent is gone
   (also after SIGKILL), :func:`end_all` ends them at session end (``pytest_unconfigure``), and an
   ``atexit`` hook is the backstop. Each pytest-xdist worker is its own process with its own pool.
@@ -40,6 +44,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -48,6 +53,7 @@ from typing import Any
 
 import multiprocess as _multiprocess
 
+from pytest_racecheck import procfs
 from pytest_racecheck.assignment import Assignment, interpreter_env, preload_names
 from pytest_racecheck.barrier import StartGate
 from pytest_racecheck.protocol import Waiting
@@ -66,6 +72,10 @@ END_GRACE_S = 0.5
 
 KILL_WAIT_S = 10.0
 """How long to wait for a spare after SIGKILL (a bound, never reached on a sane machine)."""
+
+FILL_DELAY_S = 0.1
+"""How long after a race ends the next group starts: a race that follows sooner (tests back to
+back) finds nothing launched, so no spare competes with its own racers for the cores."""
 
 SPARE_METHODS = ("spawn", "forkserver")
 
@@ -90,11 +100,16 @@ class SpareGroup:
         return [p.pid for p in self.processes]
 
     def usable(self) -> bool:
-        """Every spare alive (a reaped process is seen at once), started like a racer now,
-        and waiting for its race: a group still starting is not waited for."""
+        """Every spare alive, started like a racer now, and waiting for its race: a group
+        still starting is not waited for."""
         if interpreter_env() != self.interpreter_env:
             return False
         if not all(p.is_alive() for p in self.processes):
+            return False
+        # A killed spare's main thread becomes a zombie before its watchdog thread has exited;
+        # until then the process cannot be reaped and its pipe stays open (under load, for
+        # tens of milliseconds): is_alive() and the pipe still say alive, /proc says dying.
+        if any(procfs.state(p.pid) in ("Z", "X") for p in self.processes):
             return False
         for i, channel in enumerate(self.channels):
             try:
@@ -117,14 +132,20 @@ class SpareGroup:
             channel.send(assignment)
 
 
-def start_group(start_method: str, size: int) -> SpareGroup:
-    """Start ``size`` spare racers; returns at once (they import in the background)."""
+def start_group(
+    start_method: str, size: int, stop: threading.Event | None = None
+) -> SpareGroup | None:
+    """Start ``size`` spare racers; returns at once (they import in the background). None
+    if ``stop`` was set meanwhile (a race came): what was launched is killed and reaped."""
     ctx = multiprocess.get_context(start_method)
     gate = StartGate(ctx, size)
     preload = preload_names()
     processes, channels = [], []
     try:
         for i in range(size):
+            if stop is not None and stop.is_set():
+                _kill(processes, channels)
+                return None
             ours, theirs = ctx.Pipe()
             process = ctx.Process(
                 target=racer_main,
@@ -141,6 +162,21 @@ def start_group(start_method: str, size: int) -> SpareGroup:
         _end(processes, channels)
         raise
     return SpareGroup(start_method, size, gate, processes, channels, interpreter_env())
+
+
+def _sigkill(processes: list[Any]) -> None:
+    """SIGKILL spares at once (a race is starting: a spare still importing must not compete
+    with its racers for the cores). They hold nothing and have started nothing."""
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            if process.exitcode is None:
+                os.kill(process.pid, signal.SIGKILL)
+
+
+def _kill(processes: list[Any], channels: list[Any]) -> None:
+    """Kill spares at once, then reap them."""
+    _sigkill(processes)
+    _end(processes, channels)
 
 
 def _end(processes: list[Any], channels: list[Any]) -> None:
@@ -187,6 +223,7 @@ class SparePool:
         self._lock = threading.Lock()
         self._owner = os.getpid()
         self._filling: threading.Thread | None = None
+        self._stop_filling = threading.Event()
         self._ending: list[threading.Thread] = []
 
     def _mine(self) -> bool:
@@ -197,10 +234,12 @@ class SparePool:
         """A usable group for this race, or None: the race starts its own racers."""
         if not self._mine():
             return None
-        # Also before a fork race: never fork while another thread is starting processes,
-        # or ending them.
-        self._settle()
+        # A group not launched yet is not launched at all, one being launched stops: this
+        # race starts now, and no spare may start beside its racers.
+        self._stop_filling.set()
         if start_method == "fork":
+            # Never fork while another thread is starting processes, or ending them.
+            self._settle()
             for ending in self._ending:
                 ending.join()
             self._ending.clear()
@@ -214,14 +253,17 @@ class SparePool:
                     self.stats.used += 1
                     return group
                 self.stats.discarded += 1
-                # Ended beside the race, not before it: waiting for a group still starting
-                # to exit would make the race slower than one without spares.
-                ending = threading.Thread(
-                    target=_end, args=(group.processes, group.channels), daemon=True
-                )
-                ending.start()
-                self._ending.append(ending)
+                self._discard(group)
         return None
+
+    def _discard(self, group: SpareGroup) -> None:
+        """Kill a group no race will take, now, and reap it beside the race (waiting for a
+        group still starting to exit would make the race slower than one without spares)."""
+        _sigkill(group.processes)
+        self._ending = [t for t in self._ending if t.is_alive()]
+        ending = threading.Thread(target=_end, args=(group.processes, group.channels), daemon=True)
+        ending.start()
+        self._ending.append(ending)
 
     def race_ended(self, start_method: str, size: int) -> None:
         """Keep ``limit`` groups of this size ready for the next race (started in a thread:
@@ -229,8 +271,12 @@ class SparePool:
         if start_method not in SPARE_METHODS or self.limit <= 0 or not self._mine():
             return
         self._settle()
+        self._stop_filling = stop = threading.Event()
         self._filling = threading.Thread(
-            target=self._fill, args=(start_method, size), name="racecheck-spares", daemon=True
+            target=self._fill,
+            args=(start_method, size, stop),
+            name="racecheck-spares",
+            daemon=True,
         )
         self._filling.start()
 
@@ -240,18 +286,32 @@ class SparePool:
         if filling is not None:
             filling.join()
 
-    def _fill(self, start_method: str, size: int) -> None:
+    def _fill(self, start_method: str, size: int, stop: threading.Event) -> None:
+        if stop.wait(FILL_DELAY_S):
+            return  # the next race came first
         key = (start_method, size)
-        with self._lock:
-            waiting = self.groups.setdefault(key, [])
-            self.groups.move_to_end(key)
-            while len(waiting) < self.limit:
-                try:
-                    waiting.append(start_group(start_method, size))
-                except Exception:
-                    return  # the next race starts its own racers, and says why if it cannot
+        while True:
+            with self._lock:
+                waiting = self.groups.setdefault(key, [])
+                self.groups.move_to_end(key)
+                if len(waiting) >= self.limit:
+                    self._trim()
+                    return
+            try:
+                # Launched outside the lock: a race that comes meanwhile must not wait.
+                group = start_group(start_method, size, stop)
+            except Exception:
+                return  # the next race starts its own racers, and says why if it cannot
+            if group is None:
+                return
+            with self._lock:
                 self.stats.started += 1
-            self._trim()
+                if not stop.is_set():
+                    self.groups.setdefault(key, []).append(group)
+                    continue
+                self.stats.discarded += 1  # a race came while its last spare was launched
+            _kill(group.processes, group.channels)
+            return
 
     def _trim(self) -> None:
         """End the least recently asked groups beyond MAX_SPARE_PROCESSES (not the newest)."""
@@ -293,6 +353,7 @@ class SparePool:
         """End every spare (session end)."""
         if not self._mine():
             return
+        self._stop_filling.set()
         self._settle()
         for ending in self._ending:
             ending.join()

@@ -102,6 +102,20 @@ def test_spares_still_starting_are_not_waited_for(pool: spares.SparePool) -> Non
     _wait_gone(starting, "spares ended unused still alive")
 
 
+def test_race_right_after_a_race_launches_no_spare(
+    pool: spares.SparePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delay is made long so that "right after" holds however loaded the machine: the
+    # second race comes within it, as a test that follows another at once does.
+    monkeypatch.setattr(spares, "FILL_DELAY_S", 60.0)
+    _race(2)
+    _race(2, ready=False)
+    assert pool.stats.started == 0 and pool.stats.discarded == 0
+    assert pool._filling is not None  # the second race asked for a group when it ended
+    pool.end_all()  # cancels it: nothing was launched
+    assert pool.stats.started == 0 and pool.pids() == []
+
+
 def test_each_spare_serves_one_race_and_ends(pool: spares.SparePool) -> None:
     seen: list[int] = []
     for _ in range(4):
