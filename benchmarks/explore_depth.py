@@ -24,7 +24,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import statistics
@@ -35,7 +34,6 @@ from typing import Any
 import bug_shapes
 from explore_verdicts import CASES, Case, databases, race
 
-from pytest_racecheck import dpor
 from pytest_racecheck.explore import Explorer, make_search
 from pytest_racecheck.meeting import Coordinator
 from pytest_racecheck.outcomes import RaceResult
@@ -44,12 +42,6 @@ from pytest_racecheck.spec import RaceSpec
 
 BUDGET = 50
 
-if dpor.count_interleavings.cache_info().maxsize is not None:
-    # Its cache holds 256 states: for 3 racers of more than about 11 statements each the
-    # recursion it memoizes then takes hours, and RaceResult.without_reduction with it (the
-    # race hangs after its last round). Found by this benchmark; until dpor.py changes, the
-    # benchmark gives it a cache that holds every state (28**3 for 3 racers of 27).
-    dpor.count_interleavings = functools.cache(dpor.count_interleavings.__wrapped__)
 TARGET = {1: 10, 2: 25}
 """The first failing interleaving that issue 15 asks for, by preemptions the bug needs."""
 

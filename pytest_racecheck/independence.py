@@ -121,6 +121,7 @@ def _touches(writes: frozenset[Item], items: frozenset[Item]) -> bool:
     )
 
 
+@lru_cache(maxsize=1 << 16)  # asked for every pair of a round's steps, every round
 def dependent(a: Footprint, b: Footprint) -> bool:
     """Whether two steps of different racers may not commute."""
     if a.inert or b.inert:
@@ -188,6 +189,7 @@ def transaction_effect(sql: str) -> str:
     return ""
 
 
+@lru_cache(maxsize=4096)
 def step_footprint(
     sql: str, database: str = "", snapshot: bool = False, in_transaction: bool = False
 ) -> Footprint:
