@@ -188,12 +188,21 @@ def databases() -> Iterator[dict[str, tuple[Callable[[], Database], Callable[...
                 provider.close()
 
 
-def race(case: Case, db: Database, probe: Any, **how: Any) -> RaceResult:
-    spec = RaceSpec(
+def race(
+    case: Case,
+    db: Database,
+    probe: Any,
+    *,
+    processes: int = 2,
+    spec_type: type[RaceSpec] = RaceSpec,
+    **how: Any,
+) -> RaceResult:
+    """One race of ``case`` with every user point off; ``how`` is explore=, rounds= and such."""
+    spec = spec_type(
         fn=case.fn,
         args=case.args(db),
         kwargs=case.kwargs,
-        processes=2,
+        processes=processes,
         timeout=300,
         reset=lambda: case.reset(db),
         check=lambda: case.check(db),

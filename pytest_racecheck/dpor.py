@@ -30,13 +30,16 @@ another held racer's next step only (a change point anywhere else cannot change 
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from pytest_racecheck.explore import PCT, Choice
 from pytest_racecheck.independence import (
     EVERYTHING,
+    INERT,
+    OUTSIDE,
     Footprint,
     dependent,
     footprint,
@@ -48,6 +51,8 @@ from pytest_racecheck.protocol import Statement
 
 _UNREDUCED = Footprint(everything=True, overlaps=True)
 """Without the reduction every step conflicts with every other and may overlap it."""
+_UNREDUCED_START = Footprint(everything=True)
+"""Starts are let go one at a time, reduced or not: a start is no statement to overlap."""
 
 
 MAX_RETRIES = 2
@@ -77,6 +82,8 @@ class _Node:
     plans: list[tuple[Choice, ...]] = field(default_factory=list)
     """Sequences to run from here that end in a joint step (see ``DPOR._reverse``)."""
     planned: int = 0
+    at_start: frozenset[int] = frozenset()
+    """Racers still held at the round's start here."""
 
     def add(self, choice: Choice) -> None:
         if choice not in self.backtrack:
@@ -137,11 +144,29 @@ class DPOR:
     _transaction: dict[int, str] = field(default_factory=dict)
     """Per racer: 'begun' (no statement since BEGIN yet), 'open', or absent."""
     _steps: dict[int, int] = field(default_factory=dict)
+    _at_start: set[int] = field(default_factory=set)
+    _unresolved: dict[int, int] = field(default_factory=dict)
+    """Racers let go from their start whose effects are not told yet: their start's event."""
+    _fresh: list[bool] = field(default_factory=list)
+    _start_guess: dict[int, Footprint] = field(default_factory=dict)
+    _joints_run: set[tuple[Choice, ...]] = field(default_factory=set)
+    """Every way to a joint step that a round ran (the choices up to and with it): a joint
+    step reached again by another way of the tree would repeat that round."""
+    _on_tree: list[bool] = field(default_factory=list)
 
     # -- what the explorer tells it -------------------------------------------------------
 
-    def arrived(self, racer: int, statement: Statement | None) -> None:
-        """Racer ``racer`` is held before ``statement`` (None: a point of the user's)."""
+    def arrived(self, racer: int, statement: Statement | None, start: bool = False) -> None:
+        """Racer ``racer`` is held before ``statement`` (None: a point of the user's), or at
+        the round's start (``start``)."""
+        if start:
+            # What the start does is told once it is done (started); until then it may act
+            # outside the racer, which conflicts with other such starts.
+            guess = self._start_guess.get(racer, OUTSIDE)  # what it did last time
+            self.next_steps[racer] = guess if self.reduce else _UNREDUCED_START
+            self._next_sql[racer] = ""
+            self._at_start.add(racer)
+            return
         sql = statement.sql if statement is not None else ""
         state = self._transaction.get(racer)
         told = statement.transaction if statement is not None else ""
@@ -163,6 +188,13 @@ class DPOR:
         self._events, self._clocks, self._last, self._steps = [], [], {}, {}
         self.next_steps, self._next_sql, self._transaction = {}, {}, {}
         self._plan, self._retry, self._taken = [], False, []
+        self._at_start, self._unresolved, self._fresh, self._on_tree = set(), {}, [], []
+
+    def started(self, racer: int, outside: bool) -> None:
+        """Racer ``racer``, let go from its start, reached its first point; ``outside``: on
+        the way it acted outside its process (a file, a lock, a connection)."""
+        if racer in self._unresolved:
+            self._resolve(racer, outside)
 
     def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
         unknown = EVERYTHING if self.reduce else _UNREDUCED
@@ -195,6 +227,13 @@ class DPOR:
         return choice
 
     def end(self) -> None:
+        for racer in list(self._unresolved):  # never reached a point after its start: unknown
+            self._resolve(racer, True)
+        for i, choice in enumerate(self._taken[: len(self._on_tree)]):
+            if not self._on_tree[i]:
+                break
+            if len(choice) > 1:
+                self._joints_run.add(tuple(self._taken[: i + 1]))
         for racer, n in self._steps.items():
             self.most_steps[racer] = max(self.most_steps.get(racer, 0), n)
         if self._retry and 0 <= self.target < len(self.nodes):
@@ -217,7 +256,11 @@ class DPOR:
         best: tuple[int, int] | None = None
         chosen: tuple[_Node, Choice, list[Choice]] | None = None
         for key_, node in list(self.open_nodes.items()):
-            options = [(c, []) for c in node.left()]
+            options = [(c, []) for c in node.left() if not self._joint_ran(node, (c,))]
+            while node.planned < len(node.plans) and self._joint_ran(
+                node, node.plans[node.planned]
+            ):
+                node.planned += 1
             if node.planned < len(node.plans):
                 plan = node.plans[node.planned]
                 options.append((plan[0], list(plan[1:])))
@@ -238,6 +281,17 @@ class DPOR:
         self.nodes = node.path()
         self.target = node.depth
         self._target_choice, self._next_plan = choice, rest
+
+    def _joint_ran(self, node: _Node, choices: tuple[Choice, ...]) -> bool:
+        """These choices from ``node`` end in a joint step that a round already ran."""
+        if len(choices[-1]) < 2:
+            return False
+        path = tuple(n.edge for n in node.path()[1:]) + choices
+        if path not in self._joints_run:
+            return False
+        if len(choices) == 1:  # a choice of the node itself: as good as tried
+            node.done.setdefault(choices[0], node.step(choices[0]))
+        return True
 
     def done(self) -> bool:
         return self._finished
@@ -283,6 +337,7 @@ class DPOR:
         parent_node = self.nodes[-1] if depth else None
         cost = parent_node.cost + _preempts(parent_node, edge) if parent_node else 0
         node = _Node(dict(pending), sleep, previous, parent_node, edge, depth, cost)
+        node.at_start = frozenset(r for r in pending if r in self._at_start)
         self.nodes.append(node)
         node.add(choice)
         node.done[choice] = node.step(choice)
@@ -292,26 +347,34 @@ class DPOR:
         """Event i happens before event j of this round (program order or a conflict chain)."""
         return i < j and any(self._clocks[j].get(r, 0) > i for r in self._events[i][0])
 
-    def _races(self, choice: Choice, step: Footprint) -> None:
+    def _races(self, choice: Choice, step: Footprint, upto: int | None = None) -> None:
         """The new event against every event it is in a race with (Abdulla et al.'s
         source-DPOR, Algorithm 1): each such race is reversed at the state before the
-        earlier event, by a racer that can start the reversed order (an *initial*)."""
+        earlier event, by a racer that can start the reversed order (an *initial*).
+        ``upto``: the event is that one of this round, not a new one (a start told late)."""
+        upto = len(self._events) if upto is None else upto
         racers = set(choice)
         dependents = [
             j
-            for j, (c, f) in enumerate(self._events)
+            for j, (c, f) in enumerate(self._events[:upto])
             if not racers & set(c) and _depends(f, step, self.reduce)
         ]
-        own = [self._last[r] for r in choice if r in self._last]
-        before = dependents + own  # the new event's direct predecessors
+        own = [self._last_before(r, upto) for r in choice]
+        before = dependents + [j for j in own if j >= 0]  # the new event's direct predecessors
         for e in dependents:
             if any(j != e and self._happens_before(e, j) for j in before):
                 continue  # ordered through another event: not a race of its own
-            self._reverse(e, choice, step, before)
+            self._reverse(e, choice, step, before, upto)
 
-    def _reverse(self, e: int, choice: Choice, step: Footprint, before: list[int]) -> None:
+    def _last_before(self, racer: int, upto: int) -> int:
+        """The racer's last event before event ``upto`` (-1: none)."""
+        return next((j for j in range(upto - 1, -1, -1) if racer in self._events[j][0]), -1)
+
+    def _reverse(
+        self, e: int, choice: Choice, step: Footprint, before: list[int], upto: int
+    ) -> None:
         node = self.nodes[e]
-        later = [j for j in range(e + 1, len(self._events)) if not self._happens_before(e, j)]
+        later = [j for j in range(e + 1, upto) if not self._happens_before(e, j)]
         initials: list[int] = []
         for n, j in enumerate(later):
             if not any(self._happens_before(k, j) for k in later[:n]):
@@ -359,24 +422,70 @@ class DPOR:
 
     def _record(self, choice: Choice, pending: Mapping[int, Footprint], fresh: bool) -> None:
         step = _combined([pending.get(racer, EVERYTHING) for racer in choice])
-        if fresh:
-            self._races(choice, step)
         index = len(self._events)
-        clock: dict[int, int] = {}
+        starts = [r for r in choice if r in self._at_start]
+        if starts and self.reduce:  # its races are looked for once its effects are told
+            self._unresolved.update(dict.fromkeys(starts, index))
+        elif fresh:
+            self._races(choice, step)
+        self._at_start -= set(choice)
         for racer in choice:
-            if racer in self._last:
-                _merge(clock, self._clocks[self._last[racer]])
-        for j, (_, earlier) in enumerate(self._events):
-            if _depends(earlier, step, self.reduce):
-                _merge(clock, self._clocks[j])
-        for racer in choice:
-            clock[racer] = index + 1
             self._steps[racer] = self._steps.get(racer, 0) + 1
             self._last[racer] = index
             self.next_steps.pop(racer, None)
             self._moved(racer, self._next_sql.pop(racer, ""))
         self._events.append((choice, step))
-        self._clocks.append(clock)
+        self._clocks.append(self._clock(index))
+        self._fresh.append(fresh)
+        self._on_tree.append(not self._dead and index < len(self.nodes))
+
+    def _clock(self, index: int) -> dict[int, int]:
+        """Event ``index``'s vector clock: its racers' earlier events and every earlier event
+        it depends on happen before it."""
+        choice, step = self._events[index]
+        clock: dict[int, int] = {}
+        for racer in choice:
+            last = self._last_before(racer, index)
+            if last >= 0:
+                _merge(clock, self._clocks[last])
+        for j, (_, earlier) in enumerate(self._events[:index]):
+            if _depends(earlier, step, self.reduce):
+                _merge(clock, self._clocks[j])
+        for racer in choice:
+            clock[racer] = index + 1
+        return clock
+
+    def _resolve(self, racer: int, outside: bool) -> None:
+        """A start's effects are known: give its event its footprint, then look for its races.
+
+        A start that acted outside its racer is tried in every order against the other racers
+        still at their start there (their starts may want the same file lock: no order of the
+        statements shows that); one that did not commutes with everything."""
+        index = self._unresolved.pop(racer)
+        choice, before = self._events[index]
+        step = OUTSIDE if outside else INERT
+        self._start_guess[racer] = step
+        if step != before:
+            self._events[index] = (choice, step)
+            for j in range(index, len(self._events)):
+                self._clocks[j] = self._clock(j)
+            if self._on_tree[index]:  # what sleeps below its node sleeps on what it did
+                node = self.nodes[index]
+                node.pending[racer] = step
+                if choice in node.done:
+                    node.done[choice] = step
+        if not self._fresh[index]:
+            return
+        self._races(choice, step, upto=index)
+        if step != before:  # later events were looked at with the guess: look again
+            for j in range(index + 1, len(self._events)):
+                if self._fresh[j] and not set(self._events[j][0]) & self._unresolved.keys():
+                    self._races(self._events[j][0], self._events[j][1], upto=j)
+        if outside and index < len(self.nodes):
+            node = self.nodes[index]
+            for other in sorted(node.at_start - set(choice)):
+                node.add((other,))
+                self.open_nodes[id(node)] = node
 
     def _moved(self, racer: int, sql: str) -> None:
         """Follow the racer's transaction: which of its statements takes the snapshot."""
@@ -413,23 +522,37 @@ def _default(
     return (awake[0],) if awake else ()
 
 
-@lru_cache(maxsize=256)
+EXACT_COUNT_STATES = 10_000
+"""Above this many states (racers' step counts, each plus one, multiplied) the count of
+interleavings is not computed exactly: it would cost the race more than it tells."""
+
+
 def count_interleavings(steps: tuple[int, ...]) -> int:
-    """Interleavings of racers with ``steps`` steps each, one racer or two at a time."""
-    live = [i for i, n in enumerate(steps) if n]
-    if not live:
-        return 1
-    total = 0
-    for a in live:
-        total += count_interleavings(_less(steps, (a,)))
-        for b in live:
-            if b > a:
-                total += count_interleavings(_less(steps, (a, b)))
-    return total
+    """Interleavings of racers with ``steps`` steps each, one racer or two at a time.
+
+    Exact while the racers' states are few; beyond that, the one-racer-at-a-time orders alone
+    (a multinomial coefficient), which is fewer: the count is then a lower bound."""
+    if math.prod(n + 1 for n in steps) > EXACT_COUNT_STATES:
+        return math.factorial(sum(steps)) // math.prod(math.factorial(n) for n in steps)
+    return _count(steps)
 
 
-def _less(steps: tuple[int, ...], racers: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(n - (i in racers) for i, n in enumerate(steps))
+def _count(steps: tuple[int, ...]) -> int:
+    """Ways from the start to every state, states in an order where each comes after all it
+    can be reached from (lexicographic: a step only ever adds)."""
+    moves = [(i,) for i in range(len(steps))] + list(itertools.combinations(range(len(steps)), 2))
+    ways: dict[tuple[int, ...], int] = {}
+    for state in itertools.product(*(range(n + 1) for n in steps)):
+        if not any(state):
+            ways[state] = 1
+            continue
+        total = 0
+        for move in moves:
+            before = tuple(n - (i in move) for i, n in enumerate(state))
+            if min(before) >= 0:
+                total += ways[before]
+        ways[state] = total
+    return ways[steps]
 
 
 @dataclass
@@ -439,8 +562,9 @@ class ConflictPCT(PCT):
     name: str = "pct"
     next_steps: dict[int, Footprint] = field(default_factory=dict)
 
-    def arrived(self, racer: int, statement: Statement | None) -> None:
-        self.next_steps[racer] = footprint(statement.sql) if statement is not None else EVERYTHING
+    def arrived(self, racer: int, statement: Statement | None, start: bool = False) -> None:
+        known = statement is not None and not start
+        self.next_steps[racer] = footprint(statement.sql) if known else EVERYTHING  # type: ignore[union-attr]
 
     def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
         pending = [self.next_steps.get(r, EVERYTHING) for r in enabled]

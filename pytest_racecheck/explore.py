@@ -36,6 +36,7 @@ from typing import Protocol
 
 from pytest_racecheck.meeting import PROBE_INTERVAL_S, Coordinator, Overlap, format_step
 from pytest_racecheck.outcomes import RaceResult
+from pytest_racecheck.points import START_POINT
 from pytest_racecheck.protocol import Statement
 
 EXHAUSTIVE_MAX_RACERS = 3
@@ -260,6 +261,10 @@ class Explorer(Coordinator):
     """Paths whose joint step was left to timing, with the rounds that ran them."""
     decisions: int = 0
     """Decisions made over the whole race (0: no racer ever reached a point)."""
+    at_start: set[int] = field(default_factory=set)
+    """Racers held at their start now."""
+    start_effects: set[str] = field(default_factory=set)
+    """What racers' starts did outside their processes, over the race (audit events)."""
 
     hold_all = True
 
@@ -280,6 +285,7 @@ class Explorer(Coordinator):
         else:
             self.search.begin()
         self.at, self.done, self.waiting_in_db = {}, set(), set()
+        self.at_start = set()
         self.previous, self.log, self.taken = None, [], []
         self.holding, self.round_timed, self.path = None, 0, []
 
@@ -340,12 +346,35 @@ class Explorer(Coordinator):
         return count() if count is not None else None
 
     def arrived(self, racer: int, name: str, statement: Statement | None = None) -> list[int]:
+        return self._arrived(racer, name, statement, start=False)
+
+    def arrived_at_start(self, racer: int) -> list[int]:
+        self.at_start.add(racer)
+        return self._arrived(racer, START_POINT, None, start=True)
+
+    def _arrived(
+        self, racer: int, name: str, statement: Statement | None, start: bool
+    ) -> list[int]:
         self.waiting_in_db = set()
         self.at[racer] = name
         tell = getattr(self.search, "arrived", None)  # a search that reads statements
         if tell is not None:
-            tell(racer, statement)
+            tell(racer, statement, start=start)
         return self._decide()
+
+    def started(self, racer: int, effects: tuple[str, ...]) -> None:
+        if effects:
+            self.start_effects.update(effects)
+        else:
+            # A start that did nothing outside its racer needs no place in the schedule: a
+            # replay that lets it go freely replays the same interleaving.
+            step = format_step([(racer, START_POINT)])
+            for steps in (self.taken, self.log):
+                if step in steps:
+                    steps.remove(step)
+        tell = getattr(self.search, "started", None)
+        if tell is not None:
+            tell(racer, bool(effects))
 
     def finished(self, racer: int) -> list[int]:
         self.waiting_in_db = set()
@@ -387,7 +416,9 @@ class Explorer(Coordinator):
             return []
         enabled = sorted(self.at)
         choice = self._choose(enabled)
-        self.decisions += 1
+        if not set(choice) <= self.at_start:  # starts alone order nothing the racers did
+            self.decisions += 1
+        self.at_start -= set(choice)
         self.path.append(choice)
         parts = [(racer, self.at.pop(racer)) for racer in choice]
         step = format_step(parts)

@@ -59,6 +59,13 @@ class Footprint:
     """It can race with another statement *inside* the database, so releasing both at once can
     give what no order of the two gives: a PostgreSQL statement outside an explicit transaction
     (see :func:`step_footprint`)."""
+    outside: bool = False
+    """A racer's start (from its release to its first point) that acted outside its process:
+    opened a file, took a file lock, connected (see :mod:`pytest_racecheck.start_effects`).
+    Two such starts never commute: they may want the same lock or file."""
+    inert: bool = False
+    """A racer's start that did nothing outside its process: it commutes with every step, even
+    one that conflicts with everything."""
 
     def union(self, other: Footprint) -> Footprint:
         return Footprint(
@@ -68,11 +75,15 @@ class Footprint:
             self.everything or other.everything,
             self.reads_then_writes or other.reads_then_writes,
             self.overlaps and other.overlaps,
+            self.outside or other.outside,
+            self.inert and other.inert,
         )
 
     def describe(self) -> str:
         if self.everything:
             return "conflicts with everything"
+        if self.outside:
+            return "acts outside the racer (a file, a lock, a connection)"
 
         def show(items: frozenset[Item]) -> str:
             return ", ".join(sorted(t + _show_key(k) for t, k in items)) or "-"
@@ -82,6 +93,10 @@ class Footprint:
 
 EVERYTHING = Footprint(everything=True)
 LOCAL = Footprint()
+OUTSIDE = Footprint(outside=True)
+"""A racer's start that acted outside its process, or whose effects are not known yet."""
+INERT = Footprint(inert=True)
+"""A racer's start that did nothing outside its process."""
 
 
 def _show_key(key: Key) -> str:
@@ -106,11 +121,14 @@ def _touches(writes: frozenset[Item], items: frozenset[Item]) -> bool:
     )
 
 
+@lru_cache(maxsize=1 << 16)  # asked for every pair of a round's steps, every round
 def dependent(a: Footprint, b: Footprint) -> bool:
     """Whether two steps of different racers may not commute."""
+    if a.inert or b.inert:
+        return False
     if a.everything or b.everything:
         return True
-    if a.inserts & b.inserts:
+    if a.inserts & b.inserts or (a.outside and b.outside):
         return True
     return _touches(a.writes, b.reads | b.writes) or _touches(b.writes, a.reads)
 
@@ -171,6 +189,7 @@ def transaction_effect(sql: str) -> str:
     return ""
 
 
+@lru_cache(maxsize=4096)
 def step_footprint(
     sql: str, database: str = "", snapshot: bool = False, in_transaction: bool = False
 ) -> Footprint:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from pytest_racecheck.clock import is_time_step, parse_duration
 from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.points import pause_point_name, resolve_target
+from pytest_racecheck.points import START_POINT, pause_point_name, resolve_target
 from pytest_racecheck.protocol import Statement
 
 PROBE_INTERVAL_S = 0.001
@@ -98,6 +98,14 @@ class Coordinator:
     def arrived(self, racer: int, name: str, statement: Statement | None = None) -> list[int]:
         """``racer`` is held at point ``name`` (``statement``: what it is, if it is one)."""
         return [racer]
+
+    def arrived_at_start(self, racer: int) -> list[int]:
+        """``racer`` is held at the round's start (a schedule that names it, explore)."""
+        return self.arrived(racer, START_POINT)
+
+    def started(self, racer: int, effects: tuple[str, ...]) -> None:
+        """``racer``, let go from the round's start, reached its first point; ``effects``: what
+        it did outside its process on the way (explore mode reads it)."""
 
     def finished(self, racer: int) -> list[int]:
         return []

@@ -17,8 +17,13 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_racecheck import start_effects
 from pytest_racecheck.outcomes import MAX_STEPS, Step
 from pytest_racecheck.protocol import At, Pass, Statement
+
+START_POINT = "start"
+"""The point every racer is at when a round releases it: explore holds it there and lets racers
+go to their first point one at a time; a schedule may name it (``"1:start"``)."""
 
 
 class _Channel(Protocol):
@@ -77,6 +82,16 @@ class RacerPoints:
         if len(self.steps) < MAX_STEPS:  # the timeline of the round, for the reports
             self.steps.append(Step(name, reached, _real_ns(), sql, conn))
 
+    def start(self) -> None:
+        """The round's start: held here when the race holds it, so that who goes first to its
+        first point (and takes a file lock on the way) is the race's choice, not timing's. Not
+        a point the code reached: it is neither counted nor in the round's steps."""
+        start_effects.collect()  # what a round that ended before its first point left
+        if self.holds(START_POINT):
+            self._hold(START_POINT, start=True)
+            if self._hold_all:
+                start_effects.watch()
+
     def holds(self, name: str) -> bool:
         """Whether the race holds this arrival at ``name`` (counting it as held if so)."""
         if self._hold_all:
@@ -86,8 +101,8 @@ class RacerPoints:
             return True
         return False
 
-    def _hold(self, name: str, info: Statement | None = None) -> None:
-        self._channel.send(At(name, info))
+    def _hold(self, name: str, info: Statement | None = None, start: bool = False) -> None:
+        self._channel.send(At(name, info, start, start_effects.collect()))
         reply = self._channel.recv()
         if reply != Pass(name):
             raise RuntimeError(f"racecheck: expected leave to pass {name!r}, got {reply!r}")

@@ -114,6 +114,11 @@ class At(Message):
     name: str
     statement: Statement | None = None
     """What the statement is, when the point is one (explore's search reads what it touches)."""
+    start: bool = False
+    """The point is the round's start (explore holds every racer there first)."""
+    after_start: tuple[str, ...] | None = None
+    """The first point after the round's start (explore): the audit events by which the start
+    acted outside the racer (see :mod:`pytest_racecheck.start_effects`), empty if none."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,8 @@ class Result(Message):
     kind: ClassVar[str] = "result"
     round: int
     outcome: Outcome
+    after_start: tuple[str, ...] | None = None
+    """As :attr:`At.after_start`, for a racer that returned before any point after its start."""
 
 
 def is_message(obj: Any) -> bool:

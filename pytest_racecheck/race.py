@@ -495,6 +495,11 @@ class Controller:
         racer.at_point, racer.connecting = message.name, False
         self.round.blocked_now.discard(racer.index)
         notify_event(self.probe)
+        if message.after_start is not None:
+            self.coordinator.started(racer.index, message.after_start)
+        if message.start:
+            self._pass(self.coordinator.arrived_at_start(racer.index))
+            return
         self._pass(self.coordinator.arrived(racer.index, message.name, message.statement))
 
     def racer_result(self, racer: _Racer, message: Result) -> None:
@@ -506,6 +511,8 @@ class Controller:
                 self.result,
             )
         state.outcomes[racer.index] = message.outcome
+        if message.after_start is not None:
+            self.coordinator.started(racer.index, message.after_start)
         state.blocked_now.discard(racer.index)
         racer.finished, racer.at_point, racer.connecting = True, None, False
         notify_event(self.probe)

@@ -23,7 +23,7 @@ from typing import Any
 
 import dill
 
-from pytest_racecheck import descendants, points
+from pytest_racecheck import descendants, points, start_effects
 from pytest_racecheck.assignment import Assignment, preload
 from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.barrier import GateClosed, StartGate
@@ -153,6 +153,8 @@ def racer_main(
             error: RaisedError | None = None
             _racing(setup, True)
             try:
+                if not setup.clock_path:  # the clock starts with the round: no racer waits
+                    racer_points.start()
                 value = call()
             except BaseException as exc:
                 error = RaisedError.from_exception(exc)
@@ -171,7 +173,7 @@ def racer_main(
                 tuple(racer_points.other_threads),
             )
             try:
-                channel.send(Result(generation, outcome))
+                channel.send(Result(generation, outcome, start_effects.collect()))
             except Exception as exc:
                 unsendable = ReturnValueNotSendable(
                     f"{type(value).__name__} {_short_repr(value)} cannot be pickled: {exc}"

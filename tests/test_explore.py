@@ -149,3 +149,36 @@ def test_conflicting_arguments_are_refused_before_any_process(race, extra, messa
     with pytest.raises(ValueError, match=message):
         race(runs.naive, None, **arguments)
     assert race.results == []  # nothing ran
+
+
+@pytest.mark.parametrize("processes", [3, 4])
+def test_three_and_four_racers_are_explored_to_the_end_where_the_space_fits(
+    race, make_sqlite_db, processes
+) -> None:
+    """The reduced search serves up to 4 racers: the unique-index catch, whose reduced space
+    is 21 interleavings with 3 racers and 150 with 4, is exhausted within a budget of 250
+    (the unreduced space is millions). Its negative control: the naive strategy fails."""
+
+    def explore(strategy, unique: bool, **kwargs):
+        db = make_sqlite_db()
+        runs.create_schema(db, unique_active=unique)
+        return race(
+            strategy,
+            db,
+            processes=processes,
+            explore=250,
+            seed=1,
+            timeout=300,
+            reset=lambda: runs.reset(db),
+            check=lambda: runs.active_count(db) == 1,
+            racer_setup=_no_user_points,
+            **kwargs,
+        )
+
+    correct = explore(runs.A, True, form="catch")
+    correct.assert_exactly_one(runs.CREATED)
+    assert correct.search == "dpor" and correct.exhausted, correct.summary()
+    assert correct.without_reduction is not None
+    assert len(correct.rounds) < correct.without_reduction
+    with pytest.raises(AssertionError, match="replay this interleaving"):
+        explore(runs.naive, False).assert_exactly_one(runs.CREATED)

@@ -130,7 +130,7 @@ def test_a_pasted_schedule_of_code_that_moved_fails_the_replay(pytester: pytest.
     moved.stdout.fnmatch_lines(
         [
             "*ScheduleNotFollowed: race of start: the schedule was not followed in round 1*",
-            "*step 1 '?:SELECT runs @ app.py:7' never ran: racer ? had returned*",
+            "*step ? '?:SELECT runs @ app.py:7' never ran: racer ? had returned*",
             "*racer ? passed these points in round 1: 'SELECT runs @ app.py:9', 'INSERT*:11'",
         ]
     )

@@ -52,7 +52,6 @@ def _claim(db: Database, job: int) -> None:
 
 
 def claim_check_under_lock(db: Database, lock_path: str) -> str:
-    point("claiming")  # makes who takes the file lock first a choice of explore's (see the tests)
     with FileLock(lock_path):
         job = next_free_job(db)
     point("checked")
@@ -63,7 +62,6 @@ def claim_check_under_lock(db: Database, lock_path: str) -> str:
 
 
 def claim_under_lock(db: Database, lock_path: str) -> str:
-    point("claiming")  # makes who takes the file lock first a choice of explore's (see the tests)
     with FileLock(lock_path):
         job = next_free_job(db)
         point("checked")
