@@ -15,6 +15,23 @@ TAG_VAR = "RACECHECK_TEST_TAG"
 LEFTOVER_WAIT_S = 15.0
 
 
+def gone(pid: int) -> bool:
+    """The process has ended (or is a zombie, which its parent has yet to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def wait_gone(pids: list[int], what: str) -> None:
+    """Wait for every one of ``pids`` to end; fail saying ``what`` after a generous bound."""
+    deadline = time.monotonic() + 60
+    while not all(gone(p) for p in pids):
+        assert time.monotonic() < deadline, f"{what}: {[p for p in pids if not gone(p)]}"
+        time.sleep(0.05)
+
+
 def tagged_processes(tag: str) -> list[tuple[int, str]]:
     """Processes whose environment carries ``tag``: everything a tagged run started."""
     found = []

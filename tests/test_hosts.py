@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_gone
 
 from pytest_racecheck import RacerDied, hosts
 from pytest_racecheck.race import RaceError, run_race
@@ -30,21 +31,6 @@ def _values(**kwargs: object) -> tuple[str, list[tuple[int, int]]]:
     return result.racers, [o.value for o in result.rounds[0].outcomes]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
-
-
-def _wait_gone(pids: list[int], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not all(_gone(p) for p in pids):
-        assert time.monotonic() < deadline, f"{what}: {[p for p in pids if not _gone(p)]}"
-        time.sleep(0.05)
-
-
 def test_each_race_forks_new_racers_from_the_same_hosts() -> None:
     how, first = _values(processes=3)
     assert how == "hosted"
@@ -52,7 +38,7 @@ def test_each_race_forks_new_racers_from_the_same_hosts() -> None:
     _, second = _values(processes=3)
     assert hosts.pool.started == started  # no host started for the second race
     assert not {p for p, _ in first} & {p for p, _ in second}  # new processes
-    _wait_gone([p for p, _ in first + second], "racers outlived their race")
+    wait_gone([p for p, _ in first + second], "racers outlived their race")
     # Racer i of every race has host i's hash seed; the racers of one race differ.
     assert [h for _, h in first] == [h for _, h in second]
     assert len({h for _, h in first}) == 3
@@ -88,7 +74,7 @@ def test_a_host_started_under_other_interpreter_variables_is_not_used(
     before = hosts.pool.pids()
     monkeypatch.setenv("PYTHONHASHSEED", "7")  # a racer started now would have this seed
     _, values = _values(processes=2)
-    _wait_gone(before, "hosts of the old variables still alive")
+    wait_gone(before, "hosts of the old variables still alive")
     with_seed = {h for _, h in values}
     assert len(with_seed) == 1  # every racer now has seed 7
     monkeypatch.delenv("PYTHONHASHSEED")
@@ -131,7 +117,7 @@ def test_a_hung_racer_is_killed_and_its_host_serves_the_next_race(tmp_path: Path
         )
     hung = [int(p.name) for p in tmp_path.iterdir()]
     assert len(hung) == 2
-    _wait_gone(hung, "hung racers outlived their race")
+    wait_gone(hung, "hung racers outlived their race")
     assert _values(processes=2)[0] == "hosted"
     assert hosts.pool.pids() == before
 
@@ -140,7 +126,7 @@ def test_a_killed_host_is_replaced() -> None:
     _values(processes=2)
     victim = hosts.pool.pids()[1]
     os.kill(victim, signal.SIGKILL)
-    _wait_gone([victim], "SIGKILL did not end the host")
+    wait_gone([victim], "SIGKILL did not end the host")
     how, values = _values(processes=2)
     assert how == "hosted" and len(values) == 2
     assert victim not in hosts.pool.pids()
@@ -264,5 +250,5 @@ def test_hosts_end_when_the_test_process_is_killed(pytester: pytest.Pytester, ru
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(60)
     assert len(pids) == 2, (line, proc.stderr.read() if proc.stderr else "")
-    _wait_gone(pids, "hosts outlived their killed test process")
+    wait_gone(pids, "hosts outlived their killed test process")
     # run_tag checks that their racers are gone too.

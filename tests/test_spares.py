@@ -11,12 +11,11 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import tagged_processes
+from conftest import tagged_processes, wait_gone
 
 from pytest_racecheck import procfs, spares
 from pytest_racecheck.race import run_race
@@ -60,21 +59,6 @@ def _race(
     return values
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
-
-
-def _wait_gone(pids: list[int], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not all(_gone(p) for p in pids):
-        assert time.monotonic() < deadline, f"{what}: {[p for p in pids if not _gone(p)]}"
-        time.sleep(0.05)
-
-
 def test_no_spare_before_a_race_asks(pool: spares.SparePool) -> None:
     assert pool.pids() == []
     assert pool.stats.started == 0
@@ -100,7 +84,7 @@ def test_spares_still_starting_are_not_waited_for(pool: spares.SparePool) -> Non
     pids = [pid for pid, _ in _race(2, ready=False)]
     assert not set(pids) & set(starting)
     assert pool.stats.used == 0 and pool.stats.discarded == 1
-    _wait_gone(starting, "spares ended unused still alive")
+    wait_gone(starting, "spares ended unused still alive")
 
 
 def test_race_right_after_a_race_launches_no_spare(
@@ -154,7 +138,7 @@ def test_each_spare_serves_one_race_and_ends(pool: spares.SparePool) -> None:
         seen += [pid for pid, _ in _race(2)]
     assert len(seen) == len(set(seen)) == 8
     assert pool.stats.used == 3
-    _wait_gone(seen, "racers still alive after their race")  # reaped by the race's shutdown
+    wait_gone(seen, "racers still alive after their race")  # reaped by the race's shutdown
 
 
 def test_spares_have_their_own_hash_seeds(pool: spares.SparePool) -> None:
@@ -188,7 +172,7 @@ def test_group_started_under_other_interpreter_variables_is_not_used(
     pids = [pid for pid, _ in _race(2, ready=False)]
     assert not set(pids) & set(stale)
     assert pool.stats.used == 0 and pool.stats.discarded == 1
-    _wait_gone(stale, "discarded spares still alive")
+    wait_gone(stale, "discarded spares still alive")
 
 
 def test_killed_spare_is_never_handed_out(pool: spares.SparePool) -> None:
@@ -196,11 +180,11 @@ def test_killed_spare_is_never_handed_out(pool: spares.SparePool) -> None:
     victims = pool.pids("spawn", 2)
     assert pool.wait_ready("spawn", 2, READY_S)  # ready, so only the death stops its use
     os.kill(victims[0], signal.SIGKILL)
-    _wait_gone(victims[:1], "SIGKILL did not end the spare")
+    wait_gone(victims[:1], "SIGKILL did not end the spare")
     pids = [pid for pid, _ in _race(2, ready=False)]
     assert not set(pids) & set(victims)
     assert pool.stats.discarded == 1 and pool.stats.fallbacks == 0
-    _wait_gone(victims, "the killed spare's partner still alive")
+    wait_gone(victims, "the killed spare's partner still alive")
 
 
 def test_spare_that_dies_while_taken_falls_back_to_fresh_racers(
@@ -214,7 +198,7 @@ def test_spare_that_dies_while_taken_falls_back_to_fresh_racers(
     pids = [pid for pid, _ in _race(2)]
     assert not set(pids) & set(victims)
     assert pool.stats.used == 1 and pool.stats.fallbacks == 1
-    _wait_gone(victims, "spares of the failed group still alive")
+    wait_gone(victims, "spares of the failed group still alive")
 
 
 def test_fork_races_use_no_spare(pool: spares.SparePool) -> None:
@@ -236,7 +220,7 @@ def test_limit_zero_ends_spares_and_starts_none(pool: spares.SparePool) -> None:
     waiting = pool.pids()
     assert len(waiting) == 2
     spares.configure(0)
-    _wait_gone(waiting, "spares still alive after they were turned off")
+    wait_gone(waiting, "spares still alive after they were turned off")
     _race(2)
     assert pool.pids() == []
 
@@ -334,7 +318,7 @@ def test_spares_end_when_the_test_process_is_killed(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(60)
     assert len(pids) == 2, (line, proc.stderr.read() if proc.stderr else "")
-    _wait_gone(pids, "spares outlived their killed test process")
+    wait_gone(pids, "spares outlived their killed test process")
     # The fork server (forkserver) ends too, when it sees its parent's pipe close.
     helpers = [p for p, cmd in tagged_processes(run_tag) if "forkserver" in cmd]
-    _wait_gone(helpers, "the fork server outlived its killed test process")
+    wait_gone(helpers, "the fork server outlived its killed test process")
