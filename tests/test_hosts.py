@@ -237,7 +237,7 @@ def test_hosts_end_when_the_test_process_is_killed(pytester: pytest.Pytester, ru
         if __name__ == "__main__":
             hosts.pool.take(2)
             print(" ".join(map(str, hosts.pool.pids())), flush=True)
-            run_race(RaceSpec(fn=attempt, processes=2, rounds=1, timeout=3600))
+            run_race(RaceSpec(fn=attempt, processes=2, rounds=1, timeout=3600, stall_timeout=3600))
         """
     )
     proc = pytester.popen([sys.executable, str(script)], stdout=-1, stderr=-1)

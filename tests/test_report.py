@@ -279,7 +279,7 @@ def test_race_interrupted_by_ctrl_c_is_in_the_report(
             race(visit, processes=2, rounds=2).assert_outcomes({{"ok"}})
 
         def test_b_interrupted(race):
-            race(attempt, processes=2, rounds=1, timeout=600)
+            race(attempt, processes=2, rounds=1, timeout=600, stall_timeout=600)  # until Ctrl-C
         """
     )
     with open(tmp_path / "out", "w") as out:

@@ -241,7 +241,9 @@ def test_ctrl_c_stops_racers(pytester: pytest.Pytester, run_tag: str, tmp_path) 
             time.sleep(3600)
 
         def test_interrupted(race):
-            race(attempt, processes=3, rounds=1, timeout=600)
+            # hangs on purpose until Ctrl-C: no no-progress bound, which on a loaded machine
+            # could end the race before the signal comes
+            race(attempt, processes=3, rounds=1, timeout=600, stall_timeout=600)
         """
     )
     with open(tmp_path / "out", "w") as out:
@@ -414,7 +416,7 @@ def test_processes_racers_started_end_after_sigkill_of_pytest(
         + f"""
 def test_killed(race):
     race(start_processes, {str(record)!r}, then_hang=True, processes=2, rounds=1, timeout=600,
-         start_method="fork")
+         stall_timeout=600, start_method="fork")  # hangs until pytest is killed
 """
     )
     with open(tmp_path / "out", "w") as out:
