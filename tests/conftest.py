@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +140,21 @@ def rec() -> Iterator[PointRecorder]:
     finally:
         points.activate(None)
         statements.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def sigint_left_as_it_was(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that leaves Ctrl-C ignored or blocked in this process is named, and the state is
+    put back: the Ctrl-C tests start pytest from here, and a child inherits an ignored or
+    blocked SIGINT (beside CPU hogs, the two of them once found Ctrl-C ignored by the pytest
+    they started, after earlier tests of the same worker)."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    if signal.getsignal(signal.SIGINT) is not handler or blocked:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        warnings.warn(
+            f"{request.node.nodeid} left SIGINT {'blocked' if blocked else 'handled otherwise'}",
+            stacklevel=1,
+        )
