@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -157,4 +158,37 @@ def sigint_left_as_it_was(request: pytest.FixtureRequest) -> Iterator[None]:
         warnings.warn(
             f"{request.node.nodeid} left SIGINT {'blocked' if blocked else 'handled otherwise'}",
             stacklevel=1,
+        )
+
+
+def signal_state(pid: int) -> str:
+    """What the kernel says of a process's and its threads' signals (pending, blocked,
+    ignored, caught), for a test whose Ctrl-C went unanswered."""
+    keys = ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    lines = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            status = (task / "status").read_text().splitlines()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = [line.replace("\t", " ") for line in status if line.startswith(keys)]
+        lines.append(f"thread {task.name} ({name}): {', '.join(fields)}")
+    return "\n".join(lines) or f"process {pid} is gone"
+
+
+def interrupt(proc: subprocess.Popen[bytes], out: Path) -> int:
+    """Ctrl-C to a pytest started by a test; its exit status, or a failure that says what the
+    kernel knew of its signals if it does not end within 120 s."""
+    sent = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        return proc.wait(120)
+    except subprocess.TimeoutExpired:
+        state = signal_state(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(
+            f"pytest did not end within 120 s of Ctrl-C (sent {time.monotonic() - sent:.0f} s "
+            f"ago):\n{state}\n{out.read_text()}"
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from conftest import interrupt
 
 from pytest_racecheck import report
 
@@ -258,9 +259,6 @@ def test_report_write_failing_at_the_end_is_one_line_and_keeps_the_verdict(
 def test_race_interrupted_by_ctrl_c_is_in_the_report(
     pytester: pytest.Pytester, run_tag: str, tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import subprocess
     import time
 
     started = tmp_path / "started"
@@ -293,13 +291,7 @@ def test_race_interrupted_by_ctrl_c_is_in_the_report(
         assert time.monotonic() < deadline, "racers never started"
         assert proc.poll() is None, (tmp_path / "out").read_text()
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        pytest.fail(f"pytest did not end within 120 s of Ctrl-C:\n{(tmp_path / 'out').read_text()}")
+    interrupt(proc, tmp_path / "out")
     output = (tmp_path / "out").read_text()
     data = json.loads((pytester.path / "r.json").read_text())
     jsonschema.validate(data, SCHEMA)

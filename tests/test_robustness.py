@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import multiprocess
 import pytest
+from conftest import interrupt
 
 from pytest_racecheck import RacerDied, RaceTimeout, hosts
 from pytest_racecheck.race import run_race
@@ -255,13 +255,7 @@ def test_ctrl_c_stops_racers(pytester: pytest.Pytester, run_tag: str, tmp_path) 
         assert time.monotonic() < deadline, "racers never started"
         assert proc.poll() is None, (tmp_path / "out").read_text()
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGINT)
-    try:
-        code = proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        pytest.fail(f"pytest did not end within 120 s of Ctrl-C:\n{(tmp_path / 'out').read_text()}")
+    code = interrupt(proc, tmp_path / "out")
     assert code != 0
     assert "KeyboardInterrupt" in (tmp_path / "out").read_text()
 
