@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,24 +143,6 @@ def rec() -> Iterator[PointRecorder]:
         statements.uninstall()
 
 
-@pytest.fixture(autouse=True)
-def sigint_left_as_it_was(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that leaves Ctrl-C ignored or blocked in this process is named, and the state is
-    put back: the Ctrl-C tests start pytest from here, and a child inherits an ignored or
-    blocked SIGINT (beside CPU hogs, the two of them once found Ctrl-C ignored by the pytest
-    they started, after earlier tests of the same worker)."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    if signal.getsignal(signal.SIGINT) is not handler or blocked:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-        warnings.warn(
-            f"{request.node.nodeid} left SIGINT {'blocked' if blocked else 'handled otherwise'}",
-            stacklevel=1,
-        )
-
-
 def signal_state(pid: int) -> str:
     """What the kernel says of a process's and its threads' signals (pending, blocked,
     ignored, caught), for a test whose Ctrl-C went unanswered."""
@@ -175,6 +157,18 @@ def signal_state(pid: int) -> str:
         fields = [line.replace("\t", " ") for line in status if line.startswith(keys)]
         lines.append(f"thread {task.name} ({name}): {', '.join(fields)}")
     return "\n".join(lines) or f"process {pid} is gone"
+
+
+PYTEST_ANSWERING_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.exit(pytest.main(sys.argv[1:]))",
+]
+"""How a test starts a pytest it will Ctrl-C: with Python's own SIGINT handler, as in a
+terminal. A child inherits an ignored SIGINT, and Python then installs none: a suite started
+as a background job of a non-interactive shell (``cmd &``, where SIGINT and SIGQUIT are
+ignored) would otherwise see its Ctrl-C tests hang."""
 
 
 def interrupt(proc: subprocess.Popen[bytes], out: Path) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import interrupt
+from conftest import PYTEST_ANSWERING_CTRL_C, interrupt
 
 from pytest_racecheck import report
 
@@ -282,7 +282,7 @@ def test_race_interrupted_by_ctrl_c_is_in_the_report(
     )
     with open(tmp_path / "out", "w") as out:
         proc = pytester.popen(
-            [*pytester._getpytestargs(), "-p", "no:cacheprovider", "--racecheck-report=r.json"],
+            [*PYTEST_ANSWERING_CTRL_C, "-p", "no:cacheprovider", "--racecheck-report=r.json"],
             stdout=out,
             stderr=out,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import multiprocess
 import pytest
-from conftest import interrupt
+from conftest import PYTEST_ANSWERING_CTRL_C, interrupt
 
 from pytest_racecheck import RacerDied, RaceTimeout, hosts
 from pytest_racecheck.race import run_race
@@ -248,7 +248,7 @@ def test_ctrl_c_stops_racers(pytester: pytest.Pytester, run_tag: str, tmp_path) 
     )
     with open(tmp_path / "out", "w") as out:
         proc = pytester.popen(
-            [*pytester._getpytestargs(), "-p", "no:cacheprovider"], stdout=out, stderr=out
+            [*PYTEST_ANSWERING_CTRL_C, "-p", "no:cacheprovider"], stdout=out, stderr=out
         )
     deadline = time.monotonic() + 60
     while not started.exists():
