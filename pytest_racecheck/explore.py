@@ -263,8 +263,6 @@ class Explorer(Coordinator):
     """Decisions made over the whole race (0: no racer ever reached a point)."""
     at_start: set[int] = field(default_factory=set)
     """Racers held at their start now."""
-    start_effects: set[str] = field(default_factory=set)
-    """What racers' starts did outside their processes, over the race (audit events)."""
 
     hold_all = True
 
@@ -363,9 +361,7 @@ class Explorer(Coordinator):
         return self._decide()
 
     def started(self, racer: int, effects: tuple[str, ...]) -> None:
-        if effects:
-            self.start_effects.update(effects)
-        else:
+        if not effects:
             # A start that did nothing outside its racer needs no place in the schedule: a
             # replay that lets it go freely replays the same interleaving.
             step = format_step([(racer, START_POINT)])
