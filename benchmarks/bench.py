@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pytest_racecheck import point, runs, spares
+from pytest_racecheck import point, runs
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, ServerProbe, SqliteLockProbe
-from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.blocking import AnyProbe, ServerProbe, SqliteLockProbe
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.processes import spares
+from pytest_racecheck.results.result import RaceResult
 
 
 def noop() -> int:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pytest_racecheck import current_racer, runs
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import race_probe
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.blocking import race_probe
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
 
 LEASE = "nightly"
 TTL = 30 * 60

@@ -34,11 +34,9 @@ from typing import Any
 import bug_shapes
 from explore_verdicts import CASES, Case, databases, race
 
-from pytest_racecheck.explore import Explorer, make_search
-from pytest_racecheck.meeting import Coordinator
-from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.protocol import Statement
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.explore.choose import make_search
+from pytest_racecheck.results.result import RaceResult
+from pytest_racecheck.wire.messages import Statement
 
 BUDGET = 50
 
@@ -46,17 +44,8 @@ TARGET = {1: 10, 2: 25}
 """The first failing interleaving that issue 15 asks for, by preemptions the bug needs."""
 
 
-class UnreducedSpec(RaceSpec):
-    """A race explored by the unreduced search of before (``make_search(reduce=False)``)."""
-
-    def coordinator(self) -> Coordinator:
-        coordinator = super().coordinator()
-        if isinstance(coordinator, Explorer):
-            coordinator.search = make_search(self.processes, self.seed_used, reduce=False)
-        return coordinator
-
-
-SEARCHES: dict[str, type[RaceSpec]] = {"reduced": RaceSpec, "unreduced": UnreducedSpec}
+SEARCHES: dict[str, bool] = {"reduced": True, "unreduced": False}
+"""Each search by name, and whether it reduces (see ``explore.choose.unreduced``)."""
 
 
 def shape_case(name: str, fn: Any) -> Case:
@@ -206,14 +195,14 @@ def alternating(
     results: dict[str, list[RaceResult]] = {name: [] for name in SEARCHES}
     try:
         for _ in range(times):
-            for name, spec_type in SEARCHES.items():
+            for name, reduce in SEARCHES.items():
                 ends: list[float] = []
                 result = race(
                     case,
                     db,
                     probe,
                     processes=processes,
-                    spec_type=spec_type,
+                    reduce=reduce,
                     explore=BUDGET,
                     seed=1,
                     on_round=lambda _, ends=ends: ends.append(time.monotonic()),

@@ -15,6 +15,7 @@ failing round, at most 2000 rounds). Prints Markdown tables for docs/benchmarks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -29,10 +30,12 @@ from typing import Any
 from pytest_racecheck import runs
 from pytest_racecheck.backends.base import Database
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import race_probe
-from pytest_racecheck.outcomes import RaceResult, Round
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.blocking import race_probe
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.explore.choose import unreduced
+from pytest_racecheck.results.result import RaceResult
+from pytest_racecheck.results.rounds import Round
 
 ROOT = Path(__file__).resolve().parent.parent
 for example in ("run_manager", "groomer_lock"):
@@ -194,11 +197,12 @@ def race(
     probe: Any,
     *,
     processes: int = 2,
-    spec_type: type[RaceSpec] = RaceSpec,
+    reduce: bool = True,
     **how: Any,
 ) -> RaceResult:
-    """One race of ``case`` with every user point off; ``how`` is explore=, rounds= and such."""
-    spec = spec_type(
+    """One race of ``case`` with every user point off; ``how`` is explore=, rounds= and such;
+    ``reduce=False`` explores it with the unreduced search (:func:`unreduced`)."""
+    spec = RaceSpec(
         fn=case.fn,
         args=case.args(db),
         kwargs=case.kwargs,
@@ -209,7 +213,8 @@ def race(
         racer_setup=statements_only,
         **how,
     )
-    return run_race(spec, probe=probe)
+    with contextlib.nullcontext() if reduce else unreduced():
+        return run_race(spec, probe=probe)
 
 
 def main() -> None:

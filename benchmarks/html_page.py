@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pytest_racecheck import html_report
-from pytest_racecheck.outcomes import MAX_STEPS
+from pytest_racecheck.results import html as html_report
+from pytest_racecheck.wire.outcome import MAX_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from pytest_racecheck import runs
 from pytest_racecheck.backends.sqlite import SqliteDatabase
-from pytest_racecheck.blocking import AnyProbe, ServerProbe, SqliteLockProbe
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.blocking import AnyProbe, ServerProbe, SqliteLockProbe
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
 
 MEET = {"processes": 4, "meet_at": "checked"}
 INTERLEAVE = {

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_racecheck.blocking import AnyProbe, race_probe
-from pytest_racecheck.outcomes import RaceResult
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.blocking import AnyProbe, race_probe
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.results.result import RaceResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explore_verdicts import databases

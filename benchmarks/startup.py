@@ -36,9 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_racecheck import hosts, spares
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.processes import hosts, spares
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,7 @@ if TYPE_CHECKING:
     from pytest_racecheck.backends.base import Database
     from pytest_racecheck.backends.postgres import PostgresDatabase, PostgresServer
     from pytest_racecheck.backends.sqlite import SqliteDatabase
-    from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
-    from pytest_racecheck.points import point
-    from pytest_racecheck.race import (
+    from pytest_racecheck.controller.errors import (
         RaceError,
         RaceNotForced,
         RacerDied,
@@ -23,8 +21,12 @@ if TYPE_CHECKING:
         RaceTimeout,
         ServerDied,
     )
-    from pytest_racecheck.race_fixture import Race, RaceResultNeverChecked
-    from pytest_racecheck.racer import current_racer
+    from pytest_racecheck.instrument.points import point
+    from pytest_racecheck.plugin.race_fixture import Race, RaceResultNeverChecked
+    from pytest_racecheck.processes.racer import current_racer
+    from pytest_racecheck.results.result import RaceResult
+    from pytest_racecheck.results.rounds import Round
+    from pytest_racecheck.wire.outcome import Outcome, RaisedError
 
 # Loaded on first use: helper processes that import a submodule (the PostgreSQL watchdog runs
 # as ``python -I -m pytest_racecheck.backends.postgres.watchdog``) must not load the harness.
@@ -33,22 +35,22 @@ _HOMES = {
     "Database": "backends.base",
     "PostgresDatabase": "backends.postgres",
     "SqliteDatabase": "backends.sqlite",
-    "Race": "race_fixture",
-    "RaceResultNeverChecked": "race_fixture",
+    "Race": "plugin.race_fixture",
+    "RaceResultNeverChecked": "plugin.race_fixture",
     "PostgresServer": "backends.postgres",
-    "RaceNotForced": "race",
-    "Outcome": "outcomes",
-    "RaceResult": "outcomes",
-    "RaisedError": "outcomes",
-    "Round": "outcomes",
-    "point": "points",
-    "RaceError": "race",
-    "RacerDied": "race",
-    "RacerSetupFailed": "race",
-    "RaceStalled": "race",
-    "RaceTimeout": "race",
-    "ServerDied": "race",
-    "current_racer": "racer",
+    "RaceNotForced": "controller.errors",
+    "Outcome": "wire.outcome",
+    "RaceResult": "results.result",
+    "RaisedError": "wire.outcome",
+    "Round": "results.rounds",
+    "point": "instrument.points",
+    "RaceError": "controller.errors",
+    "RacerDied": "controller.errors",
+    "RacerSetupFailed": "controller.errors",
+    "RaceStalled": "controller.errors",
+    "RaceTimeout": "controller.errors",
+    "ServerDied": "controller.errors",
+    "current_racer": "processes.racer",
 }
 
 

@@ -131,7 +131,8 @@ class PointRecorder:
 @pytest.fixture
 def rec() -> Iterator[PointRecorder]:
     """Statements are points in this process, recorded instead of held."""
-    from pytest_racecheck import points, statements
+    from pytest_racecheck import statements
+    from pytest_racecheck.instrument import points
 
     recorder = PointRecorder()
     statements.install(on_backend_pid=recorder.backend_pid, on_connect=recorder.connecting)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from pytest_racecheck import anomaly
 from pytest_racecheck.backends.base import Database
-from pytest_racecheck.racer import current_racer
+from pytest_racecheck.processes.racer import current_racer
+from pytest_racecheck.results import anomaly
 
 
 def _sqlite(db: Database) -> bool:
@@ -277,7 +277,7 @@ def test_an_uncommitted_transaction_wrote_nothing() -> None:
 
 
 def test_statement_effects() -> None:
-    from pytest_racecheck.statements.effects import effect, same_rows
+    from pytest_racecheck.sql.effects import effect, same_rows
     from pytest_racecheck.statements.psycopg_hooks import bound_text
 
     update = effect("UPDATE accounts SET balance = 5 WHERE id = 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_racecheck import race_fixture
+from pytest_racecheck.plugin import race_fixture
 
 LEFTOVERS = """
 import os

@@ -20,7 +20,7 @@ import pytest
 
 from pytest_racecheck import Round, current_racer, runs
 from pytest_racecheck.backends.base import Database
-from pytest_racecheck.clock import format_duration, parse_duration
+from pytest_racecheck.clock.control import format_duration, parse_duration
 
 LEASE = "nightly"
 TTL = 30 * 60
@@ -162,7 +162,7 @@ def sleep_or_spin() -> None:
 def test_a_busy_wait_never_ends_and_the_timeout_says_who_slept(race: Any) -> None:
     """The documented limit: a busy wait on the clock never ends. The race's timeout (start-up
     included, hence 15 s on a loaded machine) ends it and names the sleeper."""
-    from pytest_racecheck.race import RaceTimeout
+    from pytest_racecheck.controller.errors import RaceTimeout
 
     with pytest.raises(RaceTimeout) as info:
         race(sleep_or_spin, processes=2, rounds=1, clock="virtual", timeout=15)
@@ -175,8 +175,8 @@ def test_the_clock_file_is_gone_after_the_race(
     race: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The shared clock file lives as long as its race, whether the race passes or breaks."""
-    from pytest_racecheck import clock
-    from pytest_racecheck.race import RaceTimeout
+    from pytest_racecheck.clock import control as clock
+    from pytest_racecheck.controller.errors import RaceTimeout
 
     monkeypatch.setattr(clock, "_shared_dir", lambda: str(tmp_path))
     race(sleep_and_read, processes=2, rounds=1, clock="virtual").counts(None)

@@ -305,7 +305,7 @@ def test_soak_multiplies_explored_interleavings(pytester: pytest.Pytester) -> No
 
 def test_soak_seconds_is_a_time_budget(pytester: pytest.Pytester) -> None:
     """Rounds run until the budget is spent, whatever rounds= said."""
-    from pytest_racecheck.options import SOAK_ROUNDS_CAP
+    from pytest_racecheck.plugin.options import SOAK_ROUNDS_CAP
 
     result = run(pytester, "--racecheck-soak-seconds=1.5", args=", processes=2, rounds=3")
     result.assert_outcomes(passed=1)
@@ -346,9 +346,9 @@ def test_stop_early_ends_the_race_at_its_first_failing_round(
 
 def test_choose_settings_rules() -> None:
     """The one place that decides explore, soak and budgets, without processes."""
-    from pytest_racecheck.options import SOAK_ROUNDS_CAP
-    from pytest_racecheck.race_fixture import choose_settings
-    from pytest_racecheck.settings import DEFAULTS
+    from pytest_racecheck.controller.settings import DEFAULTS
+    from pytest_racecheck.plugin.options import SOAK_ROUNDS_CAP
+    from pytest_racecheck.plugin.race_fixture import choose_settings
 
     base = {**DEFAULTS.as_dict(), "rounds": 7, "explore": 5}
     # Run-wide explore leaves a race that holds its own points, and drops rounds otherwise.

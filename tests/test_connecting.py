@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_racecheck import statements
-from pytest_racecheck.blocking import IdleProbe, RacerView
-from pytest_racecheck.procfs import available as procfs_available
+from pytest_racecheck.controller.blocking import IdleProbe, RacerView
+from pytest_racecheck.linux.procfs import available as procfs_available
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -2,7 +2,7 @@
 enumeration reaches, in fewer rounds.
 
 No process runs here: the subject is the choice logic. A racer of the model is a list of SQL
-statements; their footprints come from the real :mod:`pytest_racecheck.independence`, and the
+statements; their footprints come from the real :mod:`pytest_racecheck.sql.footprint`, and the
 model gives each statement a meaning on a tiny database of cells (table, key) -> value, so that
 reordering two conflicting statements really can change what racers read and what is left.
 """
@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from pytest_racecheck.dpor import DPOR, count_interleavings
-from pytest_racecheck.protocol import Statement
+from pytest_racecheck.explore.count import count_interleavings
+from pytest_racecheck.explore.dpor import DPOR
+from pytest_racecheck.wire.messages import Statement
 
 Program = list[list[str]]
 KEYS = (1, 2)

@@ -1,8 +1,8 @@
 """Explore mode on real racers against real databases: every statement a point.
 
 Why these verdicts cannot vary: with two racers the explorer's search (DPOR, see
-:mod:`pytest_racecheck.dpor`) is exhaustive and deterministic. It runs one serial order first,
-then reverses each pair of conflicting statements it saw, depth first. A check-then-act fails
+:mod:`pytest_racecheck.explore.dpor`) is exhaustive and deterministic. It runs one serial order
+first, then reverses each pair of conflicting statements it saw, depth first. A check-then-act fails
 as soon as a reversal puts both checks before either write, which comes within the first few
 rounds, far inside ``explore=50``. A correct strategy has no failing order at all, so whichever
 orders the budget reaches, they pass. What varies from run to run is only timing inside a

@@ -10,7 +10,9 @@ from math import comb
 
 import pytest
 
-from pytest_racecheck.explore import PCT, Exhaustive, Search
+from pytest_racecheck.explore.exhaustive import Exhaustive
+from pytest_racecheck.explore.pct import PCT
+from pytest_racecheck.explore.search import Search
 
 
 def delannoy(m: int, n: int) -> int:

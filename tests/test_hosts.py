@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import wait_gone
 
-from pytest_racecheck import RacerDied, hosts
-from pytest_racecheck.race import RaceError, run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck import RacerDied
+from pytest_racecheck.controller.errors import RaceError
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.processes import hosts
 
 
 def pid_and_hash() -> tuple[int, int]:
@@ -207,7 +209,7 @@ def test_hosts_end_with_the_session(pytester: pytest.Pytester, run_tag: str) -> 
     pytester.makepyfile(
         """
         import pathlib
-        from pytest_racecheck import hosts
+        from pytest_racecheck.processes import hosts
 
         def one():
             return 1
@@ -227,9 +229,9 @@ def test_hosts_end_when_the_test_process_is_killed(pytester: pytest.Pytester, ru
     script = pytester.makepyfile(
         """
         import time
-        from pytest_racecheck import hosts
-        from pytest_racecheck.race import run_race
-        from pytest_racecheck.spec import RaceSpec
+        from pytest_racecheck.processes import hosts
+        from pytest_racecheck.controller.loop import run_race
+        from pytest_racecheck.controller.spec import RaceSpec
 
         def attempt():
             time.sleep(3600)

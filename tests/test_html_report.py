@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_racecheck import html_report
+from pytest_racecheck.results import html as html_report
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None

@@ -101,6 +101,6 @@ def test_without_a_sequence_the_joint_step_is_timing_dependent(race, postgres_db
 
 
 def _cell(result) -> str:
-    from pytest_racecheck import report
+    from pytest_racecheck.results import report
 
     return report.rounds_cell(result.summary())

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from pytest_racecheck.points import install_pause, resolve_target
+from pytest_racecheck.instrument.points import install_pause, resolve_target
 
 SHAPES = """
 import functools

@@ -13,12 +13,13 @@ import sqlite3
 import pytest
 
 from pytest_racecheck import point, runs
-from pytest_racecheck.meeting import MeetAt, Schedule, parse_schedule
+from pytest_racecheck.policies.meet_at import MeetAt
+from pytest_racecheck.policies.schedule import Schedule, parse_schedule
 
 
 def test_point_outside_a_race_does_nothing() -> None:
     """No controller to talk to, so no state either: a racer's last point stays unset."""
-    from pytest_racecheck import points
+    from pytest_racecheck.instrument import points
 
     for _ in range(3):
         point("anywhere")

@@ -410,7 +410,8 @@ def test_the_watchdog_loads_neither_the_driver_nor_the_harness(tmp_path: Path) -
     assert int(done.stdout) > 0  # the detached child's pid
     loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "pytest_racecheck.backends.postgres.state" in loaded  # (itself: __main__)
-    heavy = {"psycopg", "filelock", "dill", "multiprocess", "pytest", "pytest_racecheck.race"}
+    heavy = {"psycopg", "filelock", "dill", "multiprocess", "pytest"}
+    heavy.add("pytest_racecheck.controller.loop")
     assert not {name for name in loaded if name.split(".")[0] in heavy or name in heavy}
 
 
@@ -437,7 +438,7 @@ def test_the_watchdog_records_itself_and_leaves_with_its_directory(
 def test_without_proc_the_sweep_says_what_it_cannot_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_racecheck import procfs
+    from pytest_racecheck.linux import procfs
 
     monkeypatch.setattr(procfs, "available", lambda: False)
     monkeypatch.setattr(procfs, "_warned", set())

@@ -1,4 +1,4 @@
-"""pytest_racecheck.procfs: what it reads from /proc, and what it says where there is none."""
+"""pytest_racecheck.linux.procfs: what it reads from /proc, and what it says where there is none."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_racecheck import procfs
+from pytest_racecheck.linux import procfs
 
 needs_proc = pytest.mark.skipif(not procfs.available(), reason="reads Linux's /proc")
 

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from pytest_racecheck.race import NothingExplored
+from pytest_racecheck.controller.errors import NothingExplored
 
 
 def _connect(db):
@@ -148,8 +148,8 @@ def test_a_notice_on_a_closed_pipe_is_dropped_quietly() -> None:
     under test; the racer's own messages still raise."""
     import multiprocess
 
-    from pytest_racecheck.protocol import BackendPid
-    from pytest_racecheck.racer import _OneSenderAtATime
+    from pytest_racecheck.processes.racer import _OneSenderAtATime
+    from pytest_racecheck.wire.messages import BackendPid
 
     ours, theirs = multiprocess.Pipe()
     channel = _OneSenderAtATime(theirs)

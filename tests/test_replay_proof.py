@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pytest_racecheck import current_racer, point, runs
-from pytest_racecheck.race import ScheduleNotFollowed
+from pytest_racecheck.controller.errors import ScheduleNotFollowed
 
 
 @pytest.mark.parametrize(

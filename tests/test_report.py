@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from conftest import PYTEST_ANSWERING_CTRL_C, interrupt
 
-from pytest_racecheck import report
+from pytest_racecheck.results import report
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "report.schema.json").read_text())
 

@@ -16,9 +16,10 @@ import multiprocess
 import pytest
 from conftest import PYTEST_ANSWERING_CTRL_C, interrupt
 
-from pytest_racecheck import RacerDied, RaceTimeout, hosts
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck import RacerDied, RaceTimeout
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.processes import hosts
 
 
 def _no_racers_left() -> None:

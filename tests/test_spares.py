@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import tagged_processes, wait_gone
 
-from pytest_racecheck import procfs, spares
-from pytest_racecheck.race import run_race
-from pytest_racecheck.spec import RaceSpec
+from pytest_racecheck.controller.loop import run_race
+from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.linux import procfs
+from pytest_racecheck.processes import spares
 
 
 def pid_and_hash() -> tuple[int, int]:
@@ -227,7 +228,8 @@ def test_limit_zero_ends_spares_and_starts_none(pool: spares.SparePool) -> None:
 
 SESSION = """
 import os, pathlib
-from pytest_racecheck import procfs, spares
+from pytest_racecheck.linux import procfs
+from pytest_racecheck.processes import spares
 
 def attempt():
     return os.getpid()
@@ -258,7 +260,8 @@ def test_no_spare_unless_asked_for(
 ) -> None:
     pytester.makepyfile(
         """
-        from pytest_racecheck import procfs, spares
+        from pytest_racecheck.linux import procfs
+        from pytest_racecheck.processes import spares
 
         def attempt():
             return 1
@@ -286,9 +289,10 @@ def test_spares_end_when_the_test_process_is_killed(
     script = pytester.makepyfile(
         f"""
         import os, sys, time
-        from pytest_racecheck import procfs, spares
-        from pytest_racecheck.race import run_race
-        from pytest_racecheck.spec import RaceSpec
+        from pytest_racecheck.linux import procfs
+        from pytest_racecheck.processes import spares
+        from pytest_racecheck.controller.loop import run_race
+        from pytest_racecheck.controller.spec import RaceSpec
 
         def attempt():
             return 1

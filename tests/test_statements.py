@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from conftest import PointRecorder
 
-from pytest_racecheck import points, statements
+from pytest_racecheck import statements
+from pytest_racecheck.instrument import points
 from pytest_racecheck.statements import (
     psycopg_hooks,
     short_sql,
@@ -330,7 +331,8 @@ def test_uninstall_restores_the_originals(tmp_path: Path) -> None:
 NO_PSYCOPG_SCRIPT = """
 import json, sqlite3, sys
 sys.modules["psycopg"] = None  # as if the postgres extra were not installed
-from pytest_racecheck import points, statements
+from pytest_racecheck.instrument import points
+from pytest_racecheck import statements
 
 
 class Recorder:
@@ -597,7 +599,8 @@ def test_sqlalchemy_session_for_update_and_commit(
 DJANGO_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from pytest_racecheck import points, statements
+from pytest_racecheck.instrument import points
+from pytest_racecheck import statements
 
 statements.install()  # before Django opens its connection: it connects through the driver
 import django

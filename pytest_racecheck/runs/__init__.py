@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Final
 
 from pytest_racecheck.backends.base import Database
-from pytest_racecheck.points import point
+from pytest_racecheck.instrument.points import point
 from pytest_racecheck.runs import broken
 from pytest_racecheck.runs._base import (
     _SQLITE_NOW,

@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 
 from pytest_racecheck.backends.base import Database
-from pytest_racecheck.points import point
+from pytest_racecheck.instrument.points import point
 from pytest_racecheck.runs._base import (
     DEFAULT_LEASE,
     REFUSED,

@@ -2,8 +2,8 @@
 
 The drivers: sqlite3, aiosqlite, psycopg 3 (sync and async), psycopg2 and asyncpg.
 
-:func:`install` makes each statement a :func:`pytest_racecheck.points.point`, reached just
-before the statement runs, with no change to the code under test. Django and SQLAlchemy reach
+:func:`install` makes each statement a :func:`pytest_racecheck.instrument.points.point`, reached
+just before the statement runs, with no change to the code under test. Django and SQLAlchemy reach
 the drivers through ``Database.connect`` / ``dbapi.connect`` and the psycopg classes at call
 time, so their statements are covered too. A point is named ``"<short sql> @ <file>:<line>"``
 (``INSERT runs @ run_manager.py:52``), where file:line is the first frame outside the driver,
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pytest_racecheck.sql.shorten import short_sql
 from pytest_racecheck.statements import (
     aiosqlite_hooks,
     asyncpg_hooks,
@@ -37,7 +38,7 @@ from pytest_racecheck.statements import (
     psycopg_hooks,
     sqlite_trace,
 )
-from pytest_racecheck.statements.naming import short_sql, statement_point_name
+from pytest_racecheck.statements.naming import statement_point_name
 
 __all__ = ["install", "installed", "short_sql", "statement_point_name", "uninstall"]
 

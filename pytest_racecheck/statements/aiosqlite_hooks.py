@@ -26,11 +26,11 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from pytest_racecheck import points
-from pytest_racecheck.protocol import Statement
+from pytest_racecheck.instrument import points
 from pytest_racecheck.statements import sqlite_trace
 from pytest_racecheck.statements.naming import where
 from pytest_racecheck.statements.patching import Patches, forget, when_imported
+from pytest_racecheck.wire.messages import Statement
 
 _active = False
 _patches = Patches()

@@ -28,9 +28,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from pytest_racecheck import points
+from pytest_racecheck.instrument import points
+from pytest_racecheck.sql.shorten import short_sql
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import short_sql
 from pytest_racecheck.statements.patching import Patches, forget, when_imported
 
 _active = False

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import FrameType
 
-from pytest_racecheck import points
-from pytest_racecheck.protocol import Statement
+from pytest_racecheck.instrument import points
 from pytest_racecheck.statements.naming import connection_number, kept_sql, where
+from pytest_racecheck.wire.messages import Statement
 
 _on_backend_pid: Callable[[int], None] | None = None
 _on_connect: Callable[[], None] | None = None

@@ -27,9 +27,10 @@ import sys
 from types import FrameType, ModuleType
 from typing import Any
 
-from pytest_racecheck import points
+from pytest_racecheck.instrument import points
+from pytest_racecheck.sql.shorten import short_sql
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import query_text, short_sql
+from pytest_racecheck.statements.naming import query_text
 from pytest_racecheck.statements.patching import Patches, forget, traced_subclass, when_imported
 
 _active = False

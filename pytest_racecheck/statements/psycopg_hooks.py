@@ -32,9 +32,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from pytest_racecheck import points
+from pytest_racecheck.instrument import points
+from pytest_racecheck.sql.shorten import short_sql
 from pytest_racecheck.statements import pg_backends
-from pytest_racecheck.statements.naming import query_text, short_sql
+from pytest_racecheck.statements.naming import query_text
 from pytest_racecheck.statements.patching import Patches
 
 _active = False

@@ -36,10 +36,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pytest_racecheck import points
-from pytest_racecheck.protocol import Statement
-from pytest_racecheck.statements.naming import connection_number, kept_sql, short_sql, where
+from pytest_racecheck.instrument import points
+from pytest_racecheck.sql.shorten import short_sql
+from pytest_racecheck.statements.naming import connection_number, kept_sql, where
 from pytest_racecheck.statements.patching import traced_subclass
+from pytest_racecheck.wire.messages import Statement
 
 # -- sqlite3 ------------------------------------------------------------------------------
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_racecheck import procfs
 from pytest_racecheck.backends.postgres import state as st
 from pytest_racecheck.backends.postgres.errors import (
     PostgresSetupError,
     PostgresUnavailable,
 )
 from pytest_racecheck.backends.postgres.handle import make_conninfo
+from pytest_racecheck.linux import procfs
 
 if TYPE_CHECKING:
     import pwd

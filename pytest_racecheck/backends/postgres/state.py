@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_racecheck import procfs
+from pytest_racecheck.linux import procfs
 
 SERVER_DIR_PREFIX = "racecheck-pg-"
 """Throwaway servers live in ``/tmp/racecheck-pg-XXXXXXXX``."""

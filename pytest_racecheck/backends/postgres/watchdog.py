@@ -15,8 +15,8 @@ installed package, so it imports its siblings normally. ``-m`` first imports the
 it: ``pytest_racecheck/__init__.py`` (which loads the harness only when one of its names is
 used), ``pytest_racecheck/backends/__init__.py`` (``sqlite3``) and the ``postgres`` package's
 ``__init__`` (modules that import psycopg and filelock only inside functions). This module itself
-imports only :mod:`.state`, :mod:`pytest_racecheck.procfs` and the standard library; a test checks
-that neither psycopg, filelock, dill nor multiprocess is loaded in the watchdog.
+imports only :mod:`.state`, :mod:`pytest_racecheck.linux.procfs` and the standard library; a test
+checks that neither psycopg, filelock, dill nor multiprocess is loaded in the watchdog.
 
 When the package is importable only through ``PYTHONPATH`` or a user site-packages (an isolated
 interpreter cannot see it), the launcher runs the same module without ``-I``, with ``PYTHONPATH``
@@ -32,8 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_racecheck import procfs
 from pytest_racecheck.backends.postgres import state as st
+from pytest_racecheck.linux import procfs
 
 
 def main(argv: Sequence[str]) -> None:

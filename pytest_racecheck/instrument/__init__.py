@@ -1,0 +1,1 @@
+"""What runs inside code under test: sync points, and what a racer's start did outside it."""

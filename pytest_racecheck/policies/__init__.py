@@ -1,0 +1,1 @@
+"""How racers are driven through their points: stress, meet_at, pause, schedule, explore."""

@@ -1,0 +1,1 @@
+"""The racer processes: what runs in them, how they start (hosts, spares), the start gate."""

@@ -1,0 +1,1 @@
+"""What crosses the pipe between the controller and its racers: messages and outcomes."""
