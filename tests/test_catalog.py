@@ -383,6 +383,23 @@ def test_postgres_schemas_off_the_search_path_keep_their_qualifier(postgres_db):
     assert cat.column_type("things", "owner") is None
 
 
+def test_partitions_are_read_and_written_through_their_parent(postgres_db):
+    postgres_db.executescript("""
+        CREATE TABLE m (at date NOT NULL, v integer) PARTITION BY RANGE (at);
+        CREATE TABLE m_2025 PARTITION OF m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+        CREATE TABLE m_2026 PARTITION OF m FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        CREATE TABLE m_log (v integer);
+        CREATE FUNCTION m_log() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO m_log VALUES (NEW.v); RETURN NEW; END $$;
+        CREATE TRIGGER m_log AFTER INSERT ON m FOR EACH ROW EXECUTE FUNCTION m_log();
+    """)
+    cat = catalog.read(postgres_db)
+    assert reads(cat.read_effects("m")) == {"m", "m_2025", "m_2026"}
+    # a row trigger on the parent is cloned onto each partition, which the insert reaches
+    assert writes(cat.write_effects("m", "INSERT")) == {"m", "m_2025", "m_2026", "m_log"}
+    assert writes(cat.write_effects("m_2026", "INSERT")) == {"m_2026", "m_log"}
+
+
 def test_the_cache_is_read_again_after_ddl_only(race_db):
     race_db.executescript(UNIQUES)
     first = catalog.read(race_db)

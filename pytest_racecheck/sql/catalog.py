@@ -165,12 +165,13 @@ class Function:
 _Item = tuple[Any, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Catalog:
     """One database's schema as explore's footprints need it.
 
     Built by :func:`read_sqlite`, :func:`read_postgres` or :func:`read`; immutable except for a
-    private memo of answers already computed.
+    private memo of answers already computed. Compared by identity: the cache hands out the same
+    object while the schema stays the same.
     """
 
     backend: str  # "sqlite" or "postgres"
@@ -182,6 +183,8 @@ class Catalog:
     uniques: tuple[UniqueConstraint, ...]
     rules: frozenset[str]
     functions: Mapping[str, tuple[Function, ...]]
+    # PostgreSQL partitions and inheritance children: reading or writing the parent reaches them
+    children: Mapping[str, frozenset[str]] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
     search_schemas: tuple[str, ...] = ()
     fingerprint: str = ""
@@ -403,7 +406,7 @@ class Catalog:
             reads.add(name)
             view = self.views.get(name)
             if view is None:
-                return []
+                return [("read", c) for c in self.children.get(name, ())]
             if not view.understood:
                 return EVERYTHING
             return [
@@ -432,6 +435,7 @@ class Catalog:
             if fk.parent == table and event in ("DELETE", "UPDATE"):
                 following.append(("read", fk.child))
         following.extend(("write", child, ev) for child, ev in self._cascades(table, event))
+        following.extend(("write", child, event) for child in self.children.get(table, ()))
         return following
 
 
@@ -498,13 +502,13 @@ def _split(tokens: Sequence[Token], plpgsql: bool) -> list[list[Token]]:
     current: list[Token] = []
     parens = 0
     cases = 0  # open SQL CASE expressions, whose THEN must not split
+    at_start = True  # nothing but BEGIN, ELSE, ... so far: a CASE here is PL/pgSQL's statement
     for token in tokens:
         if token.token_type == TokenType.SEMICOLON and parens == 0:
             if current:
                 segments.append(current)
-            current, cases = [], 0
+            current, cases, at_start = [], 0, True
             continue
-        at_start = all(_word(t) in ("BEGIN", "ELSE", "ATOMIC", "DECLARE") for t in current)
         current.append(token)
         if token.token_type == TokenType.L_PAREN:
             parens += 1
@@ -519,7 +523,9 @@ def _split(tokens: Sequence[Token], plpgsql: bool) -> list[list[Token]]:
             cases -= 1
         elif word in ("THEN", "LOOP") and not cases:
             segments.append(current)
-            current = []
+            current, at_start = [], True
+            continue
+        at_start = at_start and word in ("BEGIN", "ELSE", "ATOMIC", "DECLARE")
     if current:
         segments.append(current)
     return segments
@@ -1034,7 +1040,9 @@ SELECT concat_ws('/',
   (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0)
      FROM pg_index WHERE indexrelid >= 16384),
   (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0)
-     FROM pg_namespace WHERE oid >= 16384))
+     FROM pg_namespace WHERE oid >= 16384),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0)
+     FROM pg_inherits WHERE inhrelid >= 16384))
 """
 
 _PG_SEARCH = "SELECT current_schemas(false)::text[]"
@@ -1118,6 +1126,16 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE r.rulename <> '_RETURN' AND {_USER.format(ns="n")}
 """
 
+_PG_CHILDREN = f"""
+SELECT pn.nspname, p.relname, cn.nspname, c.relname
+FROM pg_inherits i
+JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace pn ON pn.oid = p.relnamespace
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_namespace cn ON cn.oid = c.relnamespace
+WHERE p.relkind IN ('r', 'p', 'f') AND {_USER.format(ns="pn")}
+"""
+
 _PG_ACTIONS: Final = {
     "a": "NO ACTION",
     "r": "RESTRICT",
@@ -1156,6 +1174,7 @@ def _read_postgres(conn: Any) -> Catalog:
         _PG_FOREIGN_KEYS,
         _PG_INDEXES,
         _PG_RULES,
+        _PG_CHILDREN,
     ]
     cur = conn.execute(";\n".join(q.strip() for q in batch))  # no parameters: one simple query
     results: list[list[tuple[Any, ...]]] = []
@@ -1173,6 +1192,7 @@ def _read_postgres(conn: Any) -> Catalog:
         fk_rows,
         index_rows,
         rule_rows,
+        child_rows,
     ) = results
     search = tuple(s.lower() for s in search_rows[0][0])
 
@@ -1270,6 +1290,10 @@ def _read_postgres(conn: Any) -> Catalog:
             )
         )
 
+    children: dict[str, set[str]] = {}
+    for pschema, pname, cschema, cname in child_rows:
+        children.setdefault(canonical(pschema, pname), set()).add(canonical(cschema, cname))
+
     return Catalog(
         backend="postgres",
         tables=frozenset(tables),
@@ -1280,6 +1304,7 @@ def _read_postgres(conn: Any) -> Catalog:
         uniques=tuple(uniques),
         rules=frozenset(canonical(s, r) for s, r in rule_rows),
         functions={k: tuple(v) for k, v in functions.items()},
+        children={k: frozenset(v) for k, v in children.items()},
         aliases=aliases,
         search_schemas=search,
         fingerprint=str(fingerprint_rows[0][0]),
