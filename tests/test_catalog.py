@@ -352,6 +352,17 @@ def test_dynamic_sql_and_unknown_functions_conflict_with_everything(postgres_db)
     assert cat.statement_effects("CALL something()") is EVERYTHING
 
 
+def test_extension_c_functions_count_as_built_ins(postgres_db):
+    postgres_db.executescript("""
+        CREATE EXTENSION pgcrypto;
+        CREATE TABLE tokens (t bytea);
+    """)
+    cat = catalog.read(postgres_db)
+    assert "gen_random_bytes" not in cat.functions
+    effects = cat.statement_effects("INSERT INTO tokens VALUES (gen_random_bytes(8))")
+    assert effects == Footprint(frozenset({"tokens"}), frozenset({"tokens"}))
+
+
 def test_a_rule_conflicts_with_everything(postgres_db):
     postgres_db.executescript("""
         CREATE TABLE events (n integer);
@@ -440,6 +451,56 @@ def test_postgres_fingerprint_sees_function_and_column_changes(postgres_db):
     postgres_db.execute("ANALYZE runs")
     postgres_db.execute("INSERT INTO seen VALUES (1)")
     assert catalog.read(postgres_db) is fifth
+
+
+PG_DDL = [
+    "CREATE TABLE extra (n integer)",
+    "CREATE INDEX runs_status ON runs (status)",
+    "CREATE TRIGGER log_again AFTER UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION log_run()",
+    "ALTER TABLE runs DISABLE TRIGGER log_run",
+    "DROP TRIGGER log_run ON runs",
+    "CREATE VIEW running AS SELECT * FROM runs WHERE status = 'running'",
+    "CREATE OR REPLACE VIEW running AS SELECT id, status FROM runs WHERE status = 'done'",
+    "CREATE RULE no_delete AS ON DELETE TO run_log DO INSTEAD NOTHING",
+    "ALTER TABLE run_log ADD PRIMARY KEY (run_id)",
+    "ALTER TABLE seen ADD FOREIGN KEY (n) REFERENCES run_log (run_id) ON DELETE CASCADE",
+    "ALTER TABLE seen RENAME COLUMN n TO m",
+    "ALTER FUNCTION active_count() VOLATILE",
+    "DROP FUNCTION insert_into(text)",
+    "CREATE SCHEMA more",
+    "ALTER TABLE extra SET SCHEMA more",
+    "DROP TABLE more.extra",
+]
+
+
+def test_postgres_fingerprint_changes_after_each_kind_of_ddl(postgres_db):
+    postgres_db.executescript(PLPGSQL)
+    before = catalog.read(postgres_db)
+    for ddl in PG_DDL:
+        postgres_db.execute(ddl)
+        after = catalog.read(postgres_db)
+        assert after is not before, ddl
+        before = after
+    for not_ddl in (
+        "INSERT INTO runs (status) VALUES (1)",
+        "ANALYZE",
+        "VACUUM",
+        "SELECT start_run()",
+    ):
+        postgres_db.execute(not_ddl)
+        assert catalog.read(postgres_db) is before, not_ddl
+
+
+def test_read_with_an_open_connection_uses_the_same_cache(race_db):
+    race_db.executescript(UNIQUES)
+    first = catalog.read(race_db)
+    conn = race_db.connect()
+    try:
+        assert catalog.read(race_db, connection=conn) is first
+        race_db.execute("CREATE INDEX by_name ON runs (name)")
+        assert catalog.read(race_db, connection=conn) is not first
+    finally:
+        conn.close()
 
 
 def test_read_takes_only_database_handles():

@@ -1087,12 +1087,17 @@ JOIN pg_language l ON l.oid = p.prolang
 WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND {_USER.format(ns="n")}
 """
 
+# An extension's C functions (pgcrypto, uuid-ossp, btree_gist...) are left out: like built-ins,
+# they are taken to touch no table. A user's own C function stays, and is EVERYTHING.
 _PG_FUNCTIONS = f"""
 SELECT n.nspname, p.proname, l.lanname, p.provolatile, p.prosrc, {{sqlbody}}
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
 WHERE p.prokind IN ('f', 'p') AND {_USER.format(ns="n")}
+  AND (l.lanname IN ('sql', 'plpgsql') OR NOT EXISTS (
+    SELECT 1 FROM pg_depend e
+    WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'))
 """
 
 _PG_FOREIGN_KEYS = f"""
