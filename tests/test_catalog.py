@@ -134,6 +134,22 @@ def test_triggers_that_write_each_other_end_in_a_closure(race_db):
     assert writes(cat.write_effects("ping", "INSERT")) == {"ping", "pong"}
 
 
+def test_a_trigger_chain_deeper_than_the_guard_is_everything(sqlite_db):
+    hops = catalog.MAX_DEPTH // 2 + 2
+    sqlite_db.executescript(
+        "".join(f"CREATE TABLE t{i} (n INTEGER);" for i in range(hops + 1))
+        + "".join(
+            f"CREATE TRIGGER g{i} AFTER INSERT ON t{i} BEGIN INSERT INTO t{i + 1} VALUES (1); END;"
+            for i in range(hops)
+        )
+    )
+    cat = catalog.read(sqlite_db)
+    assert cat.write_effects("t0", "INSERT") is EVERYTHING
+    assert writes(cat.write_effects(f"t{hops - 5}", "INSERT")) == {
+        f"t{i}" for i in range(hops - 5, hops + 1)
+    }
+
+
 FKS = """
 CREATE TABLE parent (id INTEGER PRIMARY KEY);
 CREATE TABLE child (
@@ -350,6 +366,23 @@ def test_dynamic_sql_and_unknown_functions_conflict_with_everything(postgres_db)
     assert cat.view_reads("calls_dynamic") == cat.tables  # unknown: every table
     assert cat.statement_effects("SELECT insert_into('runs')") is EVERYTHING
     assert cat.statement_effects("CALL something()") is EVERYTHING
+
+
+def test_a_function_in_another_language_is_everything(postgres_db):
+    import psycopg
+
+    try:
+        postgres_db.executescript(
+            "CREATE FUNCTION my_now() RETURNS timestamptz LANGUAGE internal STABLE AS 'now'"
+        )
+    except psycopg.errors.InsufficientPrivilege:
+        pytest.skip("LANGUAGE internal needs a superuser")
+    cat = catalog.read(postgres_db)
+    (function,) = cat.functions["my_now"]
+    assert (function.language, function.volatility) == ("internal", "s")
+    assert cat.function_effects("my_now") is EVERYTHING
+    assert not cat.function_is_read_only("my_now")
+    assert cat.statement_effects("SELECT my_now()") is EVERYTHING
 
 
 def test_extension_c_functions_count_as_built_ins(postgres_db):

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 from sqlglot import TokenType
 
 EVENTS: Final = ("INSERT", "UPDATE", "DELETE")
-# Levels of trigger, cascade and call expansion before an answer gives up and says EVERYTHING.
-MAX_DEPTH: Final = 32
+# Levels of expansion (a write, then its trigger's body: two per trigger hop) before an answer
+# gives up and says EVERYTHING.
+MAX_DEPTH: Final = 64
 CACHE_SIZE: Final = 16
 
 
