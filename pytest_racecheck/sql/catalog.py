@@ -327,7 +327,9 @@ class Catalog:
         )
         if isinstance(body, Everything):
             return EVERYTHING
-        return self._closure((("body", body),))
+        return self._closure(
+            (("body", body),), memo=False
+        )  # statements are many: parsing is cached
 
     # -- the closure -------------------------------------------------------------------------
 
@@ -355,10 +357,10 @@ class Catalog:
                 out.append((fk.child, "UPDATE"))
         return out
 
-    def _closure(self, start: Iterable[_Item]) -> Effects:
+    def _closure(self, start: Iterable[_Item], memo: bool = True) -> Effects:
         """Follow reads, writes and calls level by level until nothing new appears."""
         start = tuple(start)
-        cached = self._memo.get(start)
+        cached = self._memo.get(start) if memo else None
         if cached is not None:
             return cached
         reads: set[str] = set()
@@ -385,7 +387,8 @@ class Catalog:
             depth += 1
         if result is None:
             result = Footprint(frozenset(reads), frozenset(writes))
-        self._memo[start] = result
+        if memo:
+            self._memo[start] = result
         return result
 
     def _expand(self, item: _Item, reads: set[str], writes: set[str]) -> list[_Item] | Everything:
