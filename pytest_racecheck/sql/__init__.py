@@ -1,1 +1,2 @@
-"""Reading SQL: what a statement reads and writes, and its short name for people."""
+"""Reading SQL and the database's own schema: what a statement reads and writes, and its
+short name for people."""
