@@ -542,6 +542,65 @@ def test_read_takes_only_database_handles():
 
 
 @pytest.mark.parametrize(
+    ("dialect", "sql", "expected"),
+    [
+        (
+            "postgres",
+            "WITH c AS (UPDATE a SET n = 1 RETURNING id) SELECT * FROM c",
+            ({"a"}, {("a", "UPDATE")}),
+        ),
+        (
+            "postgres",
+            "INSERT INTO a (k) VALUES (1) ON CONFLICT (k) DO UPDATE SET n = 2",
+            ({"a"}, {("a", "INSERT"), ("a", "UPDATE")}),
+        ),
+        (
+            "postgres",
+            "INSERT INTO a (k) VALUES (1) ON CONFLICT DO NOTHING",
+            ({"a"}, {("a", "INSERT")}),
+        ),
+        (
+            "sqlite",
+            "INSERT OR REPLACE INTO a VALUES (1)",
+            ({"a"}, {("a", "INSERT"), ("a", "DELETE")}),
+        ),
+        ("sqlite", "REPLACE INTO a VALUES (1)", ({"a"}, {("a", "INSERT"), ("a", "DELETE")})),
+        (
+            "postgres",
+            "DELETE FROM public.a USING b WHERE a.id = b.id",
+            ({"public.a", "b"}, {("public.a", "DELETE")}),
+        ),
+        ("postgres", "/* hi */ (SELECT 1 FROM a) UNION SELECT 2 FROM b", ({"a", "b"}, set())),
+        (
+            "postgres",
+            "MERGE INTO a USING b ON a.id = b.id WHEN MATCHED THEN DELETE",
+            ({"a", "b"}, {("a", "INSERT"), ("a", "UPDATE"), ("a", "DELETE")}),
+        ),
+    ],
+)
+def test_statement_bodies(dialect, sql, expected):
+    found = catalog.parse_body(sql, dialect)
+    assert isinstance(found, catalog.Body), found
+    assert (set(found.reads), set(found.writes)) == expected
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("sqlite", "PRAGMA user_version = 5"),
+        ("postgres", "SELECT * INTO copy FROM a"),  # creates a table
+        ("postgres", "CREATE TABLE x (n int)"),
+        ("postgres", "TRUNCATE a"),
+        ("postgres", "DO $$ BEGIN NULL; END $$"),
+        ("postgres", "CALL p()"),
+        ("postgres", "(" + " " * 5000 + "!"),
+    ],
+)
+def test_statements_not_understood(dialect, sql):
+    assert catalog.parse_body(sql, dialect) is EVERYTHING
+
+
+@pytest.mark.parametrize(
     ("body", "expected"),
     [
         (
