@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_racecheck.sql.footprint import dependent, footprint, may_overlap, step_footprint
+from pytest_racecheck.sql.conflict import may_overlap, step_footprint
+from pytest_racecheck.sql.footprint import dependent
+from pytest_racecheck.sql.statement import footprint
 
 MERGE = (
     "MERGE INTO runs r USING (SELECT 'running' AS status) s ON r.status = s.status"

@@ -17,6 +17,7 @@ from typing import Any
 
 from pytest_racecheck.clock.control import VirtualClock
 from pytest_racecheck.controller.blocking import BlockedProbe
+from pytest_racecheck.controller.catalogs import RaceCatalogs, race_databases
 from pytest_racecheck.controller.crew import (
     Holds,
     Racer,
@@ -73,6 +74,10 @@ class Controller(RacerMessages, Diagnosis):
             has_reset=spec.reset is not None,
         )
         self.racers: list[Racer] = []
+        self.catalogs: RaceCatalogs | None = None
+        if spec.explore is not None:
+            self.catalogs = RaceCatalogs(race_databases(spec))
+            self.coordinator.use_catalog(self.catalogs)
         holds = getattr(probe, "holds", None)
         if holds is not None and spec.explore is not None:
             self.coordinator.use_overlap(Holds(holds(), self.racers))
@@ -136,6 +141,8 @@ class Controller(RacerMessages, Diagnosis):
             result.elapsed_s = time.monotonic() - started
             self.coordinator.account(result)
             shutdown(self.racers, gate)
+            if self.catalogs is not None:
+                self.catalogs.close()
             if self.clock is not None:
                 result.virtual_s = self.clock.elapsed_s
                 self.clock.close()

@@ -30,22 +30,15 @@ another held racer's next step only (a change point anywhere else cannot change 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytest_racecheck.explore.count import count_interleavings
 from pytest_racecheck.explore.search import Choice
 from pytest_racecheck.explore.tree import _combined, _Node, _preempts
-from pytest_racecheck.sql.footprint import (
-    EVERYTHING,
-    INERT,
-    OUTSIDE,
-    Footprint,
-    dependent,
-    may_overlap,
-    step_footprint,
-    transaction_effect,
-)
+from pytest_racecheck.sql.catalog import Catalog
+from pytest_racecheck.sql.conflict import may_overlap, step_footprint, transaction_effect
+from pytest_racecheck.sql.footprint import EVERYTHING, INERT, OUTSIDE, Footprint, dependent
 from pytest_racecheck.wire.messages import Statement
 
 _UNREDUCED = Footprint(everything=True, overlaps=True)
@@ -105,6 +98,9 @@ class DPOR:
     """Every way to a joint step that a round ran (the choices up to and with it): a joint
     step reached again by another way of the tree would repeat that round."""
     _on_tree: list[bool] = field(default_factory=list)
+    catalogs: Mapping[str, Catalog] = field(default_factory=dict)
+    """This round's catalogs by backend ('sqlite', 'postgres'): read again after DDL."""
+    _catalog_source: Callable[[], Mapping[str, Catalog]] | None = None
 
     # -- what the explorer tells it -------------------------------------------------------
 
@@ -128,13 +124,19 @@ class DPOR:
             state = self._transaction[racer] = "open"
         database = statement.database if statement is not None else ""
         self.next_steps[racer] = (
-            step_footprint(sql, database, state == "begun", state is not None)
+            step_footprint(
+                sql, database, state == "begun", state is not None, self.catalogs.get(database)
+            )
             if self.reduce
             else _UNREDUCED
         )
         self._next_sql[racer] = sql
 
+    def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
+        self._catalog_source = catalogs
+
     def begin(self) -> None:
+        self.catalogs = self._catalog_source() if self._catalog_source is not None else {}
         self.rounds += 1
         self._depth, self._dead = 0, False
         self._events, self._clocks, self._last, self._steps = [], [], {}, {}

@@ -7,16 +7,13 @@ steps); :class:`ConflictPCT` counts change points among conflicting steps only.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytest_racecheck.explore.search import Choice, OrderOnly
-from pytest_racecheck.sql.footprint import (
-    EVERYTHING,
-    Footprint,
-    dependent,
-    footprint,
-)
+from pytest_racecheck.sql.catalog import Catalog
+from pytest_racecheck.sql.conflict import step_footprint
+from pytest_racecheck.sql.footprint import EVERYTHING, Footprint, dependent
 from pytest_racecheck.wire.messages import Statement
 
 
@@ -77,10 +74,24 @@ class ConflictPCT(PCT):
 
     name: str = "pct"
     next_steps: dict[int, Footprint] = field(default_factory=dict)
+    catalogs: Mapping[str, Catalog] = field(default_factory=dict)
+    _catalog_source: Callable[[], Mapping[str, Catalog]] | None = None
+
+    def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
+        self._catalog_source = catalogs
+
+    def begin(self) -> None:
+        self.catalogs = self._catalog_source() if self._catalog_source is not None else {}
+        super().begin()
 
     def arrived(self, racer: int, statement: Statement | None, start: bool = False) -> None:
         known = statement is not None and not start
-        self.next_steps[racer] = footprint(statement.sql) if known else EVERYTHING  # type: ignore[union-attr]
+        catalog = self.catalogs.get(statement.database) if statement is not None else None
+        self.next_steps[racer] = (
+            step_footprint(statement.sql, catalog=catalog)  # type: ignore[union-attr]
+            if known
+            else EVERYTHING
+        )
 
     def choose(self, enabled: Sequence[int], previous: int | None) -> Choice:
         pending = [self.next_steps.get(r, EVERYTHING) for r in enabled]

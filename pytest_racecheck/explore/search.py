@@ -6,9 +6,10 @@ is the explorer's business (:mod:`pytest_racecheck.policies.explore`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from pytest_racecheck.sql.catalog import Catalog
 from pytest_racecheck.wire.messages import Statement
 
 EXHAUSTIVE_MAX_RACERS = 3
@@ -63,6 +64,10 @@ class Search(Protocol):
         """How many interleavings the unreduced search has for the steps seen, if known."""
         ...
 
+    def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
+        """Where this search finds its databases' catalogs (by backend), read each round."""
+        ...
+
 
 class OrderOnly:
     """The do-nothing answers of a search that orders racers without reading statements."""
@@ -75,6 +80,9 @@ class OrderOnly:
 
     def without_reduction(self) -> int | None:
         return None
+
+    def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
+        pass
 
 
 def _options(enabled: Sequence[int], previous: int | None) -> list[tuple[Choice, int]]:

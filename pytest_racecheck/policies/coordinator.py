@@ -7,11 +7,12 @@ stress mode; :mod:`.meet_at`, :mod:`.schedule` and :mod:`.explore` override what
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from pytest_racecheck.instrument.points import START_POINT
 from pytest_racecheck.results.result import RaceResult
+from pytest_racecheck.sql.catalog import Catalog
 from pytest_racecheck.wire.messages import Statement
 
 PROBE_INTERVAL_S = 0.001
@@ -51,6 +52,9 @@ class Coordinator:
 
     def held_points(self, racer: int) -> dict[str, int]:
         return {}
+
+    def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
+        """Where the race's databases' catalogs are read (explore's footprints need them)."""
 
     def start_round(self) -> None:
         pass

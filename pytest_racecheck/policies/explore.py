@@ -27,6 +27,7 @@ replayed with ``race(..., schedule=result.failing_schedule)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_racecheck.explore.search import Choice, Search
@@ -38,6 +39,7 @@ from pytest_racecheck.policies.coordinator import (
     format_step,
 )
 from pytest_racecheck.results.result import RaceResult
+from pytest_racecheck.sql.catalog import Catalog
 from pytest_racecheck.wire.messages import Statement
 
 JOINT_TRIES = 2
@@ -87,6 +89,9 @@ class Explorer(Coordinator):
     @property
     def search_name(self) -> str | None:
         return self.search.name
+
+    def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
+        self.search.use_catalog(catalogs)
 
     def use_overlap(self, overlap: Overlap | None) -> None:
         self.overlap = overlap

@@ -177,8 +177,10 @@ def _statement_footprint(node: Any) -> Footprint:
     reads |= writes.reads
     covered = {t for t, _ in reads | writes.writes}
     reads |= {(t, frozenset()) for t in named - covered if t}
-    queries = nested or any(True for _ in node.find_all(exp.Select)) or any(
-        node.args.get(arg) for arg in ("from", "from_", "using")
+    queries = (
+        nested
+        or any(True for _ in node.find_all(exp.Select))
+        or any(node.args.get(arg) for arg in ("from", "from_", "using"))
     )
     return Footprint(
         frozenset(reads),
