@@ -11,8 +11,16 @@ exactly that place. Once every racer of the step is still (held there, or past i
 let go: the held statements write, each after both snapshots were taken. That overlap is then
 deterministic. (Measured first: /work notes, "single-statement overlap"; docs/explore.md.)
 
-A statement that calls no ``nextval()`` (an ``UPDATE``, a ``DELETE``, an ``INSERT`` into a table
-without a sequence) is not held: such a step stays timing-dependent, and the explorer says so.
+The hold also locks every row of every table (``SELECT ... FOR UPDATE``): an ``UPDATE`` or
+``DELETE`` whose row is picked by a subquery (a writable CTE's claim, a function's body) has taken
+its snapshot and evaluated its ``WHERE`` when it must wait for the row's lock, which is again
+exactly where the race lives (measured first: shared notes, "held statements"). Only steps that
+release statements without a locking clause of their own are ever held (a ``FOR UPDATE SKIP
+LOCKED`` conflicts with everything and is never released together with another), so the
+locked rows change no statement's answer, only when it writes.
+
+A statement that waits on neither (an ``INSERT`` into a table without a sequence, with no
+foreign key) is not held: such a step stays timing-dependent, and the explorer says so.
 """
 
 from __future__ import annotations
@@ -24,6 +32,13 @@ LOCK_TIMEOUT_MS = 50
 """How long the hold waits for a sequence lock: a racer's open transaction that used the
 sequence holds a lock on it until it ends, and the controller must never wait on a racer."""
 
+_TABLES = (
+    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
+)
+
 _SEQUENCES = (
     "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -33,7 +48,8 @@ _SEQUENCES = (
 
 
 class SequenceHold:
-    """Holds every ``nextval()`` of one PostgreSQL database while a joint step runs.
+    """Holds every ``nextval()`` and every row lock of one PostgreSQL database while a joint
+    step runs.
 
     ``connect`` opens a connection to the racers' database (psycopg 3, any mode); the hold
     keeps one of its own for the race and closes it with :meth:`close`.
@@ -53,12 +69,16 @@ class SequenceHold:
         conn = self._conn
         try:
             sequences = [row[0] for row in conn.execute(_SEQUENCES).fetchall()]
-            if not sequences:
+            tables = [row[0] for row in conn.execute(_TABLES).fetchall()]
+            if not sequences and not tables:
                 conn.rollback()
                 return False
             conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
             for sequence in sequences:
                 conn.execute(f"ALTER SEQUENCE {sequence} RESTART")
+            for table in tables:
+                # rows a racer's open transaction locked already hold its rivals
+                conn.execute(f"SELECT 1 FROM {table} FOR UPDATE SKIP LOCKED")
         except Exception:
             conn.rollback()
             return False

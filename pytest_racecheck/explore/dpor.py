@@ -39,6 +39,7 @@ from pytest_racecheck.explore.tree import _combined, _Node, _preempts
 from pytest_racecheck.sql.catalog import Catalog
 from pytest_racecheck.sql.conflict import may_overlap, step_footprint, transaction_effect
 from pytest_racecheck.sql.footprint import EVERYTHING, INERT, OUTSIDE, Footprint, dependent
+from pytest_racecheck.sql.shorten import short_sql
 from pytest_racecheck.wire.messages import Statement
 
 _UNREDUCED = Footprint(everything=True, overlaps=True)
@@ -51,6 +52,9 @@ _UNREDUCED_START = Footprint(everything=True)
 
 MAX_RETRIES = 2
 """How often a choice is tried again when its round strayed from the tree (timing)."""
+
+MAX_RESTARTS = 2
+"""How often the search starts its tree again because the racers' program changed under it."""
 
 
 def _depends(a: Footprint, b: Footprint, reduce: bool) -> bool:
@@ -71,6 +75,9 @@ class DPOR:
     """The depth where this round takes a new choice (-1: the first round)."""
     next_steps: dict[int, Footprint] = field(default_factory=dict)
     diverged: int = 0
+    restarts: int = 0
+    """Times the tree was dropped because a racer's statements changed between rounds."""
+    _changed: bool = False
     sleep_blocked: int = 0
     rounds: int = 0
     most_steps: dict[int, int] = field(default_factory=dict)
@@ -143,6 +150,7 @@ class DPOR:
         self.next_steps, self._next_sql, self._transaction = {}, {}, {}
         self._plan, self._retry, self._taken = [], False, []
         self._at_start, self._unresolved, self._fresh, self._on_tree = set(), {}, [], []
+        self._changed = False
 
     def started(self, racer: int, outside: bool) -> None:
         """Racer ``racer``, let go from its start, reached its first point; ``outside``: on
@@ -166,10 +174,14 @@ class DPOR:
                 self._plan = list(self._next_plan)
             else:
                 choice = self.nodes[depth + 1].edge
-            if set(node.pending) != set(enabled):
+            strayed = self._strayed(node, enabled)
+            if set(node.pending) != set(enabled) or strayed:
                 # the round did not repeat the tree (another racer was held, or none: a racer
-                # judged blocked by timing): what it does below here is not a branch of it
+                # judged blocked by timing; or a racer is at another statement: state it kept
+                # from an earlier round, a connection's set-up done once, changed its program):
+                # what it does below here is not a branch of it
                 self.diverged += 1
+                self._changed = self._changed or strayed
                 self._dead, fresh = True, False
                 self._retry = True
                 choice = _default(enabled, previous, {})
@@ -190,6 +202,9 @@ class DPOR:
                 self._joints_run.add(tuple(self._taken[: i + 1]))
         for racer, n in self._steps.items():
             self.most_steps[racer] = max(self.most_steps.get(racer, 0), n)
+        if self._changed and self.restarts < MAX_RESTARTS:
+            self._restart()
+            return
         if self._retry and 0 <= self.target < len(self.nodes):
             node = self.nodes[self.target]
             if node.retries < MAX_RETRIES:  # try the same choice again: timing may differ
@@ -247,6 +262,23 @@ class DPOR:
             node.done.setdefault(choices[0], node.step(choices[0]))
         return True
 
+    def _strayed(self, node: _Node, enabled: Sequence[int]) -> bool:
+        """A held racer is at another statement than when the tree was built."""
+        return any(
+            r in node.shapes and node.shapes[r] != short_sql(self._next_sql.get(r, ""))
+            for r in enabled
+        )
+
+    def _restart(self) -> None:
+        """Drop the tree: the racers' program is not the one it was built from. The next round
+        is a first round again; what ran before counts for nothing (not for exhausted either)."""
+        self.restarts += 1
+        self.nodes, self.open_nodes, self.target = [], {}, -1
+        self.diverged, self.sleep_blocked = 0, 0
+        self._joints_run = set()
+        self._finished = False
+        self._target_choice, self._next_plan = (), []
+
     def done(self) -> bool:
         return self._finished
 
@@ -292,6 +324,7 @@ class DPOR:
         cost = parent_node.cost + _preempts(parent_node, edge) if parent_node else 0
         node = _Node(dict(pending), sleep, previous, parent_node, edge, depth, cost)
         node.at_start = frozenset(r for r in pending if r in self._at_start)
+        node.shapes = {r: short_sql(self._next_sql.get(r, "")) for r in pending}
         self.nodes.append(node)
         node.add(choice)
         node.done[choice] = node.step(choice)

@@ -32,6 +32,9 @@ class _Node:
     planned: int = 0
     at_start: frozenset[int] = frozenset()
     """Racers still held at the round's start here."""
+    shapes: dict[int, str] = field(default_factory=dict)
+    """Each held racer's next statement, shortened (``INSERT runs``): a round that replays the
+    way here and finds another statement has strayed from the tree (the program changed)."""
 
     def add(self, choice: Choice) -> None:
         if choice not in self.backtrack:

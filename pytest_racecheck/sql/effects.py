@@ -1,9 +1,10 @@
 """What a statement does to the data, as far as its text shows: read or write, which table,
 which rows (``WHERE id = 1``), transaction control, advisory locks.
 
-Enough to name an anomaly from a failing round (:mod:`pytest_racecheck.results.anomaly`), not a SQL
-parser: a statement it cannot place is ``other``, and rows it cannot tell are ``None`` (the
-whole table, or a predicate).
+Enough to name an anomaly from a failing round (:mod:`pytest_racecheck.results.anomaly`): a
+statement it cannot place is ``other``, and rows it cannot tell are ``None`` (the whole table,
+or a predicate). The rows come from :mod:`.statement`, the parse explore's search reads too, so
+the anomaly names and the search agree on which rows a statement names.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from pytest_racecheck.sql.shorten import short_sql
+from pytest_racecheck.sql.statement import rows_named
 
 READ, INSERT, UPDATE, DELETE = "read", "insert", "update", "delete"
 BEGIN, COMMIT, ROLLBACK = "begin", "commit", "rollback"
@@ -41,25 +43,7 @@ class Effect:
 
 _ADVISORY = re.compile(r"\bpg_(try_)?advisory_(unlock|lock)(_shared)?\s*\((?P<key>[^)]*)\)", re.I)
 _FROM = re.compile(r"\bFROM\b", re.I)
-_WHERE = re.compile(r"\bWHERE\b", re.I)
-_EQUALS = re.compile(
-    r"""(?:\b\w+\.)?\b(?P<col>[A-Za-z_]\w*)\s*=\s*
-        (?P<val>'(?:[^']|'')*'|-?\d+(?:\.\d+)?\b|true\b|false\b)""",
-    re.I | re.X,
-)
 _CHECKS_FIRST = re.compile(r"\bNOT\s+EXISTS\b|\bON\s+CONFLICT\b|\bSELECT\b", re.I)
-
-
-def _rows(sql: str) -> tuple[tuple[str, str], ...] | None:
-    where = _WHERE.search(sql)
-    if where is None:
-        return None
-    pairs = tuple(
-        sorted(
-            {(m.group("col").lower(), m.group("val")) for m in _EQUALS.finditer(sql, where.end())}
-        )
-    )
-    return pairs or None
 
 
 def effect(sql: str) -> Effect:
@@ -74,13 +58,13 @@ def effect(sql: str) -> Effect:
             return Effect(kind, lock_key=" ".join(lock.group("key").split()))
         if not _FROM.search(sql):
             return Effect(OTHER)
-        return Effect(READ, table, _rows(sql))
+        return Effect(READ, table, rows_named(sql))
     if verb in ("INSERT", "REPLACE", "MERGE"):
         return Effect(INSERT, table, None, reads_too=bool(_CHECKS_FIRST.search(sql)))
     if verb == "UPDATE":
-        return Effect(UPDATE, table, _rows(sql))
+        return Effect(UPDATE, table, rows_named(sql))
     if verb == "DELETE":
-        return Effect(DELETE, table, _rows(sql))
+        return Effect(DELETE, table, rows_named(sql))
     if verb == "BEGIN":
         return Effect(BEGIN)
     if short == "COMMIT":

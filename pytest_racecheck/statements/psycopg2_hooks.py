@@ -56,7 +56,11 @@ def _sql_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[s
 def _procedure_of(
     conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[str, str | None]:
-    return f"SELECT {args[0] if args else kwargs.get('procname')}", None
+    name = args[0] if args else kwargs.get("procname")
+    params = args[1] if len(args) > 1 else kwargs.get("parameters") or ()
+    # What callproc sends: a call of the function, which explore must read as one (a bare
+    # name would read as a column, and commute with everything).
+    return f"SELECT {name}({', '.join(['%s'] * len(params))})", None
 
 
 def _copy_of(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
