@@ -420,11 +420,11 @@ def test_the_watchdog_loads_neither_the_driver_nor_the_harness(tmp_path: Path) -
 def test_the_watchdog_records_itself_and_leaves_with_its_directory(
     tmp_path: Path, isolated: bool
 ) -> None:
-    from pytest_racecheck.backends.postgres import server, state
+    from pytest_racecheck.backends.postgres import state, watchdog_launch
 
     root = tmp_path / "server"
     root.mkdir()
-    pid = server.watchdog_pid(server.launch_watchdog(root, isolated=isolated))
+    pid = watchdog_launch.watchdog_pid(watchdog_launch.launch_watchdog(root, isolated=isolated))
     assert wait_for(lambda: (root / state.WATCHDOG_NAME).exists(), 10)
     record = json.loads((root / state.WATCHDOG_NAME).read_text())
     assert record["pid"] == pid and live(pid)

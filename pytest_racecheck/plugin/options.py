@@ -103,8 +103,16 @@ def setting(config: pytest.Config, name: str) -> tuple[Any, str] | None:
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Every ``--racecheck-*`` option and its ini key."""
+    """Every ``--racecheck-*`` option and its ini key, in the order ``--help`` lists them."""
     group = parser.getgroup("racecheck", "cross-process race checks (pytest-racecheck)")
+    _add_race_settings(parser, group)
+    _add_session_run_options(parser, group)
+    _add_output_options(parser, group)
+    _add_environment_options(parser, group)
+
+
+def _add_race_settings(parser: pytest.Parser, group: Any) -> None:
+    """The :data:`SETTINGS` table: defaults that a race's own arguments or marker override."""
     for name, (kind, text, default) in SETTINGS.items():
         if kind is bool:
             group.addoption(
@@ -123,6 +131,10 @@ def add_options(parser: pytest.Parser) -> None:
             f"{text} ({default}); a race() argument or @pytest.mark.race overrides it",
             metavar="N" if name in ("explore", "seed") else None,
         )
+
+
+def _add_session_run_options(parser: pytest.Parser, group: Any) -> None:
+    """How long and how far every race of the session runs, whatever the race itself says."""
     _add_setting(
         parser,
         group,
@@ -152,6 +164,10 @@ def add_options(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+
+
+def _add_output_options(parser: pytest.Parser, group: Any) -> None:
+    """Files written for the whole session, merged across pytest-xdist workers."""
     _add_setting(
         parser,
         group,
@@ -169,6 +185,10 @@ def add_options(parser: pytest.Parser) -> None:
         "pytest-xdist workers)",
         metavar="PATH",
     )
+
+
+def _add_environment_options(parser: pytest.Parser, group: Any) -> None:
+    """What the races run against and with: the PostgreSQL server and spare racers."""
     _add_setting(
         parser,
         group,

@@ -179,7 +179,7 @@ class Race:
         __tracebackhide__ = True
         caller = sys._getframe(1)
         where = (caller.f_code.co_filename, caller.f_lineno)
-        arguments = {
+        settings = {
             "processes": processes,
             "rounds": rounds,
             "timeout": timeout,
@@ -190,34 +190,42 @@ class Race:
             "stall_timeout": stall_timeout,
             "fresh_racers": fresh_racers,
         }
+        spec, budget_s = self._spec(
+            {k: v for k, v in settings.items() if v is not None},
+            any((meet_at, pause_after, pause_before)) or schedule is not None,
+            fn=fn,
+            args=args,
+            kwargs=kwargs,
+            reset=reset,
+            check=check,
+            meet_at=meet_at,
+            pause_after=pause_after,
+            pause_before=pause_before,
+            schedule=schedule,
+            racer_setup=racer_setup,
+            racer_teardown=racer_teardown,
+        )
+        return self._run(spec, budget_s, where)
+
+    def _spec(
+        self, given: dict[str, Any], own_interleaving: bool, **race_args: Any
+    ) -> tuple[RaceSpec, float | None]:
+        """The race as the controller takes it, and its time budget. A RaceSpec that refuses its
+        input raises without the harness's frames: its message says all the test needs."""
+        __tracebackhide__ = True
         config = self._request.config
         chosen, budget_s = choose_settings(
             self.settings,
-            {k: v for k, v in arguments.items() if v is not None},
-            own_interleaving=any((meet_at, pause_after, pause_before)) or schedule is not None,
+            given,
+            own_interleaving=own_interleaving,
             soak=config.stash[soak_key],
             soak_seconds=config.stash[soak_seconds_key],
         )
-        test_timeout = _pytest_timeout(self._request.node)
-        if test_timeout is not None and isinstance(chosen["timeout"], (int, float)):
-            # End the race, with its report naming the racers, before pytest-timeout ends the
-            # test with a stack dump that says nothing about them.
-            left = TIMEOUT_SHARE * test_timeout - (time.monotonic() - self._created)
-            chosen["timeout"] = max(min(chosen["timeout"], round(left, 1)), MIN_CAPPED_TIMEOUT_S)
+        self._fit_pytest_timeout(chosen)
         hooks = _ConftestHooks.of(self._request.node)
         try:
             spec = RaceSpec(
-                fn=fn,
-                args=args,
-                kwargs=kwargs,
-                reset=reset,
-                check=check,
-                meet_at=meet_at,
-                pause_after=pause_after,
-                pause_before=pause_before,
-                schedule=schedule,
-                racer_setup=racer_setup,
-                racer_teardown=racer_teardown,
+                **race_args,
                 conftest_setups=hooks.setups,
                 conftest_teardowns=hooks.teardowns,
                 stop_early=stop_early(config),
@@ -227,6 +235,20 @@ class Race:
             )
         except (TypeError, ValueError) as exc:
             raise exc.with_traceback(None) from None  # bad input: the message says it all
+        return spec, budget_s
+
+    def _fit_pytest_timeout(self, chosen: dict[str, Any]) -> None:
+        """End the race, with its report naming the racers, before pytest-timeout ends the
+        test with a stack dump that says nothing about them."""
+        test_timeout = _pytest_timeout(self._request.node)
+        if test_timeout is not None and isinstance(chosen["timeout"], (int, float)):
+            left = TIMEOUT_SHARE * test_timeout - (time.monotonic() - self._created)
+            chosen["timeout"] = max(min(chosen["timeout"], round(left, 1)), MIN_CAPPED_TIMEOUT_S)
+
+    def _run(self, spec: RaceSpec, budget_s: float | None, where: tuple[str, int]) -> RaceResult:
+        """Run the race and keep its result for the summary, a race that broke down too: its
+        result tells how far it got. A dead server, or Ctrl-C, is told before anything else."""
+        __tracebackhide__ = True
         try:
             probe, own_probes = self._probe(spec)
             controller = Controller(spec, probe)

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dill
@@ -84,53 +85,14 @@ def racer_main(
     those modules, says it waits, and waits until a race takes it, before the Setup any racer waits
     for. ``assignment`` is the race's context, for a racer forked by a host.
     """
-    global _current
-    _current = index
-    channel = _OneSenderAtATime(channel)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _terminated)
-    descendants.keep_descendants()
-    # The parent is the controller, or with forkserver the fork server, which ends with it.
-    parent_pid = os.getppid() if os.getppid() != 1 else controller_pid
-    threading.Thread(target=_watch_controller, args=(parent_pid,), daemon=True).start()
-
-    def controller_alive() -> bool:
-        return os.getppid() == parent_pid
-
-    if spare_preload is not None:
-        preload(spare_preload)
-        channel.send(Waiting())
-        try:
-            assignment = channel.recv()
-        except (EOFError, OSError):
-            return
-        if not isinstance(assignment, Assignment):
-            return  # the pool ended this spare
-    if assignment is not None:
-        assignment.apply()
-    try:
-        setup = channel.recv()
-    except (EOFError, OSError):
-        return  # the race ended before it began (its start-up timed out)
-    assert isinstance(setup, Setup), setup
-    doing = "load"
-    teardowns: tuple[Any, ...] = ()
-    try:
-        _prepare(setup, channel)
-        setups, teardowns = dill.loads(setup.hooks) if setup.hooks else ((), ())
-        doing = "set up"
-        for racer_setup in setups:
-            run_hook(racer_setup)
-        doing = "load"
-        for target in setup.pause_after:
-            points.install_pause(target, "after")
-        for target in setup.pause_before:
-            points.install_pause(target, "before")
-        fn, args, kwargs = dill.loads(setup.call)
-    except BaseException as exc:
-        channel.send(SetupError(RaisedError.from_exception(exc), doing))
-        descendants.end_descendants()  # what a racer_setup started before it failed
+    channel, controller_alive = _become_racer(index, channel, controller_pid)
+    setup = _wait_for_race(channel, spare_preload, assignment)
+    if setup is None:
         return
+    loaded = _load(setup, channel)
+    if loaded is None:
+        return
+    (fn, args, kwargs), teardowns = loaded
     # A database that cannot be reached now fails the first round, where it is reported.
     with contextlib.suppress(Exception):
         _warm_up(fn, args, kwargs)
@@ -148,40 +110,7 @@ def racer_main(
             if generation == 0:  # the warm-up pass: exercise the gate, call nothing
                 channel.send(Warm())
                 continue
-            racer_points.begin_round()
-            released = _real_ns()
-            value: Any = None
-            error: RaisedError | None = None
-            _racing(setup, True)
-            try:
-                if not setup.clock_path:  # the clock starts with the round: no racer waits
-                    racer_points.start()
-                value = call()
-            except BaseException as exc:
-                error = RaisedError.from_exception(exc)
-            finally:
-                _racing(setup, False)
-            ended = _real_ns()
-            outcome = Outcome(
-                index,
-                value,
-                error,
-                released,
-                ended,
-                racer_points.last,
-                tuple(racer_points.steps),
-                racer_points.reached,
-                tuple(racer_points.other_threads),
-            )
-            try:
-                channel.send(Result(generation, outcome, start_effects.collect()))
-            except Exception as exc:
-                unsendable = ReturnValueNotSendable(
-                    f"{type(value).__name__} {_short_repr(value)} cannot be pickled: {exc}"
-                )
-                error = RaisedError.from_exception(unsendable)
-                unsent = dataclasses.replace(outcome, value=None, error=error)
-                channel.send(Result(generation, unsent))
+            _run_round(index, generation, call, setup, racer_points, channel)
     except GateClosed:
         pass
     finally:
@@ -192,6 +121,131 @@ def racer_main(
         # The race is over: no process the code under test started may outlive it.
         descendants.end_descendants()
     _leave()
+
+
+def _become_racer(
+    index: int, channel: Any, controller_pid: int
+) -> tuple[_OneSenderAtATime, Callable[[], bool]]:
+    """First of all, so that no later step can outlive the controller or be cut short by the
+    terminal: Ctrl-C is the controller's alone, its SIGTERM or its death ends this racer and
+    what it started. Returns the racer's channel and how the gate asks whether it still runs."""
+    global _current
+    _current = index
+    channel = _OneSenderAtATime(channel)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminated)
+    descendants.keep_descendants()
+    # The parent is the controller, or with forkserver the fork server, which ends with it.
+    parent_pid = os.getppid() if os.getppid() != 1 else controller_pid
+    threading.Thread(target=_watch_controller, args=(parent_pid,), daemon=True).start()
+
+    def controller_alive() -> bool:
+        return os.getppid() == parent_pid
+
+    return channel, controller_alive
+
+
+def _wait_for_race(
+    channel: _OneSenderAtATime, spare_preload: tuple[str, ...] | None, assignment: Assignment | None
+) -> Setup | None:
+    """The race's Setup, once this racer has a race: a spare first waits to be taken, a forked
+    racer first takes on the test process's context. None: the race ended before it began."""
+    if spare_preload is not None:
+        preload(spare_preload)
+        channel.send(Waiting())
+        try:
+            assignment = channel.recv()
+        except (EOFError, OSError):
+            return None
+        if not isinstance(assignment, Assignment):
+            return None  # the pool ended this spare
+    if assignment is not None:
+        assignment.apply()
+    try:
+        setup = channel.recv()
+    except (EOFError, OSError):
+        return None  # the race ended before it began (its start-up timed out)
+    assert isinstance(setup, Setup), setup
+    return setup
+
+
+def _load(
+    setup: Setup, channel: _OneSenderAtATime
+) -> tuple[tuple[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]] | None:
+    """The function to race and the tear-downs, with the set-ups run and pauses installed.
+    None when any of it failed: the controller was told which step (load or set up), and
+    what a set-up had started is ended, since no tear-down will run."""
+    doing = "load"
+    try:
+        _prepare(setup, channel)
+        setups, teardowns = dill.loads(setup.hooks) if setup.hooks else ((), ())
+        doing = "set up"
+        for racer_setup in setups:
+            run_hook(racer_setup)
+        doing = "load"
+        for target in setup.pause_after:
+            points.install_pause(target, "after")
+        for target in setup.pause_before:
+            points.install_pause(target, "before")
+        fn, args, kwargs = dill.loads(setup.call)
+    except BaseException as exc:
+        channel.send(SetupError(RaisedError.from_exception(exc), doing))
+        descendants.end_descendants()  # what a racer_setup started before it failed
+        return None
+    return (fn, args, kwargs), teardowns
+
+
+def _run_round(
+    index: int,
+    generation: int,
+    call: Callable[[], Any],
+    setup: Setup,
+    racer_points: points.RacerPoints,
+    channel: _OneSenderAtATime,
+) -> None:
+    """One released round: call the function, time it by the real clock, send the outcome.
+    Whatever the function raises is part of the outcome, never the racer's end."""
+    racer_points.begin_round()
+    released = _real_ns()
+    value: Any = None
+    error: RaisedError | None = None
+    _racing(setup, True)
+    try:
+        if not setup.clock_path:  # the clock starts with the round: no racer waits
+            racer_points.start()
+        value = call()
+    except BaseException as exc:
+        error = RaisedError.from_exception(exc)
+    finally:
+        _racing(setup, False)
+    ended = _real_ns()
+    outcome = Outcome(
+        index,
+        value,
+        error,
+        released,
+        ended,
+        racer_points.last,
+        tuple(racer_points.steps),
+        racer_points.reached,
+        tuple(racer_points.other_threads),
+    )
+    _send_result(channel, generation, outcome)
+
+
+def _send_result(channel: _OneSenderAtATime, generation: int, outcome: Outcome) -> None:
+    """A return value that cannot be pickled fails its round as an error the test can read,
+    instead of ending the racer."""
+    try:
+        channel.send(Result(generation, outcome, start_effects.collect()))
+    except Exception as exc:
+        value = outcome.value
+        unsendable = ReturnValueNotSendable(
+            f"{type(value).__name__} {_short_repr(value)} cannot be pickled: {exc}"
+        )
+        error = RaisedError.from_exception(unsendable)
+        unsent = dataclasses.replace(outcome, value=None, error=error)
+        channel.send(Result(generation, unsent))
 
 
 class _OneSenderAtATime:

@@ -16,6 +16,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_racecheck.results.html_style import COPY_JS, PAGE_CSS, PICTURE_CSS
+
 WIDTH = 980
 LEFT = 150
 RIGHT = 170
@@ -23,57 +25,6 @@ LANE = 46
 TOP = 28
 BOX = 22
 CHAR_PX = 6.4
-
-PAGE_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2330;
-background:#fafbfc}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:0;word-break:break-all}
-.meta{color:#5b6475;font-size:13px}
-section.race{background:#fff;border:1px solid #dde2ea;border-left:6px solid #8a94a6;
-border-radius:6px;padding:14px 18px;margin:16px 0}
-section.failed{border-left-color:#d1242f}section.passed{border-left-color:#1f883d}
-.badge{display:inline-block;border-radius:10px;padding:0 9px;font-size:12px;font-weight:600;
-color:#fff;background:#8a94a6;margin-right:8px;vertical-align:2px}
-.badge.failed{background:#d1242f}.badge.passed{background:#1f883d}
-table.kv{border-collapse:collapse;font-size:13px;margin:8px 0}
-table.kv td{padding:1px 14px 1px 0}table.kv td:first-child{color:#5b6475}
-details{margin:6px 0}summary{cursor:pointer;color:#3d4a61}
-"""
-PICTURE_CSS = """
-.racecheck .anomaly{background:#fff4e5;border:1px solid #f0c48a;border-radius:4px;
-padding:6px 10px;margin:10px 0}
-.racecheck .anomaly.unclassified{background:#f3f4f6;border-color:#d0d5dd}
-.racecheck pre.schedule{background:#0d1117;color:#e6edf3;padding:10px 12px;border-radius:4px;
-overflow-x:auto;font-size:12.5px;margin:4px 0}
-.racecheck button.copy{font-size:12px;margin:4px 0}
-.racecheck svg text{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11px}
-.racecheck svg .lane-label{font-family:system-ui,sans-serif;font-size:12px;font-weight:600}
-.racecheck svg .axis{stroke:#c4cad4}.racecheck svg .tick{fill:#7a8394;font-size:10px}
-.racecheck svg .held{stroke:#b8bfcc;stroke-width:2;stroke-dasharray:2 2}
-.racecheck svg rect.read{fill:#cfe3ff;stroke:#4a86d8}
-.racecheck svg rect.write{fill:#ffd9b3;stroke:#d9822b}
-.racecheck svg rect.commit{fill:#c9efd3;stroke:#2f9e55}
-.racecheck svg rect.txn{fill:#e4e7ec;stroke:#98a2b3}
-.racecheck svg rect.lock{fill:#e6dcff;stroke:#7b5cd6}
-.racecheck svg rect.code{fill:#f1f3f6;stroke:#c4cad4}
-.racecheck svg rect.wait{stroke:#b42318}
-.racecheck svg rect.result{fill:#e9f7ee;stroke:#2f9e55}
-.racecheck svg rect.result.raised{fill:#fde7e9;stroke:#d1242f}
-.racecheck svg rect.in-anomaly{stroke-width:2}
-.racecheck svg rect.marked{stroke:#d1242f;stroke-width:3}
-.racecheck svg .mark-label{fill:#d1242f;font-weight:700}
-.racecheck svg .point-label{fill:#3d4a61;font-size:10px}
-.racecheck .legend span{display:inline-block;margin-right:12px;font-size:12px}
-.racecheck .legend i{display:inline-block;width:14px;height:10px;border:1px solid;
-margin-right:4px;vertical-align:-1px}
-"""
-"""The timeline's own rules, all under ``.racecheck``: the picture also goes into pages of
-other tools (pytest-html), whose styles they must not touch."""
-
-COPY_JS = (
-    "function racecheckCopy(id){var t=document.getElementById(id).textContent;"
-    "if(navigator.clipboard){navigator.clipboard.writeText(t)}}"
-)
 
 _KIND_CLASS = {
     "read": "read",
@@ -183,6 +134,7 @@ def _step_svg(
     marked: tuple[int, int] | None,
     hatch: str,
 ) -> str:
+    """A step as a box placed by its real times, so that the picture shows who ran when."""
     x, y = where
     at, held, ran = step["at_ms"], step["held_ms"], step["ran_ms"]
     start = at + held
@@ -195,6 +147,32 @@ def _step_svg(
         classes.append("marked")
     left, right = x(start), x(start + ran)
     width = max(right - left, 2.0)
+    parts = [f'<g class="{" ".join(classes)}" data-racer="{racer}" data-step="{index}">']
+    parts.append(f"<title>{_e(_step_detail(step))}</title>")
+    parts += _reached_svg(step, kind, where, left)
+    parts.append(
+        f'<rect class="{kind}{" in-anomaly" if in_anomaly else ""}" x="{left}" y="{y}" '
+        f'width="{width:.1f}" height="{BOX}" rx="3"/>'
+    )
+    if step.get("blocked_at_ms") is not None:
+        parts.append(_lock_wait_svg(x(step["blocked_at_ms"]), where, left, right, hatch))
+    label = _fit(_short(step["name"]), width - 4)
+    if label:
+        parts.append(f'<text x="{left + 3}" y="{y + BOX / 2 + 4}">{_e(label)}</text>')
+    if is_marked:
+        parts.append(
+            f'<rect class="marked" x="{left - 2}" y="{y - 2}" width="{width + 4:.1f}" '
+            f'height="{BOX + 4}" rx="4" fill="none"/>'
+            f'<text class="mark-label" x="{left}" y="{y - 4}">✗ breaks here</text>'
+        )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _step_detail(step: dict[str, Any]) -> str:
+    """The hover text: the box shows a name cut to fit; the reader of a failure needs the
+    statement whole and the times that say whether the step waited, was held, or ran long."""
+    at, held, ran = step["at_ms"], step["held_ms"], step["ran_ms"]
     title = step.get("sql") or step["name"]
     detail = (
         f"{step['name']}\n{title if title != step['name'] else ''}\n"
@@ -202,9 +180,18 @@ def _step_svg(
     )
     if step.get("blocked_at_ms") is not None:
         detail += f", blocked on a lock from {step['blocked_at_ms']:.3f} ms"
-    parts = [f'<g class="{" ".join(classes)}" data-racer="{racer}" data-step="{index}">']
-    parts.append(f"<title>{_e(detail)}</title>")
-    if held > 0:
+    return detail
+
+
+def _reached_svg(
+    step: dict[str, Any], kind: str, where: tuple[Any, float], left: float
+) -> list[str]:
+    """Where the racer reached the step, and the line to where it ran when the race held it
+    there: a hold is the harness's doing, so it is drawn apart from the step's own time."""
+    x, y = where
+    at = step["at_ms"]
+    parts = []
+    if step["held_ms"] > 0:
         parts.append(
             f'<line class="held" x1="{x(at)}" y1="{y + BOX / 2}" x2="{left}" y2="{y + BOX / 2}"/>'
         )
@@ -216,29 +203,21 @@ def _step_svg(
         )
     else:
         parts.append(f'<circle cx="{x(at)}" cy="{y + BOX / 2}" r="2.5" fill="#5b6475"/>')
-    stroke = ' class="marked"' if is_marked else ""
-    parts.append(
-        f'<rect class="{kind}{" in-anomaly" if in_anomaly else ""}" x="{left}" y="{y}" '
-        f'width="{width:.1f}" height="{BOX}" rx="3"/>'
+    return parts
+
+
+def _lock_wait_svg(
+    blocked_x: float, where: tuple[Any, float], left: float, right: float, hatch: str
+) -> str:
+    """The part of the step spent waiting on another racer's lock, hatched over its box: the
+    wait is what a lost race usually hinges on."""
+    y = where[1]
+    wait_left = max(blocked_x, left)
+    return (
+        f'<rect class="wait" fill="url(#{_e(hatch)})" x="{wait_left}" y="{y + 3}" '
+        f'width="{max(right - wait_left, 2):.1f}"'
+        f' height="{BOX - 6}"><title>lock wait</title></rect>'
     )
-    if step.get("blocked_at_ms") is not None:
-        wait_left = max(x(step["blocked_at_ms"]), left)
-        parts.append(
-            f'<rect class="wait" fill="url(#{_e(hatch)})" x="{wait_left}" y="{y + 3}" '
-            f'width="{max(right - wait_left, 2):.1f}"'
-            f' height="{BOX - 6}"><title>lock wait</title></rect>'
-        )
-    label = _fit(_short(step["name"]), width - 4)
-    if label:
-        parts.append(f'<text x="{left + 3}" y="{y + BOX / 2 + 4}">{_e(label)}</text>')
-    if is_marked:
-        parts.append(
-            f'<rect{stroke} x="{left - 2}" y="{y - 2}" width="{width + 4:.1f}" '
-            f'height="{BOX + 4}" rx="4" fill="none"/>'
-            f'<text class="mark-label" x="{left}" y="{y - 4}">✗ breaks here</text>'
-        )
-    parts.append("</g>")
-    return "".join(parts)
 
 
 def _result_svg(

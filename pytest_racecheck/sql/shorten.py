@@ -133,6 +133,34 @@ def _joined(*parts: str) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _begin(tokens: _Tokens) -> str:
+    """``BEGIN`` with what decides how it races: SQLite's locking mode (``BEGIN IMMEDIATE``)
+    or the isolation level (``BEGIN REPEATABLE READ``, ``BEGIN SERIALIZABLE``)."""
+    mode = tokens.word()
+    if mode in _BEGIN_MODES:
+        return f"BEGIN {mode}"
+    rest = [mode]
+    while w := tokens.word():
+        rest.append(w)
+    if "LEVEL" in rest:
+        level = rest[rest.index("LEVEL") + 1 : rest.index("LEVEL") + 3]
+        if level[:1] != ["READ"] and level[:1] != ["REPEATABLE"]:
+            level = level[:1]
+        return _joined("BEGIN", *level)
+    return "BEGIN"
+
+
+def _schema_change(verb: str, tokens: _Tokens) -> str:
+    """``CREATE TABLE runs``: the kind of object and its name, past the modifiers, which tell
+    two statements apart less than the object they change."""
+    tokens.skip_words("OR", "REPLACE", "UNIQUE", "TEMP", "TEMPORARY", "UNLOGGED", "VIRTUAL")
+    kind = tokens.word()
+    if kind not in _OBJECT_KINDS:
+        return _joined(verb, kind)
+    tokens.skip_words("IF", "NOT", "EXISTS", "CONCURRENTLY", "ONLY")
+    return _joined(verb, kind, tokens.name())
+
+
 def short_sql(sql: str) -> str:
     """A readable short form of a statement: ``SELECT runs``, ``INSERT runs``, ``COMMIT``.
 
@@ -163,18 +191,7 @@ def short_sql(sql: str) -> str:
         tokens.skip_words("FROM", "ONLY")
         return _joined(verb, tokens.name())
     if verb in ("BEGIN", "START"):
-        mode = tokens.word()
-        if mode in _BEGIN_MODES:
-            return f"BEGIN {mode}"
-        rest = [mode]
-        while w := tokens.word():
-            rest.append(w)
-        if "LEVEL" in rest:
-            level = rest[rest.index("LEVEL") + 1 : rest.index("LEVEL") + 3]
-            if level[:1] != ["READ"] and level[:1] != ["REPEATABLE"]:
-                level = level[:1]
-            return _joined("BEGIN", *level)
-        return "BEGIN"
+        return _begin(tokens)
     if verb in ("COMMIT", "END"):
         return "COMMIT"
     if verb in ("ROLLBACK", "ABORT"):
@@ -184,12 +201,7 @@ def short_sql(sql: str) -> str:
         tokens.skip_words("TABLE", "ONLY")
         return _joined(verb, tokens.name())
     if verb in ("CREATE", "DROP", "ALTER"):
-        tokens.skip_words("OR", "REPLACE", "UNIQUE", "TEMP", "TEMPORARY", "UNLOGGED", "VIRTUAL")
-        kind = tokens.word()
-        if kind not in _OBJECT_KINDS:
-            return _joined(verb, kind)
-        tokens.skip_words("IF", "NOT", "EXISTS", "CONCURRENTLY", "ONLY")
-        return _joined(verb, kind, tokens.name())
+        return _schema_change(verb, tokens)
     if verb in ("PRAGMA", "SET", "SHOW", "RESET"):
         tokens.skip_words("SESSION", "LOCAL")
         return _joined(verb, tokens.name())

@@ -221,28 +221,28 @@ def _patch(
     _patches.replace(cls, attr, wrapper)
 
 
-def _patch_all() -> None:
-    try:
-        import psycopg
-        from psycopg import pq
-    except ImportError:
-        return
-    idle = pq.TransactionStatus.IDLE
-    ok = pq.ConnStatus.OK
+def _query_check(frame: FrameType, cursor: Any, *args: Any, **kwargs: Any) -> None:
+    """The statement and its parameters, wherever the caller put them: ``execute(query, ...)``,
+    ``executemany(query, ...)``, ``stream(query, ...)``, ``copy(statement, ...)``."""
+    sql = args[0] if args else kwargs.get("query", kwargs.get("statement"))
+    params = args[1] if len(args) > 1 else kwargs.get("params")
+    _pg_query_point(cursor.connection, sql, frame, params)
 
-    def query(frame: FrameType, cursor: Any, *args: Any, **kwargs: Any) -> None:
-        # execute(query, ...), executemany(query, ...), stream(query, ...), copy(statement, ...)
-        sql = args[0] if args else kwargs.get("query", kwargs.get("statement"))
-        params = args[1] if len(args) > 1 else kwargs.get("params")
-        _pg_query_point(cursor.connection, sql, frame, params)
 
-    def end(short: str) -> _Before:
-        def before(frame: FrameType, conn: Any) -> None:
-            # Idle: nothing is sent. Inside transaction(): psycopg refuses the call.
-            if conn.pgconn.transaction_status != idle and not getattr(conn, "_num_transactions", 0):
-                _pg_point(conn, short, frame)
+def _end_check(short: str, idle: Any) -> _Before:
+    """``commit()`` / ``rollback()`` reach the point only when a statement goes out: an idle
+    connection sends nothing, and inside ``transaction()`` psycopg refuses the call."""
 
-        return before
+    def before(frame: FrameType, conn: Any) -> None:
+        if conn.pgconn.transaction_status != idle and not getattr(conn, "_num_transactions", 0):
+            _pg_point(conn, short, frame)
+
+    return before
+
+
+def _transaction_enter_check(idle: Any, ok: Any) -> _Before:
+    """Entering ``transaction()`` sends BEGIN (as the connection's isolation level makes it)
+    on an idle connection, else SAVEPOINT; a broken connection sends nothing."""
 
     def transaction_enter(frame: FrameType, tx: Any) -> None:
         if tx.pgconn.status != ok:
@@ -258,6 +258,13 @@ def _patch_all() -> None:
             short = "SAVEPOINT"
         _pg_point(conn, short, frame)
 
+    return transaction_enter
+
+
+def _transaction_exit_check(ok: Any) -> _Before:
+    """Leaving ``transaction()`` commits or rolls back, the outer block its transaction and an
+    inner one its savepoint; a broken connection sends nothing."""
+
     def transaction_exit(frame: FrameType, tx: Any, exc_type: Any, exc_val: Any, *_: Any) -> None:
         if tx.pgconn.status != ok:
             return
@@ -268,7 +275,23 @@ def _patch_all() -> None:
             short = "ROLLBACK" if outer else "ROLLBACK TO"
         _pg_point(tx.connection, short, frame)
 
-    commit, rollback = end("COMMIT"), end("ROLLBACK")
+    return transaction_exit
+
+
+def _patch_all() -> None:
+    """One check per method, shared by the sync and the async classes, wrapped as the method's
+    kind asks. psycopg is imported here only, once a race asks for statements: it may be absent."""
+    try:
+        import psycopg
+        from psycopg import pq
+    except ImportError:
+        return
+    idle = pq.TransactionStatus.IDLE
+    ok = pq.ConnStatus.OK
+    query = _query_check
+    commit, rollback = _end_check("COMMIT", idle), _end_check("ROLLBACK", idle)
+    transaction_enter = _transaction_enter_check(idle, ok)
+    transaction_exit = _transaction_exit_check(ok)
     for api, call, rows, block in (
         ("", _wrap_function, _wrap_generator, _wrap_context_manager),
         ("Async", _wrap_coroutine, _wrap_async_generator, _wrap_async_context_manager),

@@ -20,6 +20,7 @@ One role per module:
 - :mod:`.server`: finding the binaries; starting, joining and leaving the throwaway server.
 - :mod:`.state`: the server directory's state and lock, tearing a server down, the sweep.
 - :mod:`.watchdog`: the process that stops a server whose owners were all killed.
+- :mod:`.watchdog_launch`: starting that process from pytest and learning its pid.
 
 The package knows the database and the processes, never pytest: the plugin maps
 :class:`PostgresUnavailable` to a skip and :class:`PostgresSetupError` to an error. Nothing here

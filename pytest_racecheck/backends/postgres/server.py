@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,11 @@ from pytest_racecheck.backends.postgres.errors import (
     PostgresUnavailable,
 )
 from pytest_racecheck.backends.postgres.handle import make_conninfo
+from pytest_racecheck.backends.postgres.watchdog_launch import (
+    WatchdogLaunch,
+    launch_watchdog,
+    watchdog_pid,
+)
 from pytest_racecheck.linux import procfs
 
 if TYPE_CHECKING:
@@ -193,18 +197,47 @@ def start(
     watchdog: bool,
 ) -> dict[str, Any]:
     """initdb, configure, start, make the template; on any failure leave nothing behind."""
+    root = _new_server_dir()
+    state = _starting_state(root, bindir, shared_dir, owner)
+    launch: WatchdogLaunch | None = None
+    with st.root_lock(root, timeout=10) as held:
+        if not held:  # nobody else knows this directory yet
+            raise PostgresSetupError(f"could not lock the new server directory {root}")
+        try:
+            st.write_json(root / st.STATE_NAME, state)
+            st.write_json(shared_dir / st.SHARED_STATE_NAME, st.pointer(state))
+            launch = launch_watchdog(root) if watchdog else None
+            _bring_up(root, bindir, account, settings, state, launch)
+        except BaseException as exc:
+            log = _undo_start(root, state, launch)
+            if isinstance(exc, PostgresSetupError) and log:
+                raise PostgresSetupError(f"{exc}\nserver log:\n{log}") from exc
+            raise
+    return state
+
+
+def _new_server_dir() -> Path:
+    """A fresh directory with its lock file; refused when the socket's path would not fit in
+    a unix socket address (about 100 bytes), which initdb would only report much later."""
     root = Path(tempfile.mkdtemp(prefix=st.SERVER_DIR_PREFIX, dir=st.server_base()))
     socket = root / f".s.PGSQL.{_PORT}"
     if len(str(socket).encode()) > 100:
         shutil.rmtree(root, ignore_errors=True)
         raise PostgresSetupError(f"the socket path {socket} is too long for a unix socket")
     os.close(os.open(root / st.LOCK_NAME, os.O_CREAT | os.O_WRONLY, 0o644))
-    datadir = root / "data"
-    state: dict[str, Any] = {
+    return root
+
+
+def _starting_state(
+    root: Path, bindir: Path, shared_dir: Path, owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The state written before anything runs, so that a run killed while the server starts
+    leaves a directory the watchdog and later sweeps know how to clean up."""
+    return {
         "kind": st.KIND,
         "status": "starting",
         "root": str(root),
-        "datadir": str(datadir),
+        "datadir": str(root / "data"),
         "socket_dir": str(root),
         "port": _PORT,
         "bindir": str(bindir),
@@ -216,69 +249,50 @@ def start(
         "created": time.time(),
         "pid_namespace": procfs.pid_namespace(),
     }
-    launch: WatchdogLaunch | None = None
-    with st.root_lock(root, timeout=10) as held:
-        if not held:  # nobody else knows this directory yet
-            raise PostgresSetupError(f"could not lock the new server directory {root}")
-        try:
-            st.write_json(root / st.STATE_NAME, state)
-            st.write_json(shared_dir / st.SHARED_STATE_NAME, st.pointer(state))
-            launch = launch_watchdog(root) if watchdog else None
-            if account is not None:
-                os.chown(root, account.pw_uid, account.pw_gid)
-            _run_server_tool(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(datadir),
-                    "-U",
-                    SUPERUSER,
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ],
-                account,
-                root,
-            )
-            _configure(datadir, root, {**SERVER_SETTINGS, **settings})
-            _run_server_tool(
-                [
-                    str(bindir / "pg_ctl"),
-                    "start",
-                    "-D",
-                    str(datadir),
-                    "-l",
-                    str(root / st.LOG_NAME),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-s",
-                ],
-                account,
-                root,
-            )
-            pid = st.postmaster_pid(datadir)
-            if pid is None:
-                raise PostgresSetupError("pg_ctl start said yes but postmaster.pid has no pid")
-            state.update(pid=pid, pid_start=procfs.start_time(pid))
-            if launch is not None:
-                wd_pid = watchdog_pid(launch)
-                state["watchdog"] = {"pid": wd_pid, "start": procfs.start_time(wd_pid)}
-            _make_template(root)
-            state["status"] = "running"
-            st.write_json(root / st.STATE_NAME, state)
-        except BaseException as exc:
-            log = st.tail(root / st.LOG_NAME)
-            if launch is not None and launch.process.poll() is None:
-                launch.process.kill()  # the watchdog's short-lived parent, if it has not exited yet
-            st.destroy(root, state)
-            if launch is not None:
-                launch.process.wait()
-            if isinstance(exc, PostgresSetupError) and log:
-                raise PostgresSetupError(f"{exc}\nserver log:\n{log}") from exc
-            raise
-    return state
+
+
+def _bring_up(
+    root: Path,
+    bindir: Path,
+    account: pwd.struct_passwd | None,
+    settings: Mapping[str, str],
+    state: dict[str, Any],
+    launch: WatchdogLaunch | None,
+) -> None:
+    """initdb, configure, start, make the template, recording each pid in ``state`` as soon as
+    it is known, so that a failure at any later step can still stop what already runs."""
+    datadir = root / "data"
+    if account is not None:
+        os.chown(root, account.pw_uid, account.pw_gid)
+    initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", SUPERUSER, "--auth=trust"]
+    initdb += ["--encoding=UTF8", "--no-locale", "--no-sync"]
+    _run_server_tool(initdb, account, root)
+    _configure(datadir, root, {**SERVER_SETTINGS, **settings})
+    pg_ctl = [str(bindir / "pg_ctl"), "start", "-D", str(datadir), "-l", str(root / st.LOG_NAME)]
+    pg_ctl += ["-w", "-t", "60", "-s"]
+    _run_server_tool(pg_ctl, account, root)
+    pid = st.postmaster_pid(datadir)
+    if pid is None:
+        raise PostgresSetupError("pg_ctl start said yes but postmaster.pid has no pid")
+    state.update(pid=pid, pid_start=procfs.start_time(pid))
+    if launch is not None:
+        wd_pid = watchdog_pid(launch)
+        state["watchdog"] = {"pid": wd_pid, "start": procfs.start_time(wd_pid)}
+    _make_template(root)
+    state["status"] = "running"
+    st.write_json(root / st.STATE_NAME, state)
+
+
+def _undo_start(root: Path, state: dict[str, Any], launch: WatchdogLaunch | None) -> str:
+    """Tear down a half-started server; return its log's tail, read first because the
+    teardown removes it: it holds the server's own reason for failing."""
+    log = st.tail(root / st.LOG_NAME)
+    if launch is not None and launch.process.poll() is None:
+        launch.process.kill()  # the watchdog's short-lived parent, if it has not exited yet
+    st.destroy(root, state)
+    if launch is not None:
+        launch.process.wait()
+    return log
 
 
 def _configure(datadir: Path, socket_dir: Path, settings: Mapping[str, str]) -> None:
@@ -394,59 +408,4 @@ def server_info(state: Mapping[str, Any]) -> ThrowawayServer:
         watchdog_pid=int(wd["pid"]) if wd else None,
         log_file=Path(state["root"]) / st.LOG_NAME,
         pid_start=state.get("pid_start"),
-    )
-
-
-# --- the watchdog's launch --------------------------------------------------------------------
-
-
-@dataclass
-class WatchdogLaunch:
-    """A watchdog being started: the command's short-lived parent, and how it was run."""
-
-    root: Path
-    process: subprocess.Popen[bytes]
-    isolated: bool
-
-
-def launch_watchdog(root: Path, *, isolated: bool = True) -> WatchdogLaunch:
-    """Start the watchdog (:mod:`.watchdog`); it runs detached, so ending pytest cannot end it.
-
-    Started before initdb, so that a run killed while the server starts is covered too; its pid
-    is read after the server is up (see :func:`watchdog_pid`), in parallel with initdb.
-    ``isolated=False`` is the fall-back for a package that an isolated interpreter cannot import:
-    the same module, with ``PYTHONPATH`` naming where this package was imported from.
-    """
-    cmd = [sys.executable, "-I", "-m", st.WATCHDOG_MODULE, str(root), str(st.WATCHDOG_INTERVAL)]
-    env: dict[str, str] | None = None
-    if not isolated:
-        here = Path(__file__).resolve().parents[3]  # the directory holding pytest_racecheck/
-        cmd.remove("-I")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env.update(PYTHONPATH=str(here), PYTHONSAFEPATH="1", PYTHONNOUSERSITE="1")
-    process = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",
-        env=env,
-        start_new_session=True,
-    )
-    return WatchdogLaunch(root, process, isolated)
-
-
-def watchdog_pid(launch: WatchdogLaunch) -> int:
-    """The watchdog's pid, which its short-lived parent prints before it exits."""
-    out, err = launch.process.communicate(timeout=60)
-    try:
-        return int(out)
-    except ValueError:
-        pass
-    text = err.decode(errors="replace").strip()
-    if launch.isolated and f"No module named {st.WATCHDOG_MODULE.split('.')[0]!r}" in text:
-        return watchdog_pid(launch_watchdog(launch.root, isolated=False))
-    raise PostgresSetupError(
-        "the throwaway server's watchdog did not start: "
-        + (text or f"exit status {launch.process.returncode}")
     )

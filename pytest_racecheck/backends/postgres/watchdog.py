@@ -20,7 +20,7 @@ checks that neither psycopg, filelock, dill nor multiprocess is loaded in the wa
 
 When the package is importable only through ``PYTHONPATH`` or a user site-packages (an isolated
 interpreter cannot see it), the launcher runs the same module without ``-I``, with ``PYTHONPATH``
-naming the directory the running package came from (see :func:`.server.launch_watchdog`).
+naming the directory the running package came from (see :func:`.watchdog_launch.launch_watchdog`).
 The package's ``__init__`` does not import this module, so ``-m`` runs its only copy.
 """
 
