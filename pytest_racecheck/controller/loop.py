@@ -113,25 +113,7 @@ class Controller(RacerMessages, Diagnosis):
             if spec.clock == "virtual":
                 self.clock = VirtualClock()
                 self.coordinator.on_clock = self._clock_step
-            try:
-                if hosted is not None:
-                    self._fork_from(hosted[1], ctx, call)
-                else:
-                    self._start(ctx, gate, call, spares)
-                self.progress.moved()
-                self._await_all("ready")
-            except (RacerDied, OSError, EOFError) as exc:
-                host_failed = hosted is not None and isinstance(exc, OSError | EOFError)
-                if spares is None and not host_failed:
-                    raise
-                # A spare died, or a host failed, before the race began: start fresh racers.
-                spare_pool.stats.fallbacks += 1
-                shutdown(self.racers, gate)
-                self.racers.clear()
-                gate = StartGate(ctx, spec.processes)
-                result.racers = "fresh"
-                self._start(ctx, gate, call)
-                self._await_all("ready")
+            gate = self._start_crew(ctx, gate, call, hosted, spares)
             gate.arm(0)
             self._await_all("warm")
             result.startup_s = time.monotonic() - started
@@ -152,6 +134,36 @@ class Controller(RacerMessages, Diagnosis):
             if isinstance(sys.exc_info()[1], Exception | None) and hosted is None:
                 spare_pool.race_ended(spec.start_method, spec.processes)
         return result
+
+    def _start_crew(
+        self,
+        ctx: Any,
+        gate: StartGate,
+        call: tuple[bytes, bytes],
+        hosted: tuple[StartGate, list[Host]] | None,
+        spares: SpareGroup | None,
+    ) -> StartGate:
+        """Start (or fork, or take) the racers and wait until each is ready; the gate they use."""
+        try:
+            if hosted is not None:
+                self._fork_from(hosted[1], ctx, call)
+            else:
+                self._start(ctx, gate, call, spares)
+            self.progress.moved()
+            self._await_all("ready")
+        except (RacerDied, OSError, EOFError) as exc:
+            host_failed = hosted is not None and isinstance(exc, OSError | EOFError)
+            if spares is None and not host_failed:
+                raise
+            # A spare died, or a host failed, before the race began: start fresh racers.
+            spare_pool.stats.fallbacks += 1
+            shutdown(self.racers, gate)
+            self.racers.clear()
+            gate = StartGate(ctx, self.spec.processes)
+            self.result.racers = "fresh"
+            self._start(ctx, gate, call)
+            self._await_all("ready")
+        return gate
 
     def _run_rounds(self, gate: StartGate) -> None:
         spec, result = self.spec, self.result

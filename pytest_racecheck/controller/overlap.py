@@ -94,12 +94,12 @@ class SequenceHold:
         rows: list[Any] = []
         try:
             rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity"
-                " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                "SELECT pid, pg_blocking_pids(pid), pg_backend_pid() FROM pg_stat_activity"
+                " WHERE cardinality(pg_blocking_pids(pid)) > 0"
             ).fetchall()
         finally:
             conn.rollback()  # a connection that broke is closed by close(): nothing stays held
-        return {row[0] for row in rows}
+        return _held_by(rows[0][2] if rows else 0, {pid: set(by) for pid, by, _ in rows})
 
     def close(self) -> None:
         if self._conn is not None:
@@ -109,3 +109,14 @@ class SequenceHold:
                 self._conn.close()
                 self._conn = None
                 self._holding = False
+
+
+def _held_by(hold: int, waits_for: dict[int, set[int]]) -> set[int]:
+    """The backends that wait on the hold, directly or behind another waiter: a second
+    statement that wants a row lock queues behind the first waiter, not behind the holder."""
+    held: set[int] = set()
+    frontier = {hold}
+    while frontier:
+        frontier = {pid for pid, by in waits_for.items() if by & frontier and pid not in held}
+        held |= frontier
+    return held
