@@ -11,7 +11,9 @@ import pytest
 
 from pytest_racecheck import runs
 
-BROKEN = pytest.mark.xfail(strict=True, reason="check-then-act across processes")
+BROKEN = pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="check-then-act across processes"
+)
 
 CASES = [
     # (test id, strategy, keyword arguments, needs the unique index, backends, broken)
