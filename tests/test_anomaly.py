@@ -34,7 +34,7 @@ def _explore(race: Any, db: Database, fn: Any, *args: Any, check: Any, reset: An
     result = race(
         fn, db, *args, processes=2, explore=40, seed=1, timeout=120, reset=reset, check=check
     )
-    with pytest.raises(AssertionError) as failure:
+    with pytest.raises(AssertionError, match="expected every racer to return one of") as failure:
         result.assert_outcomes(["done", "busy", "skipped"])
     return result.summary()["first_failure"], str(failure.value)
 

@@ -126,7 +126,7 @@ def test_the_failing_async_interleaving_replays_in_every_round(race, postgres_db
     known as such, 3 of 10 replays here skipped steps; since, 5 of 5 replayed all 10 rounds.)"""
     postgres_db.executescript(SCHEMA)
     explored = _explore(race, postgres_db, guarded=False)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="replay this interleaving"):
         explored.assert_exactly_one(CREATED)
     schedule = explored.failing_schedule
     assert schedule is not None

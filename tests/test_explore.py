@@ -77,7 +77,7 @@ def test_explore_passes_every_correct_strategy(race, race_db, strategy, kwargs, 
 
 def test_a_failing_interleaving_replays_every_time(race, race_db) -> None:
     explored = _explore(race, race_db, runs.naive)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="replay this interleaving"):
         explored.assert_exactly_one(runs.CREATED)
     schedule = explored.failing_schedule
     assert schedule is not None
@@ -129,7 +129,7 @@ def test_more_than_four_racers_use_pct_with_the_seed(race, sqlite_db) -> None:
     )
     assert (result.search, result.seed, len(result.rounds)) == ("pct", 1234, 20)
     assert not result.exhausted
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=r"racers returned 'created'"):
         result.assert_exactly_one(runs.CREATED)
 
 

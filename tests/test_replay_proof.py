@@ -104,7 +104,7 @@ def _race(race, sqlite_db, **kwargs):
 
 def test_explore(race, sqlite_db):
     result = _race(race, sqlite_db, explore=50)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="2 racers returned 'created'"):
         result.assert_exactly_one("created")
     (HERE / "schedule.json").write_text(json.dumps(result.failing_schedule))
 

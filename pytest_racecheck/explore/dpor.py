@@ -122,6 +122,10 @@ class DPOR:
             self._next_sql[racer] = ""
             self._at_start.add(racer)
             return
+        if statement is not None and statement.outside:
+            self.next_steps[racer] = OUTSIDE if self.reduce else _UNREDUCED
+            self._next_sql[racer] = statement.sql
+            return
         sql = statement.sql if statement is not None else ""
         state = self._transaction.get(racer)
         told = statement.transaction if statement is not None else ""

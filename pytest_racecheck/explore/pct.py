@@ -85,7 +85,7 @@ class ConflictPCT(PCT):
         super().begin()
 
     def arrived(self, racer: int, statement: Statement | None, start: bool = False) -> None:
-        known = statement is not None and not start
+        known = statement is not None and not start and not statement.outside
         catalog = self.catalogs.get(statement.database) if statement is not None else None
         self.next_steps[racer] = (
             step_footprint(statement.sql, catalog=catalog)  # type: ignore[union-attr]

@@ -91,6 +91,13 @@ class RacerPoints:
             self._hold(START_POINT, start=True)
             if self._hold_all:
                 start_effects.watch()
+                start_effects.hold_steps(self._outside_step)
+
+    def end_round(self) -> None:
+        start_effects.hold_steps(None)
+
+    def _outside_step(self, name: str) -> None:
+        self.reach(name, statement=True, info=Statement("", outside=True))
 
     def holds(self, name: str) -> bool:
         """Whether the race holds this arrival at ``name`` (counting it as held if so)."""

@@ -217,6 +217,7 @@ def _run_round(
     except BaseException as exc:
         error = RaisedError.from_exception(exc)
     finally:
+        racer_points.end_round()
         _racing(setup, False)
     ended = _real_ns()
     outcome = Outcome(

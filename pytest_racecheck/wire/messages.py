@@ -73,6 +73,9 @@ class Statement:
     transaction: str = ""
     """What the driver knows of the connection's transaction: 'begin' (this statement opens one
     implicitly, as psycopg does outside autocommit), 'open' (it runs inside one), or ''."""
+    outside: bool = False
+    """Not SQL: the racer is about to act outside its process (write or create a file, rename,
+    remove, take a file lock): it conflicts with every other such step."""
 
 
 @dataclass(frozen=True)
