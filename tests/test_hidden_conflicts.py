@@ -1,7 +1,8 @@
 """Races whose conflict the SQL text hides: the database does more than the statement says.
 
 A view over the checked table, a counter kept by a trigger, a claim written as one statement
-with a writable CTE, a check-then-insert inside a stored function. Read from the text alone,
+with a writable CTE, a check-then-insert inside a stored function, a marker file checked and
+then created between two statements. Read from the text alone,
 the racers' statements touch different tables (or nothing), commute, and explore called the
 race exhausted after one interleaving while plain stress found the bug. Footprints widened by
 the database's catalog (``sql/conflict.py``) make each racy shape fail and keep each safe
@@ -18,6 +19,8 @@ carries says how far the search got.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +230,58 @@ def test_check_then_insert_in_a_function_under_an_advisory_lock_passes(
         race, postgres_db, call_start_run, "DELETE FROM runs", lambda: _running(postgres_db)
     )
     result.assert_exactly_one("created")
+
+
+# -- a marker file checked and then created, between two statements --------------------------
+
+
+def claim_with_a_marker(db: Database, marker: str, exclusive: bool = False) -> str:
+    with db.connect() as conn:
+        conn.execute("SELECT count(*) FROM runs")
+        if exclusive:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return "refused"
+        else:
+            if os.path.exists(marker):  # a check no audit event shows
+                return "refused"
+            with open(marker, "w") as f:  # the act: a step of its own
+                f.write("mine")
+        conn.execute("INSERT INTO runs (status) VALUES ('running')")
+        return "created"
+
+
+def _marker_race(race: Any, db: Database, marker: Path, exclusive: bool) -> Any:
+    db.executescript(VIEW_SCHEMA.format(key=_key(db)))
+
+    def reset() -> None:
+        marker.unlink(missing_ok=True)
+        db.execute("DELETE FROM runs")
+
+    return race(
+        claim_with_a_marker,
+        db,
+        str(marker),
+        exclusive,
+        processes=2,
+        explore=50,
+        seed=1,
+        timeout=180,
+        reset=reset,
+        check=lambda: _running(db),
+    )
+
+
+def test_marker_file_checked_then_created_is_flagged(
+    race: Any, race_db: Database, tmp_path: Path
+) -> None:
+    result = _marker_race(race, race_db, tmp_path / "claimed", exclusive=False)
+    with pytest.raises(AssertionError, match="replay this interleaving"):
+        result.assert_exactly_one("created")
+
+
+def test_marker_file_created_with_o_excl_passes(
+    race: Any, race_db: Database, tmp_path: Path
+) -> None:
+    _marker_race(race, race_db, tmp_path / "claimed", exclusive=True).assert_exactly_one("created")

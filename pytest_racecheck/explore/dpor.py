@@ -31,7 +31,7 @@ another held racer's next step only (a change point anywhere else cannot change 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pytest_racecheck.explore.count import count_interleavings
 from pytest_racecheck.explore.search import Choice
@@ -75,6 +75,9 @@ class DPOR:
     """The depth where this round takes a new choice (-1: the first round)."""
     next_steps: dict[int, Footprint] = field(default_factory=dict)
     diverged: int = 0
+    acts_outside: bool = False
+    """A racer acted outside the database after its start in some round (a file written, a
+    lock taken): every step is then taken to read what such acts change."""
     restarts: int = 0
     """Times the tree was dropped because a racer's statements changed between rounds."""
     _changed: bool = False
@@ -125,6 +128,9 @@ class DPOR:
         if statement is not None and statement.outside:
             self.next_steps[racer] = OUTSIDE if self.reduce else _UNREDUCED
             self._next_sql[racer] = statement.sql
+            # What it acts on may have been checked just before, where no event shows (a
+            # stat, os.path.exists): from now on every step may read what such acts write.
+            self.acts_outside = True
             return
         sql = statement.sql if statement is not None else ""
         state = self._transaction.get(racer)
@@ -141,6 +147,8 @@ class DPOR:
             if self.reduce
             else _UNREDUCED
         )
+        if self.acts_outside and self.reduce:
+            self.next_steps[racer] = replace(self.next_steps[racer], outside=True)
         self._next_sql[racer] = sql
 
     def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:
