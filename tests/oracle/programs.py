@@ -270,25 +270,23 @@ _FAMILY_STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "fk": (
-        ("DELETE FROM parent WHERE id = 1", "INSERT INTO child (id, parent_id) VALUES (10, 1)"),
+        ("DELETE FROM parent WHERE id = 1", "SELECT label FROM parent WHERE id = 1"),
         (
             "SELECT count(*) FROM child WHERE parent_id = 1",
             "SELECT note FROM child WHERE id = 1",
+            "INSERT INTO child (id, parent_id) VALUES (10, 1)",
             "UPDATE child SET note = 'x' WHERE id = 1",
-            "SELECT label FROM parent WHERE id = 1",
-            "DELETE FROM parent WHERE id = 1",
         ),
     ),
     "unique": (
         (
             "UPDATE accounts SET email = 'x' WHERE id = 1",
-            "UPDATE accounts SET email = 'x' WHERE id = 2",
+            "UPDATE accounts SET email = 'p' WHERE id = 1",
         ),
         (
             "UPDATE accounts SET email = 'x' WHERE id = 2",
-            "UPDATE accounts SET email = 'x' WHERE id = 1",
-            "SELECT email FROM accounts WHERE id = 1",
-            "UPDATE accounts SET email = 'y' WHERE id = 1",
+            "UPDATE accounts SET email = 'q' WHERE id = 2",
+            "SELECT email FROM accounts WHERE id = 2",
         ),
     ),
     "cte": (
@@ -325,29 +323,93 @@ def _begins(backend: str) -> tuple[str, ...]:
     return ("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ")
 
 
-def _racer(rng: random.Random, family: str, backend: str, index: int) -> RacerProgram:
-    """Racer ``index`` of a program of ``family``.
+_V_A = "SELECT count(*) FROM items_v WHERE name = 'a'"
+_V_C = "SELECT n FROM items_vv WHERE name = 'c'"
+_V_1 = "SELECT qty FROM items_v WHERE id = 1"
+_CTE_1 = "WITH c AS (UPDATE items SET qty = qty + 1 WHERE id = 1 RETURNING qty) SELECT qty FROM c"
+_CTE_3 = "WITH c AS (DELETE FROM items WHERE id = 3 RETURNING id) SELECT count(*) FROM c"
+_CHECK_C = "SELECT id FROM items WHERE name = 'c'"
+_FOCUS: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
+    # Per family, the cores a program is built around: racer 0's steps and racer 1's, in
+    # their order, such that some interleaving gives what neither serial order gives (a read
+    # between two writes, a write between two reads). "@touch m1" is a file action.
+    "plain": (
+        ((_CHECK_C, "INSERT INTO items (id, name) VALUES (10, 'c')"),
+         (_CHECK_C, "INSERT INTO items (id, name) VALUES (11, 'c')")),
+        (("SELECT qty FROM items WHERE id = 1", "UPDATE items SET qty = qty + 1 WHERE id = 1"),
+         ("SELECT qty FROM items WHERE id = 1", "UPDATE items SET qty = qty + 1 WHERE id = 1")),
+        (("SELECT count(*) FROM items WHERE name = 'a'",) * 2,
+         ("INSERT INTO items (id, name) VALUES (11, 'a')",)),
+    ),
+    "view": (
+        ((_V_A, _V_A), ("INSERT INTO items (id, name) VALUES (11, 'a')",)),
+        ((_V_A, _V_A), ("UPDATE items SET qty = -1 WHERE id = 3",)),
+        ((_V_C, _V_C), ("INSERT INTO items (id, name) VALUES (10, 'c')",)),
+        ((_V_1, _V_1), ("UPDATE items SET qty = qty + 1 WHERE id = 1",)),
+    ),
+    "trigger": (
+        (("SELECT n FROM booked WHERE slot = 1",) * 2,
+         ("INSERT INTO bookings (id, slot) VALUES (10, 1)",)),
+        (("SELECT sum(n) FROM booked",) * 2, ("DELETE FROM bookings WHERE id = 1",)),
+    ),
+    "fk": (
+        (("DELETE FROM parent WHERE id = 1",),
+         ("SELECT count(*) FROM child WHERE parent_id = 1",) * 2),
+        (("DELETE FROM parent WHERE id = 1",), ("SELECT note FROM child WHERE id = 1",) * 2),
+    ),
+    "unique": (
+        (("UPDATE accounts SET email = 'x' WHERE id = 1",
+          "UPDATE accounts SET email = 'p' WHERE id = 1"),
+         ("UPDATE accounts SET email = 'x' WHERE id = 2",)),
+    ),
+    "cte": (
+        ((_CTE_1,), ("SELECT qty FROM items WHERE id = 1",) * 2),
+        ((_CTE_1, _CTE_1), ("SELECT qty FROM items WHERE id = 1",)),
+        ((_CTE_3,), ("SELECT count(*) FROM items WHERE name = 'a'",) * 2),
+    ),
+    "function": (
+        (("SELECT claim_item(10, 'c')",), ("SELECT named_count('c')",) * 2),
+        (("SELECT claim_item(10, 'c')",), ("SELECT claim_item(11, 'c')", _CHECK_C)),
+    ),
+    "file": (
+        (("SELECT qty FROM items WHERE id = 1", "@touch m1", _CHECK_C, "@remove m1"),
+         ("SELECT qty FROM items WHERE id = 2", "@exists m1")),
+        (("SELECT qty FROM items WHERE id = 1", "@touch m1"),
+         ("SELECT qty FROM items WHERE id = 2", "@touch m1")),
+        (("SELECT qty FROM items WHERE id = 1", "@exists m1", _CHECK_C, "@exists m1"),
+         ("SELECT qty FROM items WHERE id = 2", "@touch m1")),
+    ),
+}  # fmt: skip
 
-    In the catalog families racer 0 mostly sends the statements whose effect the text does
-    not show and the other racers mostly the statements they race with, so that most programs
-    can show the gap; in ``plain`` and ``file`` every racer draws from both alike.
-    """
+
+def _step(text: str) -> Step:
+    if text.startswith("@"):
+        kind, marker = text[1:].split()
+        return Step(kind, marker)
+    return _sql(text)
+
+
+def _racer(
+    rng: random.Random, family: str, backend: str, core: tuple[str, ...], index: int
+) -> RacerProgram:
+    """One racer: its ``core`` steps in their order, with statements of the family drawn at
+    random around them (2 to 5 steps in all; racer 0 mostly from the statements whose effect
+    the text does not show, the others mostly from those they race with), in autocommit or
+    (three racers in ten) in one transaction."""
     shown, other = _FAMILY_STEPS[family]
-    mixed = family in ("plain", "file")
     mine, theirs = (shown, other) if index == 0 else (other, shown)
-    size = rng.choices((2, 3, 4, 5), weights=(4, 3, 2, 1))[0]
-    statements: list[str] = []
-    while len(statements) < size:
-        pool = rng.choice((mine, theirs)) if mixed else (mine if rng.random() < 0.75 else theirs)
-        statements.append(rng.choice(pool))
-    steps = [_sql(s) for s in statements]
-    if family == "file":
-        # one or two file actions, each after a statement, within the 5 steps
-        for _ in range(rng.randint(1, 2)):
-            if len(steps) >= 5:
-                break
-            at = rng.randint(1, len(steps))
-            steps.insert(at, Step(rng.choice(_FILE_ACTIONS), rng.choice(MARKERS)))
+    if family == "plain":
+        mine = theirs = shown + other
+    elif family == "file":  # mostly reads, which commute by their text (the files do not)
+        mine, theirs = shown, other
+    size = max(len(core), rng.choices((2, 3, 4, 5), weights=(4, 3, 2, 1))[0])
+    steps = [_step(t) for t in core]
+    while len(steps) < size:
+        extra = _sql(rng.choice(mine if rng.random() < 0.8 else theirs))
+        # after the first step: a file action stays after a statement
+        steps.insert(
+            rng.randint(1, len(steps)) if family == "file" else rng.randint(0, len(steps)), extra
+        )
     begin = rng.choice(_begins(backend)) if rng.random() < 0.3 else ""
     return RacerProgram(tuple(steps), begin)
 
@@ -402,16 +464,20 @@ is then a few seconds."""
 def generate(family: str, backend: str, seed: int, max_orders: int = MAX_ORDERS) -> Program:
     """The program of ``seed``: the same arguments give the same program, on any machine.
 
-    2 racers (3 in one program of five), 2 to 5 steps each (fewer more often), redrawn until
-    its interleavings (one racer at a time) are at most ``max_orders``, so that their full
-    enumeration is cheap.
+    2 racers (3 in one program of five), 2 to 5 steps each (fewer more often), built around one
+    of the family's cores (:data:`_FOCUS`; a third racer gets one side of another core), redrawn
+    until its interleavings (one racer at a time) are at most ``max_orders``, so that their
+    full enumeration is cheap.
     """
     if family not in families(backend):
         raise ValueError(f"{backend} has no family {family!r}")
     rng = random.Random(f"{family}/{backend}/{seed}")
     while True:
         count = 3 if rng.random() < 0.2 else 2
-        racers = tuple(_racer(rng, family, backend, i) for i in range(count))
+        first, second = rng.choice(_FOCUS[family])
+        third = rng.choice(rng.choice(_FOCUS[family]))
+        cores = (first, second, third)
+        racers = tuple(_racer(rng, family, backend, cores[i], i) for i in range(count))
         program = Program(family, backend, seed, racers)
         if program.orders() <= max_orders and _safe(program):
             return program
