@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from oracle.programs import create_schema, families, generate  # noqa: E402  # pyright: ignore[reportMissingImports]
+from oracle.programs import MAX_ORDERS, create_schema, families, generate  # noqa: E402  # pyright: ignore[reportMissingImports]
 from oracle.runner import Verdict, compare  # noqa: E402  # pyright: ignore[reportMissingImports]
 
 from pytest_racecheck.backends.sqlite import SqliteDatabase  # noqa: E402
@@ -73,6 +73,7 @@ def run_backend(
     chosen: list[str],
     searches: tuple[str, ...],
     first_seed: int,
+    max_orders: int,
     on_verdict: Callable[[Verdict, float], None],
 ) -> None:
     names = [f for f in families(backend) if f in chosen]
@@ -82,7 +83,7 @@ def run_backend(
         with database(backend, Path(tmp)) as db:
             for i in range(count):
                 family, seed = names[i % len(names)], first_seed + i // len(names)
-                program = generate(family, backend, seed)
+                program = generate(family, backend, seed, max_orders)
                 started = time.monotonic()
                 verdict = compare(program, db, str(workdir), searches)
                 on_verdict(verdict, time.monotonic() - started)
@@ -95,6 +96,12 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(families("postgres")))
     parser.add_argument("--search", choices=("reduced", "blind"), default="reduced")
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--max-orders",
+        type=int,
+        default=MAX_ORDERS,
+        help="at most this many interleavings a program (the suite's programs: 35)",
+    )
     parser.add_argument("--show", type=int, default=2, help="mismatching programs shown a family")
     parser.add_argument(
         "--repeat-full",
@@ -148,7 +155,9 @@ def bench(backend: str, args: argparse.Namespace, chosen: list[str]) -> None:
         )
 
     searches = (args.search, "full", *(("full#2",) if args.repeat_full else ()))
-    run_backend(backend, args.programs, chosen, searches, args.first_seed, on_verdict)
+    run_backend(
+        backend, args.programs, chosen, searches, args.first_seed, args.max_orders, on_verdict
+    )
     total = time.monotonic() - started
     print(f"\n### {backend}: {args.programs} programs in {total:.0f} s\n")
     print(
