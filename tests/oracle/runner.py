@@ -234,8 +234,8 @@ class Verdict:
             )
         for outcomes, state in sorted(self.missed(), key=repr)[:3]:
             lines.append(f"  reached only by the full enumeration: outcomes {outcomes}")
-            changed = [t for t in state if t[0] in ("booked", "child", "accounts", "files")]
-            lines.append(f"    with {changed}")
+            left = "; ".join(f"{name} {' '.join(map(str, rows))}" for name, rows in state)
+            lines.append(f"    leaving {left}")
         return "\n".join(lines)
 
 
