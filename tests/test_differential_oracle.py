@@ -34,10 +34,11 @@ import pytest
 from oracle.programs import Program, RacerProgram, Step, create_schema, families, programs
 from oracle.runner import Verdict, compare
 
-PROGRAMS_PER_FAMILY = 3
-"""Programs a family races in the suite, per database: 42 programs, 118 s for both databases
-on this project's 2-core machine at a load average of 21 to 23 (other suites running, measured
-2026-12-05); ``benchmarks/differential_oracle.py`` runs hundreds."""
+PROGRAMS_PER_FAMILY = 5
+"""Programs a family races in the suite, per database: 70 programs, 93 s for both databases
+on this project's 2-core machine at a load average of 11 to 14 (other suites running; measured
+2026-12-05: 3 a family took 23 s at a load of 5 and 118 s at 22). The benchmark
+``benchmarks/differential_oracle.py`` runs hundreds."""
 MAX_ORDERS = 20
 """The suite's programs have at most this many interleavings (the benchmark's, 90)."""
 
