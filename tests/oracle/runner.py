@@ -13,7 +13,9 @@ they meant to run ran, nothing strayed, nothing was left to timing); otherwise i
 Why the full enumeration is a search of its own here, not the unreduced search explore keeps
 (``make_search(..., reduce=False)``): that one also releases two racers together at every
 decision, and such a step is left to timing wherever the database cannot hold it (on SQLite,
-always), so its race is never exhausted and what its rounds reach varies from run to run. The
+always), so its race is never exhausted and what its rounds reach varies from run to run (on
+a SQLite program of 10 such orders it ran its whole budget of 400 rounds, 515 joint steps left
+to timing, not exhausted; measured 2026-12-05). The
 reduced search is meant to reach every outcome of every one-racer-at-a-time order (its joint
 steps are extras), so that is the set to compare with.
 
