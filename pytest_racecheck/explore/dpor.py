@@ -129,7 +129,9 @@ class DPOR:
             self.next_steps[racer] = OUTSIDE if self.reduce else _UNREDUCED
             self._next_sql[racer] = statement.sql
             # What it acts on may have been checked just before, where no event shows (a
-            # stat, os.path.exists): from now on every step may read what such acts write.
+            # stat, os.path.exists): from now on every step may read what such acts write,
+            # and a tree built without knowing it is rebuilt.
+            self._changed = self._changed or not self.acts_outside
             self.acts_outside = True
             return
         sql = statement.sql if statement is not None else ""
@@ -148,7 +150,7 @@ class DPOR:
             else _UNREDUCED
         )
         if self.acts_outside and self.reduce:
-            self.next_steps[racer] = replace(self.next_steps[racer], outside=True)
+            self.next_steps[racer] = replace(self.next_steps[racer], peeks=True)
         self._next_sql[racer] = sql
 
     def use_catalog(self, catalogs: Callable[[], Mapping[str, Catalog]]) -> None:

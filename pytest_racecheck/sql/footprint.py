@@ -60,6 +60,9 @@ class Footprint:
     """(table, column) an UPDATE sets: two writes of a unique column collide on any rows."""
     calls: frozenset[str] = frozenset()
     """Functions called that are not known built-ins: the catalog may know their bodies."""
+    peeks: bool = False
+    """It may read, unseen, what acts outside the racer change (a file checked with a stat,
+    which raises no audit event): it conflicts with every step that acts outside."""
 
     def union(self, other: Footprint) -> Footprint:
         return Footprint(
@@ -74,6 +77,7 @@ class Footprint:
             self.events | other.events,
             self.changes | other.changes,
             self.calls | other.calls,
+            self.peeks or other.peeks,
         )
 
     def describe(self) -> str:
@@ -129,6 +133,6 @@ def dependent(a: Footprint, b: Footprint) -> bool:
         return False
     if a.everything or b.everything:
         return True
-    if a.inserts & b.inserts or (a.outside and b.outside):
+    if a.inserts & b.inserts or (a.outside and (b.outside or b.peeks)) or (b.outside and a.peeks):
         return True
     return touches(a.writes, b.reads | b.writes) or touches(b.writes, a.reads)
