@@ -3,10 +3,11 @@
 Two interleavings that differ only in the order of *independent* steps (steps of different
 racers whose footprints do not conflict, see :mod:`pytest_racecheck.sql.footprint`) reach the
 same database state and the same outcomes: running both is a wasted round. :class:`DPOR` runs
-one interleaving of each class, with the dynamic partial-order reduction of
+one interleaving of each class, with the source-set dynamic partial-order reduction of
 
-    C. Flanagan and P. Godefroid, "Dynamic partial-order reduction for model checking
-    software", POPL 2005 (the algorithm of its Figure 4, with sleep sets, as in section 4.2).
+    P. Abdulla, S. Aronis, B. Jonsson and K. Sagonas, "Optimal dynamic partial order
+    reduction", POPL 2014 (source sets with sleep sets), which refines C. Flanagan and
+    P. Godefroid, "Dynamic partial-order reduction for model checking software", POPL 2005.
 
 A round is one execution. At every decision the search looks, for each racer held at a point,
 for the last step of another racer that its next statement conflicts with and that does not
@@ -19,13 +20,15 @@ deepest decision with something left to try.
 
 A step that releases two racers at once (how a race inside one statement is tried) is added
 where two racers were held at the same time at conflicting statements that can race inside the
-database (:func:`~pytest_racecheck.sql.footprint.may_overlap`); it is a step of both.
+database (:func:`~pytest_racecheck.sql.conflict.may_overlap`); it is a step of both.
+
+Footprints are read in context (:func:`~pytest_racecheck.sql.conflict.step_footprint`), widened
+by the catalog of the racer's database, read again every round. A replay that finds a racer
+at another statement than its tree says has strayed; when the racers' program changed under
+the tree (state kept across rounds), the search drops it and starts again (:data:`MAX_RESTARTS`).
 
 ``reduce=False`` takes every pair of steps as conflicting: the same search then runs every
 interleaving, the full enumeration that the soundness test compares against.
-
-:class:`ConflictPCT` is PCT whose priority change points fall on steps that conflict with
-another held racer's next step only (a change point anywhere else cannot change an outcome).
 """
 
 from __future__ import annotations

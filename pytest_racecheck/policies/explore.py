@@ -7,19 +7,12 @@ racers to release: one, or several at once, so that a race inside a single state
 overlapping ``INSERT ... WHERE NOT EXISTS``) still gets its chance. The released racer runs its
 statement for real, in the real database, until it is still again.
 
-Two searches choose:
-
-``exhaustive``
-    (2 or 3 racers) every interleaving, a round each, fewest preemptions first: first the
-    serial orders, then every order with one switch away from a racer that could have gone on,
-    then two, ... Most real races need one or two such switches (a check-then-act needs one), so
-    they come early. When the tree of choices is used up the race stops and says it was
-    exhausted: every interleaving of the racers' points ran.
-``pct``
-    (4 or more racers) probabilistic concurrency testing: random racer priorities, and d - 1
-    points in the round where the running racer drops to the lowest priority. A bug of depth d
-    is found with probability at least 1/(n k^(d-1)) per round (n racers, k steps); d cycles
-    through 1, 2, 3 so nobody has to guess it. Seeded: the same seed gives the same choices.
+The search (:mod:`pytest_racecheck.explore`) chooses: the reduced search (DPOR, up to 4
+racers: one interleaving of each class of orders that differ only in statements that commute,
+and it says when nothing is left), or PCT beyond (random priorities with change points among
+conflicting steps, seeded). The explorer adds what a search does not model: steps that
+release several racers together, held in the database where it can, retried where timing
+decides.
 
 Each round's steps are recorded in the ``schedule=`` format, so a failing interleaving is
 replayed with ``race(..., schedule=result.failing_schedule)``.
