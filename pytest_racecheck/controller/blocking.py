@@ -286,7 +286,8 @@ class IdleProbe:
     timers: set[int] = field(default_factory=set)
     """Of the last answer, the racers counted only because they sleep on a timer
     (``nanosleep``): a poller waiting for a lock, or code that sleeps on purpose; a schedule
-    waits for the latter when the next step is its own (see :class:`~pytest_racecheck.policies.schedule.Schedule`)."""
+    waits for the latter when the next step is its own (see
+    :class:`~pytest_racecheck.policies.schedule.Schedule`)."""
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
         now = time.monotonic()
