@@ -260,3 +260,51 @@ def test_counting_the_unreduced_interleavings_stays_cheap() -> None:
     assert count_interleavings((3, 2)) == 25
     assert count_interleavings((27, 27, 27)) == math.factorial(81) // math.factorial(27) ** 3
     assert count_interleavings((50, 50, 50, 50)) > 10**100
+
+
+def test_a_racer_at_another_statement_than_the_tree_says_has_strayed() -> None:
+    """Round 1 runs set-up statements that later rounds do not (a connection opened by the first
+    call): replaying round 1's way, the search finds a racer at another statement, drops its
+    tree and starts again; on the program as it runs from then on it reaches every outcome.
+    Without the check it would replay choices meant for other statements."""
+    setup = [read_sql("b", 1), read_sql("b", 2)]
+    steady = [[read_sql("a", 1), write_sql("a", 1)], [read_sql("a", 1), write_sql("a", 1)]]
+    search = DPOR()
+    first = [setup + steady[0], setup + steady[1]]
+    search_outcomes_once(search, first)
+    outcomes = search_outcomes(search, steady)
+    assert search.restarts == 1
+    assert search.exhausted()
+    assert set(outcomes) == all_outcomes(steady)
+
+
+def test_a_program_that_keeps_changing_is_never_exhausted() -> None:
+    """Past the restarts it allows, a search whose racers keep changing statements counts
+    the rounds that strayed and does not call the race exhausted when it is done."""
+    search = DPOR()
+    for i in range(200):
+        table = ("b", "c", "a")[i % 3]
+        search_outcomes_once(
+            search, [[read_sql(table, 1), write_sql("a", 1)], [read_sql("a", 1), write_sql("a", 1)]]
+        )
+        if search.done():
+            break
+    assert search.done()
+    assert search.restarts == 2
+    assert search.diverged > 0
+    assert not search.exhausted()
+
+
+def search_outcomes_once(search: DPOR, program: Program) -> object:
+    """One round of ``search`` over ``program``."""
+    search.begin()
+    model = Model(program)
+    previous: int | None = None
+    while enabled := model.enabled():
+        for racer in enabled:
+            search.arrived(racer, Statement(model.next_sql(racer)))
+        choice = search.choose(enabled, previous)
+        model.step(choice)
+        previous = choice[0] if len(choice) == 1 else None
+    search.end()
+    return model.outcome()

@@ -222,7 +222,8 @@ class DPOR:
         if self._changed and self.restarts < MAX_RESTARTS:
             self._restart()
             return
-        if self._retry and 0 <= self.target < len(self.nodes):
+        # a program that changed is no timing to retry: its strayed round stays counted
+        if self._retry and not self._changed and 0 <= self.target < len(self.nodes):
             node = self.nodes[self.target]
             if node.retries < MAX_RETRIES:  # try the same choice again: timing may differ
                 node.retries += 1
