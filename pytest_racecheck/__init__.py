@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from pytest_racecheck.backends.base import Database
     from pytest_racecheck.backends.postgres import PostgresDatabase, PostgresServer
     from pytest_racecheck.backends.sqlite import SqliteDatabase
+    from pytest_racecheck.isolation import (
+        DeadlockDetected,
+        RefusedByDatabase,
+        SerializationFailure,
+    )
     from pytest_racecheck.outcomes import Outcome, RaceResult, RaisedError, Round
     from pytest_racecheck.points import point
     from pytest_racecheck.race import (
@@ -37,6 +42,9 @@ _HOMES = {
     "RaceResultNeverChecked": "race_fixture",
     "PostgresServer": "backends.postgres",
     "RaceNotForced": "race",
+    "DeadlockDetected": "isolation",
+    "RefusedByDatabase": "isolation",
+    "SerializationFailure": "isolation",
     "Outcome": "outcomes",
     "RaceResult": "outcomes",
     "RaisedError": "outcomes",
@@ -63,6 +71,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Database",
+    "DeadlockDetected",
     "Outcome",
     "PostgresDatabase",
     "PostgresServer",
@@ -76,7 +85,9 @@ __all__ = [
     "RacerDied",
     "RacerSetupFailed",
     "RaisedError",
+    "RefusedByDatabase",
     "Round",
+    "SerializationFailure",
     "ServerDied",
     "SqliteDatabase",
     "current_racer",

@@ -44,7 +44,9 @@ class RaisedError:
 
     def is_instance(self, types: Iterable[type[BaseException]]) -> bool:
         """isinstance() by qualified class name, across the process boundary."""
-        return any(qualified_name(t) in self.mro for t in types)
+        from pytest_racecheck.isolation import allows  # SerializationFailure etc., by name
+
+        return any(qualified_name(t) in self.mro or allows(self, t) for t in types)
 
     def __str__(self) -> str:
         return f"{self.short_type}: {self.message}" if self.message else self.short_type
@@ -218,6 +220,9 @@ class RaceResult:
     has_reset: bool = True
     """Whether the race reset the database before each round (``reset=``): without it, a
     failure that starts after round 1 may be the earlier rounds' leftovers (a hint says so)."""
+    isolation: dict[str, Any] | None = None
+    """The race's isolation level, where it was set and what the code named itself
+    (:mod:`pytest_racecheck.isolation`); None when the race set none."""
     _rounds: list[Round] = field(init=False, repr=False, compare=False)
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
     _step_keys: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
@@ -390,6 +395,9 @@ class RaceResult:
         if first.schedule:
             steps = "".join(f"\n    {step!r}," for step in first.schedule)
             message += "\nreplay this interleaving with race(..., schedule=[" + steps + "\n])"
+        from pytest_racecheck.isolation import failure_text
+
+        message += failure_text(self)
         hint = self._leftover_hint(first)
         if hint:
             message += "\n" + hint
@@ -504,6 +512,7 @@ class RaceResult:
             "budget_s": self.budget_s,
             "failing_schedule": self.failing_schedule,
             "targets_reached": dict(self.targets_reached),
+            "isolation": _isolation_summary(self),
             "first_failure": None if rnd is None else self._round_data(rnd),
             "timings": {
                 "startup_s": round(self.startup_s, 3),
@@ -567,6 +576,12 @@ KEPT_FAILING_STEPS = 100
 
 HISTOGRAM_ROWS = 10
 """Distinct outcomes kept in a summary: enough to read, small enough to ship per test."""
+
+
+def _isolation_summary(result: RaceResult) -> dict[str, Any] | None:
+    from pytest_racecheck.isolation import summary
+
+    return summary(result)
 
 
 def _ms(ns: int) -> float:

@@ -24,11 +24,13 @@ from pytest_racecheck.db_fixtures import (
     race_db,
     sqlite_db,
 )
+from pytest_racecheck.isolation_matrix import MatrixTable, parametrize
 from pytest_racecheck.options import (
     GITHUB_SUMMARY_ENV,
     add_options,
     call_failed_key,
     check_report_path,
+    isolation_levels,
     run_settings,
     settings_key,
     soak_factor,
@@ -38,12 +40,19 @@ from pytest_racecheck.options import (
     spare_groups,
     spares_key,
 )
-from pytest_racecheck.race_fixture import Race, RaceResultNeverChecked, race, race_key
+from pytest_racecheck.race_fixture import (
+    Race,
+    RaceResultNeverChecked,
+    _racecheck_isolation,
+    race,
+    race_key,
+)
 from pytest_racecheck.summary import SummaryTable, add_html_extras
 
 __all__ = [  # the fixtures are found here by pytest; the names stay importable from here
     "Race",
     "RaceResultNeverChecked",
+    "_racecheck_isolation",
     "_racecheck_server",
     "make_postgres_db",
     "make_sqlite_db",
@@ -67,7 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=, "
-        "fresh_racers=): "
+        "fresh_racers=, isolation=): "
         "defaults for the race fixture in this test",
     )
     config.addinivalue_line(
@@ -84,6 +93,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "--racecheck-soak multiplies rounds, --racecheck-soak-seconds replaces them by a "
             "time budget: use one of them"
         )
+    levels = isolation_levels(config)
+    if len(levels) > 1 and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(MatrixTable(levels), "racecheck-isolation-matrix")
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
         config.pluginmanager.register(
             SummaryTable(
@@ -93,6 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             "racecheck-summary",
         )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``--racecheck-isolation=all`` (or a comma list): a test that races runs once per level."""
+    parametrize(metafunc, isolation_levels(metafunc.config))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from pytest_racecheck import isolation as isolation_levels
 from pytest_racecheck import report as race_report
 from pytest_racecheck.backends.address import handles_in
+from pytest_racecheck.backends.base import Database
 from pytest_racecheck.blocking import AnyProbe, race_probe
 from pytest_racecheck.options import (
     SOAK_ROUNDS_CAP,
@@ -21,6 +23,7 @@ from pytest_racecheck.options import (
     marker_settings,
     probes_key,
     servers_key,
+    setting,
     settings_key,
     soak_key,
     soak_seconds_key,
@@ -139,8 +142,10 @@ class _ConftestHooks:
 class Race:
     """The ``race`` fixture's value: call it to race a function across processes."""
 
-    def __init__(self, request: pytest.FixtureRequest) -> None:
+    def __init__(self, request: pytest.FixtureRequest, matrix_level: str | None = None) -> None:
         self._request = request
+        self._matrix_level = matrix_level
+        """The level of this test item under ``--racecheck-isolation=all`` (or a list)."""
         self.results: list[RaceResult] = []
         self._raced: list[_Raced] = []
         self._created = time.monotonic()
@@ -149,7 +154,19 @@ class Race:
     def settings(self) -> dict[str, Any]:
         """This test's defaults: marker over command line over ini over built-in."""
         node = self._request.node
-        return {**node.config.stash[settings_key].as_dict(), **marker_settings(node)}
+        matrix = {} if self._matrix_level is None else {"isolation": self._matrix_level}
+        return {**node.config.stash[settings_key].as_dict(), **matrix, **marker_settings(node)}
+
+    def _isolation_source(self, given: dict[str, Any]) -> str:
+        """Who set the race's isolation level, for messages and the report."""
+        if "isolation" in given:
+            return "race()"
+        if marker_settings(self._request.node).get("isolation") is not None:
+            return "@pytest.mark.race"
+        if self._matrix_level is not None:
+            return "--racecheck-isolation"
+        found = setting(self._request.config, "isolation")
+        return found[1] if found is not None else "race()"
 
     def __call__(
         self,
@@ -166,6 +183,7 @@ class Race:
         clock: str | None = None,
         stall_timeout: float | None = None,
         fresh_racers: bool | None = None,
+        isolation: str | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -188,11 +206,13 @@ class Race:
             "clock": clock,
             "stall_timeout": stall_timeout,
             "fresh_racers": fresh_racers,
+            "isolation": isolation,
         }
         config = self._request.config
+        arguments_given = {k: v for k, v in arguments.items() if v is not None}
         chosen, budget_s = choose_settings(
             self.settings,
-            {k: v for k, v in arguments.items() if v is not None},
+            arguments_given,
             own_interleaving=any((meet_at, pause_after, pause_before)) or schedule is not None,
             soak=config.stash[soak_key],
             soak_seconds=config.stash[soak_seconds_key],
@@ -224,13 +244,19 @@ class Race:
                 on_round=_Progress(config, self._request.node.nodeid, budget_s),
                 **chosen,
             )
+            level = self._isolation_plan(spec, self._isolation_source(arguments_given))
         except (TypeError, ValueError) as exc:
             raise exc.with_traceback(None) from None  # bad input: the message says it all
+        except isolation_levels.SkipLevel as exc:
+            pytest.skip(str(exc))
         try:
             probe, own_probes = self._probe(spec)
             controller = Controller(spec, probe)
             try:
-                result = controller.run()
+                # The level is the database's default from before any racer starts (racers
+                # open every connection they use after it) until the race has ended.
+                with isolation_levels.applied(level):
+                    result = controller.run()
             except KeyboardInterrupt:
                 self._interrupted(controller.result, budget_s)
                 raise
@@ -240,6 +266,7 @@ class Race:
             finally:
                 own_probes.close()
             self._check_servers(result)
+            isolation_levels.record(result, level, spec.mode)
         except RaceError as exc:
             if exc.result is not None:
                 exc.result.budget_s = budget_s
@@ -251,6 +278,23 @@ class Race:
         self.results.append(result)
         self._raced.append(_Raced(result, "ran", where))
         return result
+
+    def _isolation_plan(self, spec: RaceSpec, source: str) -> isolation_levels.Plan:
+        """Where the race's isolation level goes (raises ValueError, or SkipLevel for a
+        run-wide level SQLite cannot have), before any racer starts."""
+        if spec.isolation is None:
+            return isolation_levels.Plan(None)
+        level = isolation_levels.level_name(spec.isolation, source)
+        hooks: list[Any] = []
+        for hook in (spec.reset, spec.check):
+            hooks += [db for db in handles_in(hook, (), {}) if db not in hooks]
+        node = self._request.node
+        fixtures = [
+            value for value in getattr(node, "funcargs", {}).values() if isinstance(value, Database)
+        ]
+        return isolation_levels.plan(
+            level, source, handles_in(spec.fn, spec.args, spec.kwargs), hooks, fixtures
+        )
 
     def _check_servers(self, result: RaceResult) -> None:
         """Raise ServerDied when a database server of this test died during the race: what
@@ -373,17 +417,24 @@ def _write_live(config: pytest.Config, line: str) -> None:
 
 
 @pytest.fixture
-def race(request: pytest.FixtureRequest) -> Iterator[Race]:
+def _racecheck_isolation(request: pytest.FixtureRequest) -> str | None:
+    """This item's isolation level under ``--racecheck-isolation=all`` (or a comma list),
+    which parametrizes every test that uses ``race``; None otherwise."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
+def race(request: pytest.FixtureRequest, _racecheck_isolation: str | None) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, stall_timeout=,
-    start_method=, explore=, seed=, clock=, fresh_racers=, meet_at=, pause_after=,
+    start_method=, explore=, seed=, clock=, fresh_racers=, isolation=, meet_at=, pause_after=,
     pause_before=, schedule=, racer_setup=, racer_teardown=, **kwargs)`` runs
     ``fn(*args, **kwargs)`` in every racer, every round, and returns a RaceResult to assert on
     (a result never checked gets a warning). Defaults come from @pytest.mark.race(...), then
     --racecheck-* options, then racecheck_* ini keys.
     """
-    racer = Race(request)
+    racer = Race(request, _racecheck_isolation)
     request.node.stash[race_key] = racer
     yield racer
     racer.warn_unchecked()
