@@ -343,10 +343,9 @@ def failure_text(result: RaceResult) -> str:
         return ""
     lines = []
     if data["level"] is not None:
-        where = ", ".join(data["databases"]) or data["note"] or ""
-        lines.append(
-            f"isolation: {data['level']} (set by {data['source']}{'; ' + where if where else ''})"
-        )
+        where = ", ".join(data["databases"])
+        where = f" on {where}" if where else (f"; {data['note']}" if data["note"] else "")
+        lines.append(f"isolation: {data['level']} (set by {data['source']}{where})")
     if data["named_by_code"]:
         lines.append(
             "isolation named by the code itself, which keeps it: "

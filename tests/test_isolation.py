@@ -1,0 +1,253 @@
+"""Isolation levels: unmodified application code raced at each PostgreSQL level.
+
+The functions below are our own application-code versions of Hermitage's anomalies
+(github.com/ept/hermitage): none of them names an isolation level, so each transaction runs at
+the database's default, which ``race(..., isolation=...)`` sets for the race. Each test asserts
+PostgreSQL's documented verdict at every level (docs: "Transaction Isolation"):
+
+============  ==============  ===============================  ===============================
+anomaly       read committed  repeatable read                  serializable
+============  ==============  ===============================  ===============================
+P4 lost       happens         the loser gets a serialization   the same
+update                        failure (40001): refused
+G-single      happens         prevented (one snapshot)         prevented
+read skew
+G2-item       happens         happens                          one racer gets 40001: refused
+write skew
+============  ==============  ===============================  ===============================
+
+Why the verdicts cannot vary from run to run: every race here has two racers and runs in
+explore mode with a fixed seed. With two racers the explorer's search is exhaustive and
+deterministic (serial orders first, then orders with one switch, see test_explore.py), its
+budget (``explore=``) covers every class of interleavings of these two-to-four statement
+transactions (each test asserts ``every_order``), and the explorer holds each racer at each
+statement, so the order in which the racers' statements reach the server is chosen, not
+timed. A racer that blocks on a row lock (the second ``UPDATE`` of a lost update) is found
+waiting by ``pg_blocking_pids()`` and the other racer goes on: that is what PostgreSQL's own
+isolation tester does. So the interleaving that shows the anomaly always runs, and a level
+that prevents it is tried against every interleaving. Every verdict has a negative control
+that fails: the same code at a weaker level, or the same race without the refusals allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_racecheck import DeadlockDetected, RefusedByDatabase, SerializationFailure
+from pytest_racecheck.backends.base import Database
+from pytest_racecheck.isolation import LEVELS, READ_COMMITTED, REPEATABLE_READ, SERIALIZABLE
+from pytest_racecheck.racer import current_racer
+
+pytestmark = pytest.mark.timeout(300)
+
+EXPLORE = dict(processes=2, explore=50, seed=3, timeout=150)
+
+
+def _connect(db: Database) -> Any:
+    import psycopg
+
+    # Not autocommit: psycopg begins a transaction at the first statement, without a level,
+    # so the transaction takes the database's default_transaction_isolation.
+    return psycopg.connect(db.dsn)  # type: ignore[attr-defined]
+
+
+# --- P4, lost update: read-modify-write of a counter ---------------------------------------
+
+COUNTER = """
+CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL, commits int NOT NULL);
+INSERT INTO counter VALUES (1, 0, 0);
+"""
+
+
+def increment(db: Database) -> str:
+    """Read the counter, add one in Python, write it back, in one transaction. ``commits``
+    counts the committed increments in the database itself (``commits + 1`` is evaluated on
+    the row the UPDATE writes), so check() compares the two."""
+    with _connect(db) as conn:
+        n = conn.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
+        conn.execute("UPDATE counter SET n = %s, commits = commits + 1 WHERE id = 1", (n + 1,))
+    return "incremented"
+
+
+def increment_with_retry(db: Database) -> str:
+    """The same transaction, run again whole when the database refuses it."""
+    import psycopg
+
+    while True:
+        try:
+            return increment(db)
+        except psycopg.errors.SerializationFailure:
+            continue
+
+
+def _counter(db: Database) -> dict[str, Any]:
+    db.executescript(COUNTER)
+    return dict(
+        reset=lambda: db.execute("UPDATE counter SET n = 0, commits = 0"),
+        check=lambda: db.scalar("SELECT n = commits FROM counter WHERE id = 1"),
+    )
+
+
+def _refused(result: Any) -> dict[str, int]:
+    return (result.summary()["isolation"] or {}).get("refused", {})
+
+
+def test_lost_update_at_read_committed(race: Any, postgres_db: Database) -> None:
+    """The default level loses an increment; the failure names P4 and the level that stops it."""
+    result = race(
+        increment, postgres_db, isolation="read committed", **EXPLORE, **_counter(postgres_db)
+    )
+    assert result.every_order
+    with pytest.raises(AssertionError) as failure:
+        result.assert_outcomes(["incremented"], errors=[SerializationFailure])
+    message = str(failure.value)
+    assert "check() returned False" in message
+    assert "isolation: read committed (set by race()" in message
+    named = result.summary()["first_failure"]["anomaly"]
+    assert (named["name"], named["hermitage"], named["prevented_by"]) == (
+        "lost update",
+        "P4",
+        "repeatable read",
+    )
+    assert "P4" in message and "prevented by repeatable read" in message
+    assert _refused(result) == {}  # nothing refused: a wrong result
+
+
+@pytest.mark.parametrize("level", [REPEATABLE_READ, SERIALIZABLE])
+def test_lost_update_refused_at_repeatable_read_and_above(
+    race: Any, postgres_db: Database, level: str
+) -> None:
+    """The loser's UPDATE gets a serialization failure: no wrong result, but a refusal that
+    the code must retry. Allowed by name it passes; not allowed (the control), it fails and
+    the message says the database refused, apart from wrong results (none)."""
+    result = race(increment, postgres_db, isolation=level, **EXPLORE, **_counter(postgres_db))
+    assert result.every_order
+    result.assert_outcomes(["incremented"], errors=[SerializationFailure])
+    result.assert_outcomes(["incremented"], errors=[RefusedByDatabase])
+    assert _refused(result).get("serialization failure", 0) >= 1
+    with pytest.raises(AssertionError) as failure:
+        result.assert_outcomes(["incremented"], errors=[DeadlockDetected])
+    message = str(failure.value)
+    assert "refused by the database: the code needs a retry loop" in message
+    assert "SQLSTATE 40001" in message
+    assert "wrong results (check() did not hold): 0 rounds" in message
+    assert result.summary()["isolation"]["wrong_result_rounds"] == 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_lost_update_with_a_retry(race: Any, postgres_db: Database, level: str) -> None:
+    """Repeatable read plus a retry loop is the fix; at read committed there is nothing to
+    retry (the control): the increment is lost without any error."""
+    result = race(
+        increment_with_retry, postgres_db, isolation=level, **EXPLORE, **_counter(postgres_db)
+    )
+    assert result.every_order
+    if level == READ_COMMITTED:
+        with pytest.raises(AssertionError, match="check\\(\\) returned False"):
+            result.assert_outcomes(["incremented"])
+    else:
+        result.assert_outcomes(["incremented"])
+
+
+# --- G2-item, write skew: two doctors on call ------------------------------------------------
+
+DOCTORS = """
+CREATE TABLE doctors (name text PRIMARY KEY, on_call boolean NOT NULL);
+INSERT INTO doctors VALUES ('alice', true), ('bob', true);
+"""
+
+
+def go_off_call(db: Database) -> str:
+    """A doctor may leave if another is on call: count, then update one's own row."""
+    me = ("alice", "bob")[(current_racer() or 0) % 2]
+    with _connect(db) as conn:
+        on_call = conn.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone()[0]
+        if on_call < 2:
+            return "stayed"
+        conn.execute("UPDATE doctors SET on_call = false WHERE name = %s", (me,))
+    return "went off"
+
+
+def _doctors(db: Database) -> dict[str, Any]:
+    db.executescript(DOCTORS)
+    return dict(
+        reset=lambda: db.execute("UPDATE doctors SET on_call = true"),
+        check=lambda: db.scalar("SELECT count(*) FROM doctors WHERE on_call") >= 1,
+    )
+
+
+@pytest.mark.parametrize("level", [READ_COMMITTED, REPEATABLE_READ])
+def test_write_skew_below_serializable(race: Any, postgres_db: Database, level: str) -> None:
+    """Both doctors read two on call and leave: no one on call, at both levels."""
+    result = race(go_off_call, postgres_db, isolation=level, **EXPLORE, **_doctors(postgres_db))
+    assert result.every_order
+    with pytest.raises(AssertionError) as failure:
+        result.assert_outcomes(["went off", "stayed"], errors=[SerializationFailure])
+    named = result.summary()["first_failure"]["anomaly"]
+    assert (named["name"], named["hermitage"], named["prevented_by"]) == (
+        "write skew",
+        "G2-item",
+        "serializable",
+    )
+    assert "G2-item" in str(failure.value)
+    assert _refused(result) == {}
+
+
+def test_write_skew_refused_at_serializable(race: Any, postgres_db: Database) -> None:
+    """Serializable refuses one of the two: the check always holds; the control is the same
+    race without the refusal allowed, which fails."""
+    result = race(
+        go_off_call, postgres_db, isolation="SERIALIZABLE", **EXPLORE, **_doctors(postgres_db)
+    )
+    assert result.every_order
+    result.assert_outcomes(["went off", "stayed"], errors=[SerializationFailure])
+    assert _refused(result).get("serialization failure", 0) >= 1
+    with pytest.raises(AssertionError, match="refused by the database"):
+        result.assert_outcomes(["went off", "stayed"])
+
+
+# --- G-single, read skew: an audit reads two accounts while a transfer runs -----------------
+
+ACCOUNTS = """
+CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+INSERT INTO accounts VALUES (1, 50), (2, 50);
+"""
+
+
+def transfer_or_audit(db: Database) -> Any:
+    """Racer 0 moves 10 from account 1 to 2; racer 1 adds up both balances (always 100)."""
+    with _connect(db) as conn:
+        if current_racer() == 0:
+            conn.execute("UPDATE accounts SET balance = balance - 10 WHERE id = 1")
+            conn.execute("UPDATE accounts SET balance = balance + 10 WHERE id = 2")
+            return "moved"
+        first = conn.execute("SELECT balance FROM accounts WHERE id = 1").fetchone()[0]
+        second = conn.execute("SELECT balance FROM accounts WHERE id = 2").fetchone()[0]
+        return first + second
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_read_skew(race: Any, postgres_db: Database, level: str) -> None:
+    """Read committed lets the audit see 110 (the control); one snapshot from repeatable read
+    on always sees 100, and nothing is refused (a read-only transaction closes no cycle)."""
+    postgres_db.executescript(ACCOUNTS)
+    result = race(
+        transfer_or_audit,
+        postgres_db,
+        isolation=level,
+        reset=lambda: postgres_db.execute("UPDATE accounts SET balance = 50"),
+        **EXPLORE,
+    )
+    assert result.every_order
+    if level == READ_COMMITTED:
+        with pytest.raises(AssertionError) as failure:
+            result.assert_outcomes(["moved", 100])
+        assert "110" in str(failure.value)
+        named = result.summary()["first_failure"]["anomaly"]
+        assert named["hermitage"] == "G-single"
+        assert named["prevented_by"] == "repeatable read"
+    else:
+        result.assert_outcomes(["moved", 100])
+        assert _refused(result) == {}
