@@ -31,6 +31,7 @@ that fails: the same code at a weaker level, or the same race without the refusa
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -251,3 +252,241 @@ def test_read_skew(race: Any, postgres_db: Database, level: str) -> None:
     else:
         result.assert_outcomes(["moved", 100])
         assert _refused(result) == {}
+
+
+# --- every driver runs at the level; the database's own default comes back -----------------
+
+
+def levels_seen(db: Database, driver: str) -> str:
+    """The level of a transaction each driver begins without naming one."""
+    if driver == "psycopg":
+        with _connect(db) as conn:
+            return conn.execute("SELECT current_setting('transaction_isolation')").fetchone()[0]
+    if driver == "psycopg2":
+        import psycopg2
+
+        conn2 = psycopg2.connect(db.dsn)
+        try:
+            with conn2, conn2.cursor() as cur:  # psycopg2 sends BEGIN without a level
+                cur.execute("SELECT current_setting('transaction_isolation')")
+                return cur.fetchone()[0]
+        finally:
+            conn2.close()
+    import asyncpg
+
+    async def seen() -> str:
+        conn = await asyncpg.connect(db.uri)  # type: ignore[attr-defined]
+        try:
+            async with conn.transaction():
+                return await conn.fetchval("SELECT current_setting('transaction_isolation')")
+        finally:
+            await conn.close()
+
+    return asyncio.run(seen())
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
+@pytest.mark.parametrize("level", LEVELS)
+def test_every_driver_runs_at_the_level(
+    race: Any, postgres_db: Database, level: str, driver: str
+) -> None:
+    """The control is the database's default before and after the race: read committed."""
+    default = "SELECT current_setting('default_transaction_isolation')"
+    assert levels_seen(postgres_db, driver) == "read committed"
+    result = race(levels_seen, postgres_db, driver, processes=2, rounds=3, isolation=level)
+    result.assert_outcomes([level])
+    assert levels_seen(postgres_db, driver) == "read committed"
+    with postgres_db.connect() as conn:
+        assert conn.execute(default).fetchone()[0] == "read committed"
+        left = conn.execute(
+            "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d"
+            " ON d.oid = s.setdatabase WHERE d.datname = current_database()"
+        )
+        assert left.fetchone()[0] == 0
+
+
+def test_the_databases_own_setting_is_put_back(race: Any, postgres_db: Database) -> None:
+    """A database that had a default of its own gets it back, also after a failing race."""
+    name = postgres_db.scalar("SELECT current_database()")
+    postgres_db.execute(
+        f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    )
+
+    def fails(db: Database) -> None:
+        raise RuntimeError(levels_seen(db, "psycopg"))
+
+    result = race(fails, postgres_db, processes=2, rounds=1, isolation="serializable")
+    with pytest.raises(AssertionError, match="RuntimeError: serializable"):
+        result.assert_outcomes([])
+    assert levels_seen(postgres_db, "psycopg") == "repeatable read"
+
+
+def test_a_connection_kept_across_rounds_runs_at_the_level(
+    race: Any, postgres_db: Database
+) -> None:
+    """A racer's connection opened once (the handle's shared one) and kept for every round is
+    opened inside the race, after the setting; the test process's own, opened before the
+    race, keeps the old default (reset and check are not racers)."""
+    query = "SELECT current_setting('transaction_isolation')"
+    assert postgres_db.scalar(query) == "read committed"  # the test's shared connection
+    result = race(
+        lambda: postgres_db.scalar(query), processes=2, rounds=5, isolation="repeatable read"
+    )
+    result.assert_outcomes(["repeatable read"])
+    assert postgres_db.scalar(query) == "read committed"
+
+
+def lost_update_psycopg2(db: Database) -> str:
+    import psycopg2
+
+    conn = psycopg2.connect(db.dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT n FROM counter WHERE id = 1")
+            n = cur.fetchone()[0]
+            cur.execute("UPDATE counter SET n = %s, commits = commits + 1 WHERE id = 1", (n + 1,))
+    finally:
+        conn.close()
+    return "incremented"
+
+
+async def lost_update_asyncpg(db: Database) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(db.uri)  # type: ignore[attr-defined]
+    try:
+        async with conn.transaction():
+            n = await conn.fetchval("SELECT n FROM counter WHERE id = 1")
+            await conn.execute(
+                "UPDATE counter SET n = $1, commits = commits + 1 WHERE id = 1", n + 1
+            )
+    finally:
+        await conn.close()
+    return "incremented"
+
+
+@pytest.mark.parametrize("fn", [lost_update_psycopg2, lost_update_asyncpg])
+@pytest.mark.parametrize("level", LEVELS)
+def test_lost_update_with_other_drivers(
+    race: Any, postgres_db: Database, level: str, fn: Any
+) -> None:
+    """psycopg2 and asyncpg give the same verdicts: lost at read committed (the control),
+    refused with a serialization failure above it."""
+    result = race(fn, postgres_db, isolation=level, **EXPLORE, **_counter(postgres_db))
+    assert result.every_order
+    if level == READ_COMMITTED:
+        with pytest.raises(AssertionError, match="check\\(\\) returned False"):
+            result.assert_outcomes(["incremented"], errors=[SerializationFailure])
+        assert _refused(result) == {}
+    else:
+        result.assert_outcomes(["incremented"], errors=[SerializationFailure])
+        assert _refused(result).get("serialization failure", 0) >= 1
+
+
+# --- code that names its own level keeps it ------------------------------------------------
+
+
+def go_off_call_serializable(db: Database) -> str:
+    """go_off_call, with the level named in the code."""
+    me = ("alice", "bob")[(current_racer() or 0) % 2]
+    with db.connect() as conn:  # autocommit: the code sends BEGIN itself
+        conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        try:
+            on_call = conn.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone()[0]
+            if on_call >= 2:
+                conn.execute("UPDATE doctors SET on_call = false WHERE name = %s", (me,))
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+    return "went off" if on_call >= 2 else "stayed"
+
+
+def test_code_that_names_its_level_keeps_it(race: Any, postgres_db: Database) -> None:
+    """Raced at read committed, code that begins its own serializable transactions is still
+    protected from write skew (the control: the same code without the level fails at read
+    committed, test_write_skew_below_serializable), and the report says what it named."""
+    result = race(
+        go_off_call_serializable,
+        postgres_db,
+        isolation="read committed",
+        **EXPLORE,
+        **_doctors(postgres_db),
+    )
+    result.assert_outcomes(["went off", "stayed"], errors=[SerializationFailure])
+    data = result.summary()["isolation"]
+    assert data["level"] == "read committed"
+    assert data["named_by_code"] == ["serializable"]
+    with pytest.raises(AssertionError) as failure:
+        result.assert_outcomes(["went off", "stayed"])
+    assert "isolation named by the code itself, which keeps it: serializable" in str(failure.value)
+
+
+def test_stress_rounds_see_no_statements(race: Any, postgres_db: Database) -> None:
+    """Without explore or sync points the racers' statements are not seen: nothing is said
+    about levels the code names."""
+    result = race(
+        go_off_call_serializable,
+        postgres_db,
+        isolation="read committed",
+        processes=2,
+        rounds=5,
+        **_doctors(postgres_db),
+    )
+    result.assert_outcomes(["went off", "stayed"], errors=[SerializationFailure])
+    data = result.summary()["isolation"]
+    assert data["named_by_code"] == [] and data["statements_seen"] is False
+
+
+# --- SQLite, bad names, no database ----------------------------------------------------------
+
+
+def touch(path: str, db: Database | None = None) -> str:
+    with open(path, "a") as f:
+        f.write("x")
+    return "ran"
+
+
+@pytest.mark.parametrize("level", ["read committed", "Repeatable_Read"])
+def test_sqlite_refuses_other_levels_before_any_racer_starts(
+    race: Any, sqlite_db: Database, tmp_path: Any, level: str
+) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(ValueError) as refused:
+        race(touch, str(marker), sqlite_db, processes=2, rounds=1, isolation=level)
+    message = str(refused.value)
+    assert "SQLite" in message and level.lower().replace("_", " ") in message
+    assert "serializable" in message
+    assert not marker.exists()
+
+
+def test_sqlite_accepts_serializable(race: Any, sqlite_db: Database, tmp_path: Any) -> None:
+    result = race(
+        touch, str(tmp_path / "ran"), sqlite_db, processes=2, rounds=2, isolation="serializable"
+    )
+    result.assert_outcomes(["ran"])
+    assert result.summary()["isolation"]["note"] == "SQLite: every transaction is serializable"
+
+
+@pytest.mark.parametrize("name", ["snapshot", "read uncommitted", "serialisable", ""])
+def test_a_bad_level_lists_the_valid_ones(race: Any, postgres_db: Database, name: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        race(touch, "/nonexistent/x", postgres_db, processes=2, isolation=name)
+    assert "'read committed', 'repeatable read', 'serializable'" in str(refused.value)
+
+
+def test_a_level_without_a_database_says_what_to_pass(race: Any, tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match=r"cannot tell which PostgreSQL database.*postgres_db"):
+        race(touch, str(tmp_path / "ran"), processes=2, isolation="serializable")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_level_names() -> None:
+    from pytest_racecheck.isolation import level_name, parse_levels
+
+    assert level_name("REPEATABLE_READ") == "repeatable read"
+    assert level_name(" Read-Committed ") == "read committed"
+    assert parse_levels("all", "x") == LEVELS
+    assert parse_levels("serializable, read_committed", "x") == (READ_COMMITTED, SERIALIZABLE)
+    with pytest.raises(TypeError):
+        level_name(3)
