@@ -66,6 +66,9 @@ class SummaryTable:
             if verdict != "passed" and named.get("name") not in (None, "unclassified"):
                 where = test_id[len(shared) :]
                 line = f"anomaly in {where}: {named['name']} ({named['adya']})"
+                if named.get("hermitage"):
+                    line += f"; Hermitage {named['hermitage']}, prevented by "
+                    line += named["prevented_by"]
                 terminalreporter.write_line(line)
         if self.report_path is not None and self.report_written:
             terminalreporter.write_line(f"racecheck report: {self.report_path}")
