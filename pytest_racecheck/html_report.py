@@ -353,6 +353,11 @@ def failing_round_html(rnd: dict[str, Any], dom_id: str) -> str:
             text = "unclassified: the statements show none of the standard shapes"
         else:
             text = f"<b>{_e(name)}</b> ({_e(anomaly.get('adya'))}): {_e(anomaly.get('why'))}"
+            if anomaly.get("hermitage"):
+                text += (
+                    f"; Hermitage {_e(anomaly['hermitage'])}, prevented by "
+                    f"{_e(anomaly.get('prevented_by'))}"
+                )
             text = f"anomaly: {text}"
         klass = "anomaly unclassified" if name == "unclassified" else "anomaly"
         parts.append(f'<div class="{klass}" data-anomaly="{_e(name)}">{text}</div>')

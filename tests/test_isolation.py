@@ -490,3 +490,28 @@ def test_level_names() -> None:
     assert parse_levels("serializable, read_committed", "x") == (READ_COMMITTED, SERIALIZABLE)
     with pytest.raises(TypeError):
         level_name(3)
+
+
+def test_the_json_report_names_the_level_and_the_anomaly(race: Any, postgres_db: Database) -> None:
+    """The race's entry in the JSON report, checked against docs/report.schema.json."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from pytest_racecheck import report
+
+    result = race(
+        increment, postgres_db, isolation="read_committed", **EXPLORE, **_counter(postgres_db)
+    )
+    with pytest.raises(AssertionError):
+        result.assert_outcomes(["incremented"])
+    document = json.loads(json.dumps(report.build([("t.py::test", "failed", result.summary())])))
+    schema = Path(__file__).parent.parent / "docs" / "report.schema.json"
+    jsonschema.Draft202012Validator(json.loads(schema.read_text())).validate(document)
+    entry = document["races"][0]
+    assert entry["isolation"]["level"] == "read committed"
+    assert entry["isolation"]["source"] == "race()"
+    assert entry["isolation"]["wrong_result_rounds"] >= 1
+    anomaly = entry["first_failure"]["anomaly"]
+    assert (anomaly["hermitage"], anomaly["prevented_by"]) == ("P4", "repeatable read")
