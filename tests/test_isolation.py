@@ -625,3 +625,21 @@ def test_eight_racers_never_see_read_skew_from_repeatable_read(
     )
     result.assert_outcomes(["moved", 100])
     assert _refused(result) == {}
+
+
+def test_refusals_are_told_by_type_or_message() -> None:
+    """Drivers' and ORMs' classes, or the server's message that wrappers keep."""
+    from pytest_racecheck.isolation import refusal
+    from pytest_racecheck.outcomes import RaisedError
+
+    def raised(mro: tuple[str, ...], message: str = "") -> RaisedError:
+        return RaisedError(mro[0], message, "", mro)
+
+    assert refusal(raised(("psycopg.errors.SerializationFailure",))) == "serialization failure"
+    assert refusal(raised(("asyncpg.exceptions.SerializationError",))) == "serialization failure"
+    assert refusal(raised(("psycopg2.errors.DeadlockDetected",))) == "deadlock"
+    wrapped = "(psycopg.errors.SerializationFailure) could not serialize access due to ..."
+    assert refusal(raised(("sqlalchemy.exc.OperationalError",), wrapped)) == "serialization failure"
+    assert refusal(raised(("django.db.utils.OperationalError",), "deadlock detected")) == "deadlock"
+    assert refusal(raised(("ValueError",), "id 40001 not found")) is None
+    assert refusal(None) is None
