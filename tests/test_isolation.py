@@ -336,6 +336,39 @@ def test_a_connection_kept_across_rounds_runs_at_the_level(
     assert postgres_db.scalar(query) == "read committed"
 
 
+_KEPT: list[Any] = []
+
+
+def _open_kept(db: Database) -> None:
+    _KEPT.append(_connect(db))
+
+
+def _kept_level(db: Database) -> str:
+    conn = _KEPT[0]
+    try:
+        return conn.execute("SELECT current_setting('transaction_isolation')").fetchone()[0]
+    finally:
+        conn.rollback()
+
+
+def test_a_connection_opened_in_racer_setup_runs_at_the_level(
+    race: Any, postgres_db: Database
+) -> None:
+    """racer_setup runs in each racer after the level was set: a connection it opens and
+    the racer keeps for every round runs at the level."""
+    import functools
+
+    result = race(
+        _kept_level,
+        postgres_db,
+        processes=2,
+        rounds=3,
+        isolation="serializable",
+        racer_setup=functools.partial(_open_kept, postgres_db),
+    )
+    result.assert_outcomes(["serializable"])
+
+
 def lost_update_psycopg2(db: Database) -> str:
     import psycopg2
 
