@@ -321,6 +321,21 @@ def _race_section(number: int, race: dict[str, Any]) -> str:
         ("round (release to last return)", _fmt(timings.get("round_ms"), " ms")),
         ("release skew", _fmt(timings.get("release_skew_us"), " µs")),
     ]
+    iso = race.get("isolation") or {}
+    if iso.get("level"):
+        named = ", ".join(iso.get("named_by_code") or [])
+        rows.insert(3, ("isolation", f"{iso['level']} (set by {iso.get('source')})"))
+        if named:
+            rows.insert(4, ("levels the code named (kept)", named))
+    if iso.get("refused"):
+        refused = ", ".join(f"{n} {kind}" for kind, n in sorted(iso["refused"].items()))
+        rows.append(
+            (
+                "refused by the database",
+                f"{refused} in {iso.get('refused_rounds')} round(s): the code needs a retry "
+                f"loop; wrong results in {iso.get('wrong_result_rounds')} round(s)",
+            )
+        )
     if race.get("status") == "broke down":
         rows.insert(0, ("status", "the race broke down (race() raised)"))
     table = "".join(

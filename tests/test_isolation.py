@@ -676,3 +676,19 @@ def test_refusals_are_told_by_type_or_message() -> None:
     assert refusal(raised(("django.db.utils.OperationalError",), "deadlock detected")) == "deadlock"
     assert refusal(raised(("ValueError",), "id 40001 not found")) is None
     assert refusal(None) is None
+
+
+def test_the_html_page_shows_the_level_and_the_refusals(race: Any, postgres_db: Database) -> None:
+    import json
+
+    from pytest_racecheck import html_report, report
+
+    result = race(
+        increment, postgres_db, isolation="repeatable read", **EXPLORE, **_counter(postgres_db)
+    )
+    with pytest.raises(AssertionError):
+        result.assert_outcomes(["incremented"])
+    document = json.loads(json.dumps(report.build([("t.py::test", "failed", result.summary())])))
+    page = html_report.render(document)
+    assert "repeatable read (set by race())" in page
+    assert "serialization failure in" in page and "the code needs a retry loop" in page
