@@ -125,48 +125,40 @@ def test_the_matrix(pytester: pytest.Pytester, postgres_server) -> None:
     result.assert_outcomes(passed=6, failed=3, skipped=2)
 
 
-def test_a_bad_level_on_the_command_line(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_x():\n    pass\n")
-    result = pytester.runpytest_subprocess("--racecheck-isolation=snapshot,serializable")
-    result.stderr.fnmatch_lines(
+def test_refusals_under_the_summary(pytester: pytest.Pytester, postgres_server) -> None:
+    """A failing race whose racers the database refused gets a line under the summary; a
+    passing one (refusals allowed) does not."""
+    suite = (
+        SUITE.replace(
+            "def test_doctors(",
+            "def test_counter_no_retry(race, postgres_db):\n"
+            "    test_counter(race, postgres_db, errors=[])\n\n\n"
+            "def test_doctors(",
+        )
+        .replace(
+            "def test_counter(race, postgres_db):",
+            "def test_counter(race, postgres_db, errors=None):",
+        )
+        .replace(
+            'result.assert_outcomes(["incremented"], errors=[SerializationFailure])',
+            'result.assert_outcomes(["incremented"], '
+            "errors=[SerializationFailure] if errors is None else errors)",
+        )
+    )
+    pytester.makepyfile(test_matrix=suite)
+    result = pytester.runpytest_subprocess(
+        "-k",
+        "test_counter",
+        "--racecheck-isolation=serializable",
+        f"--racecheck-postgres-url={postgres_server.admin_dsn}",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
         [
-            "*--racecheck-isolation=snapshot,serializable: 'snapshot': unknown isolation "
-            "level 'snapshot': use one of 'read committed', 'repeatable read', "
-            "'serializable'*"
+            "refused by the database in test_matrix.py::test_counter_no_retry: "
+            "* serialization failure: the code needs a retry loop"
         ]
     )
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-
-
-def test_a_bad_level_in_the_marker(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.race(isolation="snapshot")
-        def test_x(race):
-            race(lambda: 1, processes=2, rounds=1).assert_outcomes([1])
-        """
-    )
-    result = pytester.runpytest_subprocess()
-    result.stdout.fnmatch_lines(["*unknown isolation level 'snapshot': use one of*"])
-    result.assert_outcomes(failed=1)
-
-
-def test_one_level_on_the_command_line(pytester: pytest.Pytester, postgres_server) -> None:
-    """One level is a run-wide setting, no matrix: ids unchanged, the level applied."""
-    pytester.makepyfile(
-        """
-        def test_x(race, postgres_db):
-            query = "SELECT current_setting('transaction_isolation')"
-            result = race(lambda: postgres_db.scalar(query), processes=2, rounds=1)
-            result.assert_outcomes(["repeatable read"])
-        """
-    )
-    result = pytester.runpytest_subprocess(
-        "-v",
-        "--racecheck-isolation=Repeatable_Read",
-        f"--racecheck-postgres-url={postgres_server.admin_dsn}",
-    )
-    result.stdout.fnmatch_lines(["*::test_x PASSED*"])
-    result.stdout.no_fnmatch_line("*racecheck isolation levels*")
+    result.stdout.no_fnmatch_line("refused by the database in test_matrix.py::test_counter:*")
