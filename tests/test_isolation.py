@@ -272,6 +272,16 @@ def levels_seen(db: Database, driver: str) -> str:
                 return cur.fetchone()[0]
         finally:
             conn2.close()
+    if driver == "sqlalchemy":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(db.url)
+        try:
+            with engine.begin() as conn:
+                query = sqlalchemy.text("SELECT current_setting('transaction_isolation')")
+                return conn.execute(query).scalar_one()
+        finally:
+            engine.dispose()
     import asyncpg
 
     async def seen() -> str:
@@ -285,7 +295,7 @@ def levels_seen(db: Database, driver: str) -> str:
     return asyncio.run(seen())
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg", "sqlalchemy"])
 @pytest.mark.parametrize("level", LEVELS)
 def test_every_driver_runs_at_the_level(
     race: Any, postgres_db: Database, level: str, driver: str
