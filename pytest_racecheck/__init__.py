@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from pytest_racecheck.processes.racer import current_racer
     from pytest_racecheck.results.result import RaceResult
     from pytest_racecheck.results.rounds import Round
+    from pytest_racecheck.wire.isolation import (
+        DeadlockDetected,
+        RefusedByDatabase,
+        SerializationFailure,
+    )
     from pytest_racecheck.wire.outcome import Outcome, RaisedError
 
 # Loaded on first use: helper processes that import a submodule (the PostgreSQL watchdog runs
@@ -39,6 +44,9 @@ _HOMES = {
     "RaceResultNeverChecked": "plugin.race_fixture",
     "PostgresServer": "backends.postgres",
     "RaceNotForced": "controller.errors",
+    "DeadlockDetected": "wire.isolation",
+    "RefusedByDatabase": "wire.isolation",
+    "SerializationFailure": "wire.isolation",
     "Outcome": "wire.outcome",
     "RaceResult": "results.result",
     "RaisedError": "wire.outcome",
@@ -65,6 +73,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Database",
+    "DeadlockDetected",
     "Outcome",
     "PostgresDatabase",
     "PostgresServer",
@@ -78,7 +87,9 @@ __all__ = [
     "RacerDied",
     "RacerSetupFailed",
     "RaisedError",
+    "RefusedByDatabase",
     "Round",
+    "SerializationFailure",
     "ServerDied",
     "SqliteDatabase",
     "current_racer",

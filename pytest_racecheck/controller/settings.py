@@ -15,6 +15,7 @@ from typing import Any
 import multiprocess as _multiprocess
 
 from pytest_racecheck.clock.control import validate_clock
+from pytest_racecheck.wire.isolation import level_name
 
 multiprocess: Any = _multiprocess  # an untyped package
 START_METHODS = ("spawn", "fork", "forkserver")
@@ -41,6 +42,11 @@ class RaceSettings:
     fresh_racers: bool = False
     """Spawn a fresh interpreter for every racer of every race, instead of forking racers
     from the session's racer hosts (``spawn`` only: see :mod:`pytest_racecheck.processes.hosts`)."""
+
+    isolation: str | None = None
+    """The isolation level of every transaction the racers begin on the race's PostgreSQL
+    database without naming one (see :mod:`pytest_racecheck.controller.isolation`); None
+    leaves the database's own default."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -111,3 +117,5 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
     if settings.seed is not None and not _is_int(settings.seed):
         raise TypeError(f"{where}: seed must be an int, got {settings.seed!r}")
     validate_clock(settings.clock, where)
+    if settings.isolation is not None:
+        level_name(settings.isolation, where)

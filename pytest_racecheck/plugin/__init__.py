@@ -3,7 +3,8 @@
 The parts live apart, one job each: :mod:`.options` (``--racecheck-*`` options, ini keys, the
 marker), :mod:`.race_fixture` (the ``race`` fixture), :mod:`.db_fixtures` (databases per
 test, the overridable ``postgres_server``), :mod:`.summary` (the end-of-session table and
-report) and :mod:`.hookspecs` (what a conftest may implement). This module wires them into pytest.
+report), :mod:`.isolation_matrix` (``--racecheck-isolation=all``: an item per level, the
+table) and :mod:`.hookspecs` (what a conftest may implement). This module wires them into pytest.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from pytest_racecheck.plugin.db_fixtures import (
     race_db,
     sqlite_db,
 )
+from pytest_racecheck.plugin.isolation_matrix import MatrixTable, _racecheck_isolation, parametrize
 from pytest_racecheck.plugin.options import (
     GITHUB_SUMMARY_ENV,
     add_options,
     call_failed_key,
     check_report_path,
+    isolation_levels,
     run_settings,
     settings_key,
     soak_factor,
@@ -45,6 +48,7 @@ from pytest_racecheck.processes import hosts, spares
 __all__ = [  # the fixtures are found here by pytest; the names stay importable from here
     "Race",
     "RaceResultNeverChecked",
+    "_racecheck_isolation",
     "_racecheck_server",
     "make_postgres_db",
     "make_sqlite_db",
@@ -68,7 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=, "
-        "fresh_racers=): "
+        "fresh_racers=, isolation=): "
         "defaults for the race fixture in this test",
     )
     config.addinivalue_line(
@@ -85,6 +89,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "--racecheck-soak multiplies rounds, --racecheck-soak-seconds replaces them by a "
             "time budget: use one of them"
         )
+    levels = isolation_levels(config)
+    if len(levels) > 1 and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(MatrixTable(levels), "racecheck-isolation-matrix")
     if not hasattr(config, "workerinput"):  # the table is printed where the terminal is
         config.pluginmanager.register(
             SummaryTable(
@@ -94,6 +101,11 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             "racecheck-summary",
         )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``--racecheck-isolation=all`` (or a comma list): a test that races runs once per level."""
+    parametrize(metafunc, isolation_levels(metafunc.config))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from pytest_racecheck.controller.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
 from pytest_racecheck.processes import spares
+from pytest_racecheck.wire.isolation import parse_levels
 
 SETTINGS: dict[str, tuple[type, str, str]] = {
     "processes": (int, "racer processes per race", f"default {DEFAULTS.processes}"),
@@ -58,6 +59,13 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "spawn a fresh interpreter for every racer of every race (new hash seeds each race) "
         "instead of forking racers from the session's racer hosts; spawn only",
         "default off",
+    ),
+    "isolation": (
+        str,
+        "isolation level of the racers' transactions on the race's PostgreSQL database: "
+        "'read committed', 'repeatable read' or 'serializable'; on the command line also "
+        "all, or a comma list: every race test then runs once per level",
+        "default the database's own",
     ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
@@ -245,6 +253,12 @@ def _convert(name: str, raw: Any, source: str) -> Any:
 def run_settings(config: pytest.Config) -> RaceSettings:
     """The run-wide settings: command line over ini over the built-in defaults."""
     found = {name: f for name in SETTINGS if (f := setting(config, name)) is not None}
+    if "isolation" in found:  # one level, or several for the matrix: isolation_levels()
+        levels = isolation_levels(config)
+        if len(levels) == 1:
+            found["isolation"] = (levels[0], found["isolation"][1])
+        else:
+            del found["isolation"]
     values = {name: _convert(name, *f) for name, f in found.items()}
     # Each value alone first, so the message names the option or ini key that set it.
     for name, value in values.items():
@@ -258,6 +272,19 @@ def run_settings(config: pytest.Config) -> RaceSettings:
 def _validate(settings: RaceSettings, where: str) -> None:
     try:
         validate_settings(settings, where)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def isolation_levels(config: pytest.Config) -> tuple[str, ...]:
+    """The levels ``--racecheck-isolation`` (ini ``racecheck_isolation``) asks for: none, one
+    (every race runs at it), or several (every race test runs once per level)."""
+    found = setting(config, "isolation")
+    if found is None:
+        return ()
+    raw, source = found
+    try:
+        return parse_levels(raw, f"{source}={raw}")
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -15,9 +15,12 @@ import pytest
 from pytest_racecheck.backends.address import handles_in
 from pytest_racecheck.controller.blocking import AnyProbe, race_probe
 from pytest_racecheck.controller.errors import RaceError, ServerDied
+from pytest_racecheck.controller.isolation import Plan, applied, record
 from pytest_racecheck.controller.loop import Controller
 from pytest_racecheck.controller.settings import DEFAULTS
 from pytest_racecheck.controller.spec import RaceSpec
+from pytest_racecheck.plugin.hookspecs import ConftestHooks
+from pytest_racecheck.plugin.isolation import isolation_plan
 from pytest_racecheck.plugin.options import (
     SOAK_ROUNDS_CAP,
     call_failed_key,
@@ -120,28 +123,13 @@ def _pytest_timeout(item: pytest.Item) -> float | None:
     return seconds if seconds > 0 else None
 
 
-@dataclass(frozen=True)
-class _ConftestHooks:
-    """The ``pytest_racecheck_racer_setup`` / ``_teardown`` implementations that apply to a
-    test, in the order pytest registered them: plugins, then conftests from the outside in."""
-
-    setups: tuple[Callable[[], Any], ...]
-    teardowns: tuple[Callable[[], Any], ...]
-
-    @classmethod
-    def of(cls, node: pytest.Item) -> _ConftestHooks:
-        ihook = node.ihook  # only the conftests on the test's path, as for fixtures
-        return cls(
-            tuple(i.function for i in ihook.pytest_racecheck_racer_setup.get_hookimpls()),
-            tuple(i.function for i in ihook.pytest_racecheck_racer_teardown.get_hookimpls()),
-        )
-
-
 class Race:
     """The ``race`` fixture's value: call it to race a function across processes."""
 
-    def __init__(self, request: pytest.FixtureRequest) -> None:
+    def __init__(self, request: pytest.FixtureRequest, matrix_level: str | None = None) -> None:
         self._request = request
+        self._matrix_level = matrix_level
+        """The level of this test item under ``--racecheck-isolation=all`` (or a list)."""
         self.results: list[RaceResult] = []
         self._raced: list[_Raced] = []
         self._created = time.monotonic()
@@ -150,7 +138,8 @@ class Race:
     def settings(self) -> dict[str, Any]:
         """This test's defaults: marker over command line over ini over built-in."""
         node = self._request.node
-        return {**node.config.stash[settings_key].as_dict(), **marker_settings(node)}
+        matrix = {} if self._matrix_level is None else {"isolation": self._matrix_level}
+        return {**node.config.stash[settings_key].as_dict(), **matrix, **marker_settings(node)}
 
     def __call__(
         self,
@@ -167,6 +156,7 @@ class Race:
         clock: str | None = None,
         stall_timeout: float | None = None,
         fresh_racers: bool | None = None,
+        isolation: str | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -189,9 +179,11 @@ class Race:
             "clock": clock,
             "stall_timeout": stall_timeout,
             "fresh_racers": fresh_racers,
+            "isolation": isolation,
         }
+        given = {k: v for k, v in settings.items() if v is not None}
         spec, budget_s = self._spec(
-            {k: v for k, v in settings.items() if v is not None},
+            given,
             any((meet_at, pause_after, pause_before)) or schedule is not None,
             fn=fn,
             args=args,
@@ -205,7 +197,8 @@ class Race:
             racer_setup=racer_setup,
             racer_teardown=racer_teardown,
         )
-        return self._run(spec, budget_s, where)
+        level = isolation_plan(self._request, spec, given, self._matrix_level)
+        return self._run(spec, budget_s, where, level)
 
     def _spec(
         self, given: dict[str, Any], own_interleaving: bool, **race_args: Any
@@ -222,7 +215,7 @@ class Race:
             soak_seconds=config.stash[soak_seconds_key],
         )
         self._fit_pytest_timeout(chosen)
-        hooks = _ConftestHooks.of(self._request.node)
+        hooks = ConftestHooks.of(self._request.node)
         try:
             spec = RaceSpec(
                 **race_args,
@@ -245,15 +238,21 @@ class Race:
             left = TIMEOUT_SHARE * test_timeout - (time.monotonic() - self._created)
             chosen["timeout"] = max(min(chosen["timeout"], round(left, 1)), MIN_CAPPED_TIMEOUT_S)
 
-    def _run(self, spec: RaceSpec, budget_s: float | None, where: tuple[str, int]) -> RaceResult:
-        """Run the race and keep its result for the summary, a race that broke down too: its
-        result tells how far it got. A dead server, or Ctrl-C, is told before anything else."""
+    def _run(
+        self, spec: RaceSpec, budget_s: float | None, where: tuple[str, int], level: Plan
+    ) -> RaceResult:
+        """Run the race at its isolation ``level`` and keep its result for the summary, a race
+        that broke down too: its result tells how far it got. A dead server, or Ctrl-C, is told
+        before anything else."""
         __tracebackhide__ = True
         try:
             probe, own_probes = self._probe(spec)
             controller = Controller(spec, probe)
             try:
-                result = controller.run()
+                # The level is the database's default from before any racer starts (racers
+                # open every connection they use after it) until the race has ended.
+                with applied(level):
+                    result = controller.run()
             except KeyboardInterrupt:
                 self._interrupted(controller.result, budget_s)
                 raise
@@ -263,6 +262,7 @@ class Race:
             finally:
                 own_probes.close()
             self._check_servers(result)
+            record(result, level, spec.mode)
         except RaceError as exc:
             if exc.result is not None:
                 exc.result.budget_s = budget_s
@@ -396,17 +396,17 @@ def _write_live(config: pytest.Config, line: str) -> None:
 
 
 @pytest.fixture
-def race(request: pytest.FixtureRequest) -> Iterator[Race]:
+def race(request: pytest.FixtureRequest, _racecheck_isolation: str | None) -> Iterator[Race]:
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, stall_timeout=,
-    start_method=, explore=, seed=, clock=, fresh_racers=, meet_at=, pause_after=,
+    start_method=, explore=, seed=, clock=, fresh_racers=, isolation=, meet_at=, pause_after=,
     pause_before=, schedule=, racer_setup=, racer_teardown=, **kwargs)`` runs
     ``fn(*args, **kwargs)`` in every racer, every round, and returns a RaceResult to assert on
     (a result never checked gets a warning). Defaults come from @pytest.mark.race(...), then
     --racecheck-* options, then racecheck_* ini keys.
     """
-    racer = Race(request)
+    racer = Race(request, _racecheck_isolation)
     request.node.stash[race_key] = racer
     yield racer
     racer.warn_unchecked()

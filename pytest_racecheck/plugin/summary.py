@@ -66,7 +66,18 @@ class SummaryTable:
             if verdict != "passed" and named.get("name") not in (None, "unclassified"):
                 where = test_id[len(shared) :]
                 line = f"anomaly in {where}: {named['name']} ({named['adya']})"
+                if named.get("hermitage"):
+                    line += f"; Hermitage {named['hermitage']}, prevented by "
+                    line += named["prevented_by"]
                 terminalreporter.write_line(line)
+        for test_id, verdict, race in self.rows:  # refusals, apart from wrong results
+            refused = (race.get("isolation") or {}).get("refused") or {}
+            if verdict != "passed" and refused:
+                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(refused.items()))
+                terminalreporter.write_line(
+                    f"refused by the database in {test_id[len(shared) :]}: {kinds}: the code "
+                    "needs a retry loop"
+                )
         if self.report_path is not None and self.report_written:
             terminalreporter.write_line(f"racecheck report: {self.report_path}")
         if self.html_path is not None and self.html_written:

@@ -43,6 +43,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_racecheck.results.hermitage import hermitage, hermitage_line
 from pytest_racecheck.sql.effects import (
     BEGIN,
     COMMIT,
@@ -108,9 +109,13 @@ def _ops(racer: dict[str, Any]) -> list[_Op]:
     ops: list[_Op] = []
     open_txns: dict[int, tuple[_Txn, bool, list[_Op]]] = {}  # conn: txn, explicit, its ops
 
-    def close(conn: int, committed: bool, at: float | None, step: int | None) -> None:
+    def close(
+        conn: int, committed: bool, at: float | None, step: int | None, ended: bool = False
+    ) -> None:
         txn, explicit, members = open_txns.pop(conn)
-        if committed or explicit:
+        # A COMMIT or ROLLBACK the racer sent ends a transaction, even one whose BEGIN the
+        # driver sent unseen: a rollback (psycopg's, after an error) undoes its statements.
+        if committed or explicit or ended:
             txn.committed, txn.commit_at, txn.commit_step = committed, at, step
             return
         for op in members:  # never committed nor begun: each statement committed alone
@@ -130,7 +135,7 @@ def _ops(racer: dict[str, Any]) -> list[_Op]:
             open_txns[conn] = (_Txn(number), True, [])
         elif kind in (COMMIT, ROLLBACK):
             if conn in open_txns:
-                close(conn, kind == COMMIT, op.end, i)
+                close(conn, kind == COMMIT, op.end, i, ended=True)
         else:
             if conn not in open_txns:
                 open_txns[conn] = (_Txn(number), False, [])
@@ -181,13 +186,26 @@ def _writes_after(ops: Sequence[_Op], read: _Op) -> list[_Op]:
     ]
 
 
-def _result(name: str, why: str, refs: Iterable[list[int]], mark: list[int]) -> dict[str, Any]:
+def _result(
+    name: str,
+    why: str,
+    refs: Iterable[list[int]],
+    mark: list[int],
+    ops: Sequence[_Op] = (),
+) -> dict[str, Any]:
+    """The named anomaly; ``ops`` are the statements that make it, to tell whether each
+    racer's were in one transaction (an isolation level can then prevent it)."""
+    txns: dict[int, set[int]] = {}
+    for op in ops:
+        txns.setdefault(op.racer, set()).add(id(op.txn))
+    one_transaction = all(len(t) == 1 for t in txns.values())
     return {
         "name": name,
         "adya": ADYA[name],
         "why": why,
         "steps": sorted({tuple(r) for r in refs}),
         "marked": mark,
+        **hermitage(name, one_transaction),
     }
 
 
@@ -313,6 +331,7 @@ def classify(round_data: dict[str, Any]) -> dict[str, Any]:
                                         f"committed, then racer {a} wrote the same row over it",
                                         [read_a.ref(), write_b.ref(), write_a.ref()],
                                         _commit_ref(write_a),
+                                        [read_a, write_a],
                                     ),
                                 )
                             )
@@ -349,6 +368,7 @@ def classify(round_data: dict[str, Any]) -> dict[str, Any]:
                                         why,
                                         [read_a.ref(), read_b.ref(), write_a.ref(), write_b.ref()],
                                         _commit_ref(last),
+                                        [read_a, read_b, write_a, write_b],
                                     ),
                                 )
                             )
@@ -371,16 +391,27 @@ def classify(round_data: dict[str, Any]) -> dict[str, Any]:
                                     f"racer {a} {what} on what it had read",
                                     [read_a.ref(), write_b.ref(), *(w.ref() for w in acted[:1])],
                                     mark,
+                                    [read_a, *acted[:1], *_reads_of(ops_a, read_a, acted)],
                                 ),
                             )
                         )
     if candidates:
         return min(candidates, key=lambda c: c[0])[1]
-    return {"name": UNCLASSIFIED, "adya": None, "why": None, "steps": [], "marked": None}
+    none = {"name": UNCLASSIFIED, "adya": None, "why": None, "steps": [], "marked": None}
+    return {**none, **hermitage(UNCLASSIFIED, one_transaction=False)}
+
+
+def _reads_of(ops: Sequence[_Op], read: _Op, acted: Sequence[_Op]) -> list[_Op]:
+    """A reader that wrote nothing (read skew): its other reads, which its stale read was
+    combined with; they must share the stale read's transaction for a level to help."""
+    if acted:
+        return []
+    return [op for op in ops if op.effect.reads and not op.failed and op is not read]
 
 
 def summary_line(anomaly: dict[str, Any]) -> str:
     """One line for the terminal: the name, and why when it is named."""
     if anomaly["name"] == UNCLASSIFIED:
         return "anomaly: unclassified (the statements show none of the standard shapes)"
-    return f"anomaly: {anomaly['name']} ({anomaly['adya']}): {anomaly['why']}"
+    line = f"anomaly: {anomaly['name']} ({anomaly['adya']}): {anomaly['why']}"
+    return line + hermitage_line(anomaly)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_racecheck.results.anomaly import classify
+from pytest_racecheck.results.isolation import summary as isolation_summary
 from pytest_racecheck.results.rounds import Round
 from pytest_racecheck.results.text import check_text
 from pytest_racecheck.sql.effects import effect
@@ -59,6 +60,7 @@ def summary_data(result: RaceResult) -> dict[str, Any]:
         "budget_s": result.budget_s,
         "failing_schedule": result.failing_schedule,
         "targets_reached": dict(result.targets_reached),
+        "isolation": isolation_summary(result),
         "first_failure": None if rnd is None else round_data(result, rnd),
         "timings": {
             "startup_s": round(result.startup_s, 3),

@@ -300,6 +300,21 @@ def _race_section(number: int, race: dict[str, Any]) -> str:
         ("round (release to last return)", _fmt(timings.get("round_ms"), " ms")),
         ("release skew", _fmt(timings.get("release_skew_us"), " µs")),
     ]
+    iso = race.get("isolation") or {}
+    if iso.get("level"):
+        named = ", ".join(iso.get("named_by_code") or [])
+        rows.insert(3, ("isolation", f"{iso['level']} (set by {iso.get('source')})"))
+        if named:
+            rows.insert(4, ("levels the code named (kept)", named))
+    if iso.get("refused"):
+        refused = ", ".join(f"{n} {kind}" for kind, n in sorted(iso["refused"].items()))
+        rows.append(
+            (
+                "refused by the database",
+                f"{refused} in {iso.get('refused_rounds')} round(s): the code needs a retry "
+                f"loop; wrong results in {iso.get('wrong_result_rounds')} round(s)",
+            )
+        )
     if race.get("status") == "broke down":
         rows.insert(0, ("status", "the race broke down (race() raised)"))
     table = "".join(
@@ -332,6 +347,11 @@ def failing_round_html(rnd: dict[str, Any], dom_id: str) -> str:
             text = "unclassified: the statements show none of the standard shapes"
         else:
             text = f"<b>{_e(name)}</b> ({_e(anomaly.get('adya'))}): {_e(anomaly.get('why'))}"
+            if anomaly.get("hermitage"):
+                text += (
+                    f"; Hermitage {_e(anomaly['hermitage'])}, prevented by "
+                    f"{_e(anomaly.get('prevented_by'))}"
+                )
             text = f"anomaly: {text}"
         klass = "anomaly unclassified" if name == "unclassified" else "anomaly"
         parts.append(f'<div class="{klass}" data-anomaly="{_e(name)}">{text}</div>')

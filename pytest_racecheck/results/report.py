@@ -145,6 +145,7 @@ def race_entry(test_id: str, verdict: str, race: dict[str, Any]) -> dict[str, An
         "first_failure": race.get("first_failure"),
         "failing_schedule": race.get("failing_schedule"),
         "targets_reached": race.get("targets_reached") or {},
+        "isolation": race.get("isolation"),
         "timings": race.get("timings") or {"elapsed_s": race.get("elapsed_s", 0.0)},
     }
 

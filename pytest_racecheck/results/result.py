@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_racecheck.results.anomaly import summary_line
 from pytest_racecheck.results.data import round_data, summary_data
+from pytest_racecheck.results.isolation import failure_text
 from pytest_racecheck.results.rounds import Round
 from pytest_racecheck.results.text import format_histogram, format_round, leftover_hint, with_check
 
@@ -77,6 +78,9 @@ class RaceResult:
     has_reset: bool = True
     """Whether the race reset the database before each round (``reset=``): without it, a
     failure that starts after round 1 may be the earlier rounds' leftovers (a hint says so)."""
+    isolation: dict[str, Any] | None = None
+    """The race's isolation level, where it was set and what the code named itself
+    (:mod:`pytest_racecheck.controller.isolation`); None when the race set none."""
     _rounds: list[Round] = field(init=False, repr=False, compare=False)
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
     _step_keys: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
@@ -196,6 +200,7 @@ class RaceResult:
         if first.schedule:
             steps = "".join(f"\n    {step!r}," for step in first.schedule)
             message += "\nreplay this interleaving with race(..., schedule=[" + steps + "\n])"
+        message += failure_text(self)
         hint = leftover_hint(self, first)
         if hint:
             message += "\n" + hint

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_racecheck.wire.isolation import allows
+
 
 def qualified_name(cls: type) -> str:
     module = cls.__module__
@@ -39,8 +41,9 @@ class RaisedError:
         return self.type_name.rsplit(".", 1)[-1]
 
     def is_instance(self, types: Iterable[type[BaseException]]) -> bool:
-        """isinstance() by qualified class name, across the process boundary."""
-        return any(qualified_name(t) in self.mro for t in types)
+        """isinstance() by qualified class name, across the process boundary; a refusal of
+        the database (SerializationFailure etc.) by what the driver raised for it."""
+        return any(qualified_name(t) in self.mro or allows(self, t) for t in types)
 
     def __str__(self) -> str:
         return f"{self.short_type}: {self.message}" if self.message else self.short_type
