@@ -16,6 +16,87 @@ import pytest
 
 TAG_VAR = "RACECHECK_TEST_TAG"
 LEFTOVER_WAIT_S = 15.0
+SUITE_TAG_VAR = "RACECHECK_SUITE_TAG"
+"""Set once per run of this suite; every PostgreSQL server the run starts (also in pytester
+runs and xdist workers) inherits it: what tells the run's servers from other runs'."""
+SHM_PREFIX = "/dev/shm/PostgreSQL."
+SHM_LOOK_EVERY_S = 0.25
+
+
+class ShmWatch:
+    """Which ``/dev/shm/PostgreSQL.*`` segments the servers of this run mapped, looked up every
+    SHM_LOOK_EVERY_S in the maps of ``postgres`` processes that carry this run's tag. Other
+    runs on the machine make segments too: only this run's servers' are its to clean up."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = f"{SUITE_TAG_VAR}={tag}".encode()
+        self.seen: dict[str, int] = {}  # segment: the server process that mapped it
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shm-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SHM_LOOK_EVERY_S):
+            self.look()
+
+    def look(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/comm", "rb") as f:
+                    if f.read().strip() != b"postgres":
+                        continue
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if self.tag not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry.name}/maps") as f:
+                    maps = f.read()
+            except OSError:
+                continue
+            for line in maps.splitlines():
+                at = line.find(SHM_PREFIX)
+                if at >= 0:
+                    self.seen.setdefault(line[at:].split()[0], int(entry.name))
+
+    def left(self) -> list[str]:
+        self._stop.set()
+        self._thread.join()
+        return sorted(s for s in self.seen if os.path.exists(s))
+
+
+_shm_watch: ShmWatch | None = None
+_shm_left: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's tag, and its watch, in the process that runs the session (not in xdist
+    workers, which inherit the tag and whose servers the watch sees)."""
+    global _shm_watch
+    if hasattr(config, "workerinput") or not Path("/proc/self/maps").exists():
+        return
+    tag = os.environ.setdefault(SUITE_TAG_VAR, uuid.uuid4().hex)
+    _shm_watch = ShmWatch(tag)
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures (and servers) are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when a PostgreSQL server it started left POSIX shared memory behind."""
+    global _shm_watch
+    if _shm_watch is None:
+        return
+    _shm_watch.look()
+    _shm_left[:] = _shm_watch.left()
+    _shm_watch = None
+    if _shm_left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _shm_left:
+        terminalreporter.write_sep("=", "POSIX shared memory left by this run's servers", red=True)
+        for segment in _shm_left:
+            terminalreporter.write_line(f"{segment} (remove it: rm {segment})")
 
 
 def gone(pid: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_racecheck.plugin import race_fixture
+from pytest_racecheck.plugin import progress, race_fixture
 
 LEFTOVERS = """
 import os
@@ -125,8 +125,8 @@ def test_long(race):
 @pytest.fixture
 def eager_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """Progress from the first round on, every round (in-process runs share the module)."""
-    monkeypatch.setattr(race_fixture, "PROGRESS_AFTER_S", 0.0)
-    monkeypatch.setattr(race_fixture, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)
 
 
 @pytest.mark.usefixtures("eager_progress")

@@ -179,3 +179,50 @@ def test_a_replay_waits_for_a_racer_asleep_in_python(race, race_db) -> None:
         reset=lambda: race_db.execute("DELETE FROM runs"),
     )
     assert result.counts("created") == [2] * 20, [r.trace for r in result.rounds]
+
+
+def start_run(path: str, fixed: bool) -> str:
+    """Check, then act; ``fixed`` takes SQLite's write lock first (BEGIN IMMEDIATE), and the
+    statements stay on the same lines."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE" if fixed else "SELECT 0")
+        if conn.execute("SELECT count(*) FROM runs").fetchone()[0]:
+            conn.execute("ROLLBACK" if fixed else "SELECT 0")
+            return "refused"
+        conn.execute("INSERT INTO runs (v) VALUES (1)")
+        conn.execute("COMMIT" if fixed else "SELECT 0")
+        return "created"
+    finally:
+        conn.close()
+
+
+def test_a_schedule_replayed_against_the_fix_says_to_keep_explore(race, sqlite_db) -> None:
+    """The commonest replay that is not followed: the bug was fixed, and its interleaving cannot
+    happen any more. The advice names that case (keep an explore= test), beside code that moved
+    (explore again)."""
+    sqlite_db.execute("CREATE TABLE runs (v INTEGER)")
+
+    def attempt(fixed: bool, **kwargs):
+        return race(
+            start_run,
+            sqlite_db.path,
+            fixed,
+            processes=2,
+            timeout=60,
+            reset=lambda: sqlite_db.execute("DELETE FROM runs"),
+            check=lambda: sqlite_db.scalar("SELECT count(*) FROM runs") == 1,
+            **kwargs,
+        )
+
+    buggy = attempt(False, explore=50, seed=1)
+    with pytest.raises(AssertionError, match="2 racers returned 'created'"):
+        buggy.assert_exactly_one("created")
+    advice = (
+        r"(?s)not followed in round 1.*"
+        r"moved or takes another path.*explore again and paste the new.*failing_schedule.*"
+        r"If the bug was fixed, this interleaving cannot happen any more.*"
+        r"keep a race with explore= as the regression test"
+    )
+    with pytest.raises(ScheduleNotFollowed, match=advice):
+        attempt(True, rounds=3, schedule=buggy.failing_schedule)

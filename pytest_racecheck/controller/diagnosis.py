@@ -52,9 +52,12 @@ class Diagnosis(ControllerState):
                 passed = ", ".join(repr(s.name) for s in outcome.steps) or "none"
                 lines.append(f"  racer {racer} passed these points in round {rnd.index}: {passed}")
         lines.append(
-            "A step names a point (for a statement: its SQL and the file:line that sent it). If "
-            "the code under test moved or takes another path, explore again and paste the new "
-            "result.failing_schedule, or name the place with pytest_racecheck.point()."
+            "A step names a point (for a statement: its SQL and the file:line that sent it). "
+            "If the code under test moved or takes another path and the bug may still be "
+            "there, explore again and paste the new result.failing_schedule, or name the place "
+            "with pytest_racecheck.point(). If the bug was fixed, this interleaving cannot "
+            "happen any more and no schedule replays it: keep a race with explore= as the "
+            "regression test (it searches the fixed code's interleavings and passes)."
         )
         raise ScheduleNotFollowed("\n".join(lines), self.result)
 

@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dill
-
 from pytest_racecheck.clock.control import is_time_step
 from pytest_racecheck.controller.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
 from pytest_racecheck.policies.choose import make_coordinator
 from pytest_racecheck.policies.coordinator import Coordinator
 from pytest_racecheck.results.result import RaceResult
+from pytest_racecheck.wire import pickling
 
 
 @dataclass
@@ -155,11 +154,12 @@ def _check_signature(spec: RaceSpec) -> None:
 def pickle_call(spec: RaceSpec) -> tuple[bytes, bytes]:
     """The function with its arguments, and the racer's set-up and tear-down, apart.
 
+    Modules the racers can import by name go by name (:mod:`~pytest_racecheck.wire.pickling`).
     Apart, because loading the function imports its module, which may need the set-up first
     (a test module that imports Django models needs ``django.setup()``).
     """
     try:
-        call = dill.dumps((spec.fn, spec.args, spec.kwargs), recurse=True)
+        call = pickling.dumps((spec.fn, spec.args, spec.kwargs))
     except Exception as exc:
         raise TypeError(
             f"race(): cannot send {spec.fn_name} and its arguments to the racer processes "
@@ -170,9 +170,8 @@ def pickle_call(spec: RaceSpec) -> tuple[bytes, bytes]:
     setups = (*spec.conftest_setups, spec.racer_setup)
     teardowns = (spec.racer_teardown, *reversed(spec.conftest_teardowns))
     try:
-        hooks = dill.dumps(
-            tuple(tuple(h for h in hs if h is not None) for hs in (setups, teardowns)),
-            recurse=True,
+        hooks = pickling.dumps(
+            tuple(tuple(h for h in hs if h is not None) for hs in (setups, teardowns))
         )
     except Exception as exc:
         raise TypeError(

@@ -187,6 +187,18 @@ def process_cpu_ns(pid: int) -> int | None:
     return None if ticks is None else ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
+def mapped_files(pid: int, prefix: str) -> set[str]:
+    """The files under ``prefix`` that process ``pid`` maps (``/proc/PID/maps``); empty when
+    it is gone or not readable."""
+    data = _read(f"{PROC}/{pid}/maps")
+    found: set[str] = set()
+    for line in (data or "").splitlines():
+        at = line.find(prefix)
+        if at >= 0:
+            found.add(line[at:].removesuffix(" (deleted)"))
+    return found
+
+
 def pid_namespace() -> str | None:
     """This process's pid namespace (``pid:[4026531836]``): the pids it sees mean what they say
     only inside it, so containers sharing a ``/tmp`` must not judge each other's processes."""

@@ -1,10 +1,11 @@
 """The pytest face of pytest-racecheck: hooks, markers and the fixtures users see.
 
 The parts live apart, one job each: :mod:`.options` (``--racecheck-*`` options, ini keys, the
-marker), :mod:`.race_fixture` (the ``race`` fixture), :mod:`.db_fixtures` (databases per
-test, the overridable ``postgres_server``), :mod:`.summary` (the end-of-session table and
-report), :mod:`.isolation_matrix` (``--racecheck-isolation=all``: an item per level, the
-table) and :mod:`.hookspecs` (what a conftest may implement). This module wires them into pytest.
+marker), :mod:`.race_fixture` (the ``race`` fixture), :mod:`.progress` (a long race's
+progress lines), :mod:`.db_fixtures` (databases per test, the overridable ``postgres_server``),
+:mod:`.summary` (the end-of-session table and report), :mod:`.isolation_matrix`
+(``--racecheck-isolation=all``: an item per level, the table) and :mod:`.hookspecs` (what a
+conftest may implement). This module wires them into pytest.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``race`` fixture: a test's races, their settings, timeouts, progress lines and summaries."""
+"""The ``race`` fixture: a test's races, their settings, timeouts and summaries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +31,9 @@ from pytest_racecheck.plugin.options import (
     soak_seconds_key,
     stop_early,
 )
+from pytest_racecheck.plugin.progress import Progress
 from pytest_racecheck.results import report as race_report
 from pytest_racecheck.results.result import RaceResult
-
-PROGRESS_AFTER_S = 3.0
-"""A race that runs longer than this prints progress lines..."""
-PROGRESS_EVERY_S = 5.0
-"""...at most this often."""
 
 
 class RaceResultNeverChecked(pytest.PytestWarning):
@@ -223,7 +218,9 @@ class Race:
                 conftest_teardowns=hooks.teardowns,
                 stop_early=stop_early(config),
                 budget_s=budget_s,
-                on_round=_Progress(config, self._request.node.nodeid, budget_s),
+                on_round=_AfterRound(
+                    Progress(config, self._request.node.nodeid, budget_s), self._check_servers
+                ),
                 **chosen,
             )
         except (TypeError, ValueError) as exc:
@@ -354,45 +351,19 @@ race_key = pytest.StashKey[Race]()
 """The test's Race, for the report hook in plugin.py."""
 
 
-class _Progress:
-    """Progress lines for a long race: one after PROGRESS_AFTER_S, then one every
-    PROGRESS_EVERY_S, with the rounds done and the failing rounds so far; none under -q."""
+class _AfterRound:
+    """After every round: has a server died (the race stops in the round it died, with
+    ServerDied, not after its remaining rounds of failures), then the progress line."""
 
-    def __init__(self, config: pytest.Config, nodeid: str, budget_s: float | None) -> None:
-        self._config = config
-        self._nodeid = nodeid
-        self._budget_s = budget_s
-        self._started = time.monotonic()
-        self._next = self._started + PROGRESS_AFTER_S
+    def __init__(
+        self, progress: Callable[[RaceResult], Any], check_servers: Callable[[RaceResult], Any]
+    ) -> None:
+        self._progress = progress
+        self._check_servers = check_servers
 
     def __call__(self, result: RaceResult) -> None:
-        now = time.monotonic()
-        if now < self._next or self._config.get_verbosity() < 0:
-            return
-        self._next = now + PROGRESS_EVERY_S
-        done, failing = result.rounds_run, result.failing_rounds_so_far()
-        of = "" if self._budget_s else f"/{result.rounds_requested}"
-        line = (
-            f"racecheck: {self._nodeid}: {result.fn_name}: round {done}{of}, "
-            f"{failing} failing so far, {now - self._started:.0f}s"
-        )
-        _write_live(self._config, line)
-
-
-def _write_live(config: pytest.Config, line: str) -> None:
-    """Write a line to the terminal while a test runs, as pytest's live logging does: past
-    output capturing, through the terminal reporter; an xdist worker has no terminal of its
-    own, so it writes to its real stderr, which the controller's terminal shows."""
-    capman = config.pluginmanager.get_plugin("capturemanager")
-    terminal = config.pluginmanager.get_plugin("terminalreporter")
-    with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
-        worker = getattr(config, "workerinput", None)
-        if worker is None and terminal is not None:
-            terminal.write_line(line)
-        elif sys.__stderr__ is not None:
-            prefix = f"[{worker['workerid']}] " if worker is not None else ""
-            sys.__stderr__.write(prefix + line + "\n")
-            sys.__stderr__.flush()
+        self._check_servers(result)
+        self._progress(result)
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from pytest_racecheck.wire.messages import (
     Waiting,
     Warm,
 )
+from pytest_racecheck.wire.messages import send as wire_send
 from pytest_racecheck.wire.outcome import Outcome, RaisedError
 
 WATCHDOG_S = 0.2
@@ -259,7 +260,7 @@ class _OneSenderAtATime:
 
     def send(self, message: Any) -> None:
         with self._lock:
-            self._channel.send(message)
+            wire_send(self._channel, message)
 
     def notify(self, message: Any) -> None:
         """Send news the controller may do without (a backend pid, a connection starting),

@@ -2,16 +2,23 @@
 
 Each message is a small frozen dataclass; its ``kind`` names the handler that receives it
 (``racer_<kind>`` on the controller, in the style of pytest-xdist's ``worker_<name>``). They
-travel over one ``multiprocess`` pipe per racer, pickled with dill.
+travel over one ``multiprocess`` pipe per racer, pickled with dill, or by a racer with the
+standard library when it can (:func:`send`).
 
 Controller to racer: :class:`Setup` once, then :class:`Pass` for each held point and
 :class:`Wake` for each virtual sleep.
 Racer to controller: :class:`Ready` (or :class:`SetupError`), :class:`Warm`, then per round any
 number of :class:`At`, :class:`Sleep` and :class:`BackendPid`, and one :class:`Result`.
+
+:func:`send` pickles a message with the standard library's C pickler when it can: dill's
+pure-Python pickler took about 0.5 ms of CPU per result on a busy machine (22 us with
+``pickle``), which every racer paid every round while the others still ran. The receiving end is
+unchanged: dill loads any standard pickle.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +28,18 @@ from pytest_racecheck.wire.outcome import Outcome, RaisedError
 @dataclass(frozen=True)
 class Message:
     kind: ClassVar[str] = ""
+
+
+def send(channel: Any, message: Any) -> None:
+    """Send ``message`` on a ``multiprocess`` connection: pickled by the standard library
+    when it can be (the messages, and most return values and exceptions), else by dill, as
+    ``channel.send`` does (a value holding a lambda or a class made inside a function)."""
+    try:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        channel.send(message)
+        return
+    channel.send_bytes(data)
 
 
 # Controller to racer.

@@ -17,7 +17,9 @@ One role per module:
 - :mod:`.handle`: :class:`PostgresDatabase`, connection strings and URLs, password masking.
 - :mod:`.provider`: :class:`PostgresServer`, per-test databases on a throwaway or external
   server, and which sessions wait on a lock.
-- :mod:`.server`: finding the binaries; starting, joining and leaving the throwaway server.
+- :mod:`.binaries`: finding ``initdb`` and ``pg_ctl``.
+- :mod:`.server`: starting, joining and leaving the throwaway server; reading its log for a
+  crash.
 - :mod:`.state`: the server directory's state and lock, tearing a server down, the sweep.
 - :mod:`.watchdog`: the process that stops a server whose owners were all killed.
 - :mod:`.watchdog_launch`: starting that process from pytest and learning its pid.
@@ -27,6 +29,7 @@ The package knows the database and the processes, never pytest: the plugin maps
 imports psycopg or filelock before it is needed, so the watchdog can import the package.
 """
 
+from pytest_racecheck.backends.postgres.binaries import find_bindir
 from pytest_racecheck.backends.postgres.errors import (
     ENABLE_HINT,
     PostgresSetupError,
@@ -40,7 +43,6 @@ from pytest_racecheck.backends.postgres.server import (
     SYSTEM_USER,
     TEMPLATE,
     ThrowawayServer,
-    find_bindir,
 )
 from pytest_racecheck.backends.postgres.state import (
     SERVER_DIR_PREFIX,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_racecheck.backends.postgres import server as srv
 from pytest_racecheck.backends.postgres import state as st
+from pytest_racecheck.backends.postgres.binaries import has_server_tools
 from pytest_racecheck.backends.postgres.errors import (
     ENABLE_HINT,
     PostgresSetupError,
@@ -90,6 +91,8 @@ class PostgresServer:
         """How :meth:`throwaway` made this server, to make another if it dies."""
         self._lost: set[str] = set()
         """Databases that went with a server that died: nothing to drop."""
+        self._log_seen = 0
+        """How far :meth:`server_died` has read the throwaway server's log for a crash."""
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._conn = self._connect_admin()
         self.server_version = self._conn.info.server_version
@@ -118,7 +121,7 @@ class PostgresServer:
         from filelock import FileLock
 
         bindir = Path(bindir)
-        if not srv.has_server_tools(bindir):
+        if not has_server_tools(bindir):
             raise PostgresUnavailable(f"no initdb and pg_ctl in {bindir}: {ENABLE_HINT}")
         account = srv.server_account(system_user)
         shared_dir = Path(shared_dir)
@@ -228,8 +231,16 @@ class PostgresServer:
         goes on; the next :meth:`create_database` starts a new server.
         """
         server = self.server
-        if server is None or not server.died():
+        if server is None:
             return None
+        if not server.died():
+            crashed, self._log_seen = server.crashed_since(self._log_seen)
+            if not crashed:
+                return None
+            # A backend crashed: the postmaster is ending the others, then itself.
+            st.wait_gone([server.pid], srv.CRASH_EXIT_S)
+            if not server.died():
+                return None  # restart_after_crash was turned back on: it recovers
         log = [ln for ln in st.tail(server.log_file, 600).splitlines() if ln.strip()][-2:]
         srv.bury(server.root)
         said = f"; its log ends: {' | '.join(log)}" if log else ""
@@ -268,6 +279,7 @@ class PostgresServer:
         old, self._conn = self._conn, fresh._conn
         fresh._conn = None
         self.server, self._owner_token = fresh.server, fresh._owner_token
+        self._log_seen = 0
         self._base, self.admin_dsn = fresh._base, fresh.admin_dsn
         self.server_version = fresh.server_version
         if old is not None:

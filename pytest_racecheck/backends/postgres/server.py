@@ -1,4 +1,4 @@
-"""A throwaway server's life: finding PostgreSQL, starting a server, joining it, leaving it.
+"""A throwaway server's life: starting a server, joining it, leaving it.
 
 The first process of a run (pytest, or the first xdist worker) runs ``initdb`` and ``pg_ctl``
 into a new directory under ``/tmp`` (unix socket only, durability off) and starts the watchdog;
@@ -10,7 +10,6 @@ unprivileged user, because PostgreSQL refuses root.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -53,71 +52,24 @@ SERVER_SETTINGS: Mapping[str, str] = {
     # An autovacuum worker connected to the template makes CREATE DATABASE fail at random.
     "autovacuum": "off",
     "jit": "off",
+    # Dynamic shared memory in files of the data directory (pg_dynshmem/), not POSIX segments
+    # in /dev/shm: a postmaster killed with SIGKILL cannot remove its segments, and nothing
+    # names their owner afterwards; the data directory is removed with the server.
+    "dynamic_shared_memory_type": "mmap",
+    # A backend that crashes (SIGKILL, a segfault) ends the server instead of a crash restart
+    # that drops every connection: the race stops there with ServerDied, and the next test
+    # gets a new server.
+    "restart_after_crash": "off",
 }
 
 _PORT = 5432
+CRASH_LINE = b"terminating any other active server processes"
+"""What the postmaster logs when a server process crashed (the message of every version since
+8.x, in the C locale that initdb's ``--no-locale`` gives the log)."""
+CRASH_EXIT_S = 10.0
+"""How long a postmaster ending its processes after a crash gets to exit."""
 SHARED_LOCK_TIMEOUT = 300.0
 """Seconds to wait for another process of the run starting, joining or leaving the server."""
-_TOOLS = ("initdb", "pg_ctl")
-
-
-# --- finding the binaries ---------------------------------------------------------------------
-
-
-def find_bindir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The directory holding ``initdb`` and ``pg_ctl``, or None when there is none.
-
-    Looks at ``explicit`` (a directory, or one of the programs in it), then ``pg_config
-    --bindir``, then ``initdb`` on PATH, then the newest of the usual install places. An
-    ``explicit`` place without the programs raises :class:`PostgresSetupError`: somebody asked
-    for it, so quietly using another PostgreSQL would be wrong.
-    """
-    if explicit is not None and str(explicit).strip():
-        path = Path(explicit).expanduser()
-        if path.is_file():
-            path = path.parent
-        if has_server_tools(path):
-            return path
-        raise PostgresSetupError(
-            f"--racecheck-postgres-bin {str(explicit)!r}: no initdb and pg_ctl there; "
-            "give the directory that holds them (e.g. /usr/lib/postgresql/16/bin)"
-        )
-    pg_config = shutil.which("pg_config")
-    if pg_config is not None:
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out and has_server_tools(Path(out)):
-            return Path(out)
-    initdb = shutil.which("initdb")
-    if initdb is not None:
-        path = Path(initdb).resolve().parent
-        if has_server_tools(path):
-            return path
-    patterns = (
-        "/usr/lib/postgresql/*/bin",
-        "/usr/pgsql-*/bin",
-        "/opt/homebrew/opt/postgresql@*/bin",
-        "/usr/local/opt/postgresql@*/bin",
-        "/usr/local/pgsql/bin",
-    )
-    found = [p for pattern in patterns for p in Path("/").glob(pattern.lstrip("/"))]
-    for path in sorted(found, key=_version_key, reverse=True):
-        if has_server_tools(path):
-            return path
-    return None
-
-
-def has_server_tools(path: Path) -> bool:
-    return all(os.access(path / tool, os.X_OK) and (path / tool).is_file() for tool in _TOOLS)
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    """``/usr/lib/postgresql/16/bin`` sorts after ``.../9.6/bin``."""
-    return tuple(int(n) for n in re.findall(r"\d+", str(path)))
 
 
 # --- starting, joining and leaving ----------------------------------------------------------
@@ -141,6 +93,27 @@ class ThrowawayServer:
     def died(self) -> bool:
         """Whether the postmaster is gone (killed, crashed): the server cannot serve again."""
         return not st.alive(self.pid, self.pid_start)
+
+    def crashed_since(self, offset: int) -> tuple[bool, int]:
+        """Whether the server log, from byte ``offset`` on, says a server process crashed and
+        the postmaster is ending every other one (it then exits: ``restart_after_crash`` is
+        off); and the offset to look from next time. A stat per call while nothing is logged.
+        """
+        try:
+            size = self.log_file.stat().st_size
+        except OSError:
+            return False, offset
+        if size <= offset:
+            return False, size if size < offset else offset
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                text = f.read(size - offset)
+        except OSError:
+            return False, offset
+        # Look again from the last line: it may be half written.
+        cut = text.rfind(b"\n") + 1
+        return CRASH_LINE in text, offset + cut
 
 
 def server_account(system_user: str) -> pwd.struct_passwd | None:

@@ -149,6 +149,17 @@ def postmaster_shm(datadir: Path) -> int | None:
         return None
 
 
+POSIX_SHM_PREFIX = "/dev/shm/PostgreSQL."
+"""Where a server with ``dynamic_shared_memory_type = posix`` keeps its segments."""
+
+
+def posix_segments(pids: Sequence[int]) -> set[str]:
+    """The POSIX shared memory segments these server processes map. The throwaway server keeps
+    its dynamic shared memory in its data directory (``mmap``); a server told otherwise
+    (``settings=``) has them in ``/dev/shm``, which a killed postmaster does not clean."""
+    return {path for pid in pids for path in procfs.mapped_files(pid, POSIX_SHM_PREFIX)}
+
+
 def remove_shm(shmid: int) -> None:
     """``ipcrm -m``: a SIGKILLed postmaster cannot free its segment itself."""
     with contextlib.suppress(Exception):
@@ -271,6 +282,7 @@ def destroy(root: Path, state: Mapping[str, Any] | None) -> None:
             postmaster = None  # without /proc, only the pid we started ourselves is trusted
     me = os.getpid()
     others = [p for p in server_processes(root) if p not in (me, postmaster)]
+    segments = posix_segments([p for p in (postmaster, *others) if p is not None])
     others += [p for p in watchdogs(root, state) if p != me and p not in others]
     if postmaster is not None:
         send_signal(postmaster, signal.SIGQUIT)
@@ -292,6 +304,9 @@ def destroy(root: Path, state: Mapping[str, Any] | None) -> None:
         elif killed and postmaster is not None and not procfs.available():
             wait_gone(procfs.session_members(postmaster), 5)
             remove_shm(shm)
+    for path in segments:  # what the processes, all gone now, mapped and did not remove
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     shutil.rmtree(root, ignore_errors=True)
     if state is not None and state.get("shared_dir"):
         pointer_path = Path(state["shared_dir"]) / SHARED_STATE_NAME
