@@ -112,9 +112,7 @@ def guarded() -> str:
     return start_run_guarded()
 
 
-@pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("case", ["plain", "unique", "guarded"])
-def test_one_running_run(race, race_db, request, case, how):
+def _race_case(race, race_db, request, case, setup, **how):
     reason = BROKEN.get((case, race_db.backend))
     if reason:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
@@ -122,18 +120,23 @@ def test_one_running_run(race, race_db, request, case, how):
     race_db.execute("INSERT INTO guard (id) VALUES (1)")
     table = TABLES[case]
     fn, args = (guarded, ()) if case == "guarded" else (get_or_create, (case,))
-    pause = {"pause_after": PAUSE_AFTER[case]} if how == "paused" else {}
     result = race(
         fn,
         *args,
         reset=lambda: race_db.execute(f"DELETE FROM {table}"),
         check=lambda: race_db.scalar(f"SELECT count(*) FROM {table} WHERE status = 'running'") == 1,
-        racer_setup=functools.partial(setup_racer, race_db.url),
+        racer_setup=functools.partial(setup, race_db.url),
         timeout=60,
-        **HOW[how],
-        **pause,
+        **how,
     )
     result.assert_exactly_one("created")
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("case", ["plain", "unique", "guarded"])
+def test_one_running_run(race, race_db, request, case, how):
+    pause = {"pause_after": PAUSE_AFTER[case]} if how == "paused" else {}
+    _race_case(race, race_db, request, case, setup_racer, **HOW[how], **pause)
 
 
 def configure_only(url: str) -> None:
@@ -149,18 +152,4 @@ def test_explored_with_the_connection_opened_in_the_first_round(race, race_db, r
     set-up statements (``PRAGMA``s, ``sqlite_compileoption_used``) that later rounds do not.
     The search sees a racer at another statement than the one its tree was built from, starts
     its tree again, and still finds the broken order (deterministic, as ``explored`` above)."""
-    reason = BROKEN.get((case, race_db.backend))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
-    djproject.create_tables(race_db.url)
-    table = TABLES[case]
-    result = race(
-        get_or_create,
-        case,
-        reset=lambda: race_db.execute(f"DELETE FROM {table}"),
-        check=lambda: race_db.scalar(f"SELECT count(*) FROM {table} WHERE status = 'running'") == 1,
-        racer_setup=functools.partial(configure_only, race_db.url),
-        timeout=60,
-        **HOW["explored"],
-    )
-    result.assert_exactly_one("created")
+    _race_case(race, race_db, request, case, configure_only, **HOW["explored"])

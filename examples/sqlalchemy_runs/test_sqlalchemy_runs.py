@@ -57,9 +57,7 @@ BROKEN = {
 }
 
 
-@pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_one_running_run(race, race_db, request, strategy, how):
+def _race_strategy(race, race_db, request, strategy, **how):
     reason = BROKEN.get((strategy, race_db.backend))
     if reason:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
@@ -69,12 +67,18 @@ def test_one_running_run(race, race_db, request, strategy, how):
         race_db.url,
         reset=lambda: race_db.execute("DELETE FROM runs"),
         check=lambda: race_db.scalar("SELECT count(*) FROM runs WHERE status = 'running'") == 1,
-        racer_setup=functools.partial(sa_runs.connect, race_db.url),
         racer_teardown=sa_runs.dispose,
         timeout=60,
-        **HOW[how],
+        **how,
     )
     result.assert_exactly_one(sa_runs.CREATED)
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_running_run(race, race_db, request, strategy, how):
+    connect = functools.partial(sa_runs.connect, race_db.url)
+    _race_strategy(race, race_db, request, strategy, racer_setup=connect, **HOW[how])
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -84,17 +88,4 @@ def test_explored_with_the_engine_made_in_the_first_round(race, race_db, request
     later rounds do not. The search sees a racer at another statement than the one its tree
     was built from, starts its tree again from the program the racers now run, and still
     finds the broken orders (deterministic, as ``explored`` above)."""
-    reason = BROKEN.get((strategy, race_db.backend))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
-    sa_runs.create_tables(race_db.url)
-    result = race(
-        STRATEGIES[strategy],
-        race_db.url,
-        reset=lambda: race_db.execute("DELETE FROM runs"),
-        check=lambda: race_db.scalar("SELECT count(*) FROM runs WHERE status = 'running'") == 1,
-        racer_teardown=sa_runs.dispose,
-        timeout=60,
-        **HOW["explored"],
-    )
-    result.assert_exactly_one(sa_runs.CREATED)
+    _race_strategy(race, race_db, request, strategy, **HOW["explored"])
