@@ -39,24 +39,21 @@ Anything else is ``unclassified``: the name is given only when the statements sh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pytest_racecheck.results.hermitage import hermitage, hermitage_line
-from pytest_racecheck.sql.effects import (
-    BEGIN,
-    COMMIT,
-    DELETE,
-    INSERT,
-    LOCK,
-    ROLLBACK,
-    UNLOCK,
-    UPDATE,
-    Effect,
-    effect,
-    same_rows,
+from pytest_racecheck.results.anomaly_ops import (
+    Op,
+    commit_ref,
+    describe,
+    misses,
+    overlap,
+    racer_ops,
+    writes_after,
 )
+from pytest_racecheck.results.hermitage import hermitage, hermitage_line
+from pytest_racecheck.sql.effects import DELETE, INSERT, LOCK, UNLOCK, UPDATE, same_rows
 
 PHANTOM = "phantom"
 LOST_UPDATE = "lost update"
@@ -74,116 +71,9 @@ ADYA = {
     UNCLASSIFIED: None,
 }
 
-
-@dataclass
-class _Txn:
-    racer: int
-    committed: bool = False
-    commit_at: float | None = None
-    commit_step: int | None = None
-
-
-@dataclass
-class _Op:
-    racer: int
-    step: int
-    effect: Effect
-    start: float
-    end: float
-    txn: _Txn = field(repr=False, default_factory=lambda: _Txn(-1))
-    failed: bool = False
-
-    @property
-    def committed_at(self) -> float | None:
-        if self.failed or not self.txn.committed:
-            return None
-        return self.txn.commit_at
-
-    def ref(self) -> list[int]:
-        return [self.racer, self.step]
-
-
-def _ops(racer: dict[str, Any]) -> list[_Op]:
-    """A racer's statements with their transactions, from its steps."""
-    number = racer["racer"]
-    ops: list[_Op] = []
-    open_txns: dict[int, tuple[_Txn, bool, list[_Op]]] = {}  # conn: txn, explicit, its ops
-
-    def close(
-        conn: int, committed: bool, at: float | None, step: int | None, ended: bool = False
-    ) -> None:
-        txn, explicit, members = open_txns.pop(conn)
-        # A COMMIT or ROLLBACK the racer sent ends a transaction, even one whose BEGIN the
-        # driver sent unseen: a rollback (psycopg's, after an error) undoes its statements.
-        if committed or explicit or ended:
-            txn.committed, txn.commit_at, txn.commit_step = committed, at, step
-            return
-        for op in members:  # never committed nor begun: each statement committed alone
-            op.txn = _Txn(number, True, op.end, op.step)
-
-    for i, step in enumerate(racer.get("steps") or []):
-        sql = step.get("sql")
-        if not sql:
-            continue
-        start = step["at_ms"] + step["held_ms"]
-        op = _Op(number, i, effect(sql), start, start + step["ran_ms"])
-        conn = step.get("conn", 0)
-        kind = op.effect.kind
-        if kind == BEGIN:
-            if conn in open_txns:
-                close(conn, False, None, None)
-            open_txns[conn] = (_Txn(number), True, [])
-        elif kind in (COMMIT, ROLLBACK):
-            if conn in open_txns:
-                close(conn, kind == COMMIT, op.end, i, ended=True)
-        else:
-            if conn not in open_txns:
-                open_txns[conn] = (_Txn(number), False, [])
-            txn, _, members = open_txns[conn]
-            op.txn = txn
-            members.append(op)
-        ops.append(op)
-    for conn in list(open_txns):  # begun and never committed; or each statement alone
-        close(conn, False, None, None)
-    if racer.get("error"):  # the statement it raised in changed nothing
-        last = next((op for op in reversed(ops)), None)
-        if last is not None and (last.effect.writes or last.effect.kind == COMMIT):
-            last.failed = True
-            if last.effect.kind == COMMIT:
-                last.txn.committed = False
-            for op in ops:
-                if op.txn is last.txn:
-                    op.failed = True
-    return ops
-
-
-def _overlap(read: Effect, write: Effect) -> bool:
-    """Could the write change what the read saw? Same table, and not rows known to differ; an
-    insert adds rows no key names yet, so it meets any read of its table."""
-    if read.table is None or read.table != write.table:
-        return False
-    if write.kind == INSERT:
-        return True
-    return same_rows(read.rows, write.rows) is not False
-
-
-def _misses(read: _Op, write: _Op) -> bool:
-    """The read ran before the other racer's write committed, and could have seen it."""
-    at = write.committed_at
-    return (
-        read.racer != write.racer
-        and at is not None
-        and read.start < at
-        and _overlap(read.effect, write.effect)
-    )
-
-
-def _writes_after(ops: Sequence[_Op], read: _Op) -> list[_Op]:
-    return [
-        op
-        for op in ops
-        if op.effect.writes and op.start >= read.start and op.committed_at is not None
-    ]
+ORDER = [PHANTOM, LOST_UPDATE, WRITE_SKEW, STALE_READ]
+"""The name a round gets when its statements show more than one of these shapes: the first
+here. A lock released before commit is looked for before any of them."""
 
 
 def _result(
@@ -191,7 +81,7 @@ def _result(
     why: str,
     refs: Iterable[list[int]],
     mark: list[int],
-    ops: Sequence[_Op] = (),
+    ops: Sequence[Op] = (),
 ) -> dict[str, Any]:
     """The named anomaly; ``ops`` are the statements that make it, to tell whether each
     racer's were in one transaction (an isolation level can then prevent it)."""
@@ -209,204 +99,233 @@ def _result(
     }
 
 
-def _describe(op: _Op) -> str:
-    e = op.effect
-    rows = "" if not e.rows else " where " + " and ".join(f"{c}={v}" for c, v in e.rows)
-    return f"racer {op.racer} {e.kind} {e.table}{rows}"
+def _locks(ops: list[Op]) -> tuple[list[tuple[str, Op]], list[tuple[str, Op]]]:
+    """(key, op) of the locks a racer took and released; a lock row is a row of a table the
+    racer inserted into and deleted from in the round."""
+    taken, released = [], []
+    inserted = {op.effect.table for op in ops if op.effect.kind == INSERT}
+    deleted = {op.effect.table for op in ops if op.effect.kind == DELETE}
+    rows = inserted & deleted
+    for op in ops:
+        e = op.effect
+        if e.kind in (LOCK, UNLOCK):
+            (taken if e.kind == LOCK else released).append((f"advisory {e.lock_key}", op))
+        elif e.table in rows and e.kind in (INSERT, DELETE) and op.committed_at is not None:
+            (taken if e.kind == INSERT else released).append((f"row of {e.table}", op))
+    return taken, released
 
 
-def _lock_released_early(by_racer: dict[int, list[_Op]]) -> dict[str, Any] | None:
-    def locks(ops: list[_Op]) -> tuple[list[tuple[str, _Op]], list[tuple[str, _Op]]]:
-        """(key, op) of the locks a racer took and released; a lock row is a row of a table
-        the racer inserted into and deleted from in the round."""
-        taken, released = [], []
-        inserted = {op.effect.table for op in ops if op.effect.kind == INSERT}
-        deleted = {op.effect.table for op in ops if op.effect.kind == DELETE}
-        rows = inserted & deleted
-        for op in ops:
-            e = op.effect
-            if e.kind in (LOCK, UNLOCK):
-                (taken if e.kind == LOCK else released).append((f"advisory {e.lock_key}", op))
-            elif e.table in rows and e.kind in (INSERT, DELETE) and op.committed_at is not None:
-                (taken if e.kind == INSERT else released).append((f"row of {e.table}", op))
-        return taken, released
+def _lock_moment(op: Op) -> float:
+    """When a lock was taken or released: a lock row's insert or delete when it committed."""
+    at = op.committed_at if op.effect.kind in (INSERT, DELETE) else op.end
+    return op.end if at is None else at
 
-    def when(op: _Op) -> float:
-        at = op.committed_at if op.effect.kind in (INSERT, DELETE) else op.end
-        return op.end if at is None else at
 
-    held = {r: locks(ops) for r, ops in by_racer.items()}
-    for a, ops in by_racer.items():
-        for key, release in held[a][1]:
-            released_at = when(release)
-            late = [
-                op
-                for op in ops
-                if op.effect.writes
-                and op.start < released_at
-                and (op.committed_at or 0) > released_at
-                and not key.endswith(f"of {op.effect.table}")
-            ]
-            for b, other_ops in by_racer.items():
-                if b == a:
-                    continue
-                for other_key, take in held[b][0]:
-                    taken_at = when(take)
-                    if other_key != key:
-                        continue
-                    for write in late:
-                        commit = write.committed_at or 0
-                        if not released_at <= taken_at < commit:
-                            continue
-                        reads = [
-                            op
-                            for op in other_ops
-                            if op.effect.reads
-                            and taken_at <= op.start < commit
-                            and _overlap(op.effect, write.effect)
-                        ]
-                        if reads:
-                            assert write.txn.commit_step is not None
-                            commit_ref = [a, write.txn.commit_step]
-                            return _result(
-                                LOCK_RELEASED_EARLY,
-                                f"racer {a} released the lock ({key}) before its "
-                                f"{write.effect.kind} into {write.effect.table} committed; "
-                                f"racer {b} took the lock and read {write.effect.table} "
-                                "in between",
-                                [
-                                    release.ref(),
-                                    write.ref(),
-                                    commit_ref,
-                                    take.ref(),
-                                    reads[0].ref(),
-                                ],
-                                commit_ref,
-                            )
+def _uncovered(ops: list[Op], key: str, released_at: float) -> list[Op]:
+    """A racer's writes begun before it released the lock and committed after it (the lock
+    row's own table aside): the lock did not cover their commit."""
+    return [
+        op
+        for op in ops
+        if op.effect.writes
+        and op.start < released_at
+        and (op.committed_at or 0) > released_at
+        and not key.endswith(f"of {op.effect.table}")
+    ]
+
+
+def _read_in_between(
+    key: str, release: Op, uncovered: list[Op], take: Op, taker_ops: list[Op]
+) -> dict[str, Any] | None:
+    """The other racer took the lock after it was released and before an uncovered write
+    committed, and read what that write changed in between: the first such write and read."""
+    released_at, taken_at = _lock_moment(release), _lock_moment(take)
+    for write in uncovered:
+        commit = write.committed_at or 0
+        if not released_at <= taken_at < commit:
+            continue
+        reads = [
+            op
+            for op in taker_ops
+            if op.effect.reads
+            and taken_at <= op.start < commit
+            and overlap(op.effect, write.effect)
+        ]
+        if reads:
+            return _lock_result(key, release, write, take, reads[0])
     return None
 
 
-def _commit_ref(op: _Op) -> list[int]:
-    step = op.txn.commit_step
-    return [op.racer, op.step if step is None else step]
+def _lock_result(key: str, release: Op, write: Op, take: Op, read: Op) -> dict[str, Any]:
+    a, b = release.racer, take.racer
+    assert write.txn.commit_step is not None
+    committed = [a, write.txn.commit_step]
+    return _result(
+        LOCK_RELEASED_EARLY,
+        f"racer {a} released the lock ({key}) before its "
+        f"{write.effect.kind} into {write.effect.table} committed; "
+        f"racer {b} took the lock and read {write.effect.table} "
+        "in between",
+        [release.ref(), write.ref(), committed, take.ref(), read.ref()],
+        committed,
+    )
 
 
-def classify(round_data: dict[str, Any]) -> dict[str, Any]:
-    """The anomaly of a round (``first_failure`` of a race's summary): its name, Adya's
-    phenomenon, why, the steps that make it ``[racer, step index]`` and the step to mark."""
-    by_racer = {r["racer"]: _ops(r) for r in round_data.get("racers") or []}
-    found = _lock_released_early(by_racer)
-    if found is not None:
-        return found
-    candidates: list[tuple[int, dict[str, Any]]] = []
-    order = [PHANTOM, LOST_UPDATE, WRITE_SKEW, STALE_READ]
-    racers = {r["racer"]: r for r in round_data.get("racers") or []}
+def _lock_released_early(by_racer: dict[int, list[Op]]) -> dict[str, Any] | None:
+    """A lock one racer released before its writes under it committed, which another racer
+    took and then read what those writes changed before they committed."""
+    held = {r: _locks(ops) for r, ops in by_racer.items()}
+    for a, ops in by_racer.items():
+        for key, release in held[a][1]:
+            uncovered = _uncovered(ops, key, _lock_moment(release))
+            for b, taker_ops in by_racer.items():
+                if b == a:
+                    continue
+                for taken_key, take in held[b][0]:
+                    if taken_key != key:
+                        continue
+                    found = _read_in_between(key, release, uncovered, take, taker_ops)
+                    if found is not None:
+                        return found
+    return None
+
+
+@dataclass(frozen=True)
+class _Missed:
+    """A read of racer a that ran before racer b's write to what it read committed."""
+
+    read: Op  # a's read
+    write: Op  # b's write, committed after the read began
+    mine: list[Op]  # a's writes from the read on, committed
+    ops_a: list[Op]
+    ops_b: list[Op]
+
+
+def _missed_writes(by_racer: dict[int, list[Op]]) -> Iterator[_Missed]:
+    """Every read of one racer paired with each other racer's write it missed (an
+    anti-dependency), reads and writes in the order the racers ran them."""
     for a, ops_a in by_racer.items():
         for read_a in (op for op in ops_a if op.effect.reads and not op.failed):
-            mine = _writes_after(ops_a, read_a)
+            mine = writes_after(ops_a, read_a)
             for b, ops_b in by_racer.items():
                 if b == a:
                     continue
                 for write_b in (op for op in ops_b if op.effect.writes):
-                    if not _misses(read_a, write_b):
-                        continue
-                    b_at = write_b.committed_at or 0
-                    # lost update: a wrote the same row after b's write committed unseen
-                    for write_a in mine:
-                        same = same_rows(write_a.effect.rows, write_b.effect.rows)
-                        if (
-                            write_a.effect.kind in (UPDATE, DELETE)
-                            and write_b.effect.kind in (UPDATE, DELETE)
-                            and write_a.effect.table == write_b.effect.table
-                            and same is not False
-                            and _overlap(read_a.effect, write_a.effect)
-                            and (write_a.committed_at or 0) > b_at
-                        ):
-                            candidates.append(
-                                (
-                                    order.index(LOST_UPDATE),
-                                    _result(
-                                        LOST_UPDATE,
-                                        f"{_describe(read_a)}, then {_describe(write_b)} "
-                                        f"committed, then racer {a} wrote the same row over it",
-                                        [read_a.ref(), write_b.ref(), write_a.ref()],
-                                        _commit_ref(write_a),
-                                        [read_a, write_a],
-                                    ),
-                                )
-                            )
-                    # a cycle: b also read what a wrote, before a's write committed
-                    for read_b in (op for op in ops_b if op.effect.reads and not op.failed):
-                        if read_b.start > write_b.start:
-                            continue
-                        for write_a in mine:
-                            if not _misses(read_b, write_a):
-                                continue
-                            inserts = write_a.effect.kind == write_b.effect.kind == INSERT
-                            name = PHANTOM if inserts else WRITE_SKEW
-                            if name == WRITE_SKEW and (
-                                write_a.effect.table == write_b.effect.table
-                                and same_rows(write_a.effect.rows, write_b.effect.rows) is not False
-                            ):
-                                continue  # same rows written: a lost update, found above
-                            last = max((write_a, write_b), key=lambda op: op.committed_at or 0)
-                            why = (
-                                f"racers {min(a, b)} and {max(a, b)} each read "
-                                f"{read_a.effect.table} before the other's insert committed, "
-                                "and both inserted"
-                                if inserts
-                                else f"{_describe(read_a)} and {_describe(read_b)}, each "
-                                "before the other's write committed; they wrote "
-                                f"{_describe(write_a).split(' ', 2)[2]} and "
-                                f"{_describe(write_b).split(' ', 2)[2]}"
-                            )
-                            candidates.append(
-                                (
-                                    order.index(name),
-                                    _result(
-                                        name,
-                                        why,
-                                        [read_a.ref(), read_b.ref(), write_a.ref(), write_b.ref()],
-                                        _commit_ref(last),
-                                        [read_a, read_b, write_a, write_b],
-                                    ),
-                                )
-                            )
-                    # stale read: a acted after b's commit, on what it read before it
-                    if any(_overlap(read_a.effect, w.effect) for w in mine):
-                        continue
-                    acted = [w for w in mine if (w.committed_at or 0) > b_at]
-                    outcome = racers[a]
-                    end = outcome["released_ms"] + outcome["took_ms"]
-                    reader = not any(op.effect.writes for op in ops_a)  # wrote nothing at all
-                    if acted or (reader and not outcome.get("error") and end > b_at):
-                        mark = _commit_ref(acted[0]) if acted else [a, len(racers[a]["steps"])]
-                        what = f"then wrote {acted[0].effect.table}" if acted else "then returned"
-                        candidates.append(
-                            (
-                                order.index(STALE_READ),
-                                _result(
-                                    STALE_READ,
-                                    f"{_describe(read_a)}; {_describe(write_b)} committed; "
-                                    f"racer {a} {what} on what it had read",
-                                    [read_a.ref(), write_b.ref(), *(w.ref() for w in acted[:1])],
-                                    mark,
-                                    [read_a, *acted[:1], *_reads_of(ops_a, read_a, acted)],
-                                ),
-                            )
-                        )
-    if candidates:
-        return min(candidates, key=lambda c: c[0])[1]
-    none = {"name": UNCLASSIFIED, "adya": None, "why": None, "steps": [], "marked": None}
-    return {**none, **hermitage(UNCLASSIFIED, one_transaction=False)}
+                    if misses(read_a, write_b):
+                        yield _Missed(read_a, write_b, mine, ops_a, ops_b)
 
 
-def _reads_of(ops: Sequence[_Op], read: _Op, acted: Sequence[_Op]) -> list[_Op]:
+def _lost_updates(m: _Missed) -> Iterator[dict[str, Any]]:
+    """Racer a read a row, b's write to it committed unseen, then a updated or deleted that
+    row too, committing after b: it wrote over b's write (P4)."""
+    read_a, write_b = m.read, m.write
+    b_at = write_b.committed_at or 0
+    for write_a in m.mine:
+        same = same_rows(write_a.effect.rows, write_b.effect.rows)
+        if (
+            write_a.effect.kind in (UPDATE, DELETE)
+            and write_b.effect.kind in (UPDATE, DELETE)
+            and write_a.effect.table == write_b.effect.table
+            and same is not False
+            and overlap(read_a.effect, write_a.effect)
+            and (write_a.committed_at or 0) > b_at
+        ):
+            yield _result(
+                LOST_UPDATE,
+                f"{describe(read_a)}, then {describe(write_b)} "
+                f"committed, then racer {read_a.racer} wrote the same row over it",
+                [read_a.ref(), write_b.ref(), write_a.ref()],
+                commit_ref(write_a),
+                [read_a, write_a],
+            )
+
+
+def _read_write_cycles(m: _Missed) -> Iterator[dict[str, Any]]:
+    """Racer b also read, before its write, what a then wrote, before a's write committed: a
+    cycle of anti-dependencies, a phantom when both inserted, else a write skew."""
+    read_a, write_b, a = m.read, m.write, m.read.racer
+    for read_b in (op for op in m.ops_b if op.effect.reads and not op.failed):
+        if read_b.start > write_b.start:
+            continue
+        b = read_b.racer
+        for write_a in m.mine:
+            if not misses(read_b, write_a):
+                continue
+            inserts = write_a.effect.kind == write_b.effect.kind == INSERT
+            name = PHANTOM if inserts else WRITE_SKEW
+            if name == WRITE_SKEW and (
+                write_a.effect.table == write_b.effect.table
+                and same_rows(write_a.effect.rows, write_b.effect.rows) is not False
+            ):
+                continue  # same rows written: a lost update, found above
+            last = max((write_a, write_b), key=lambda op: op.committed_at or 0)
+            why = (
+                f"racers {min(a, b)} and {max(a, b)} each read "
+                f"{read_a.effect.table} before the other's insert committed, "
+                "and both inserted"
+                if inserts
+                else f"{describe(read_a)} and {describe(read_b)}, each "
+                "before the other's write committed; they wrote "
+                f"{describe(write_a).split(' ', 2)[2]} and "
+                f"{describe(write_b).split(' ', 2)[2]}"
+            )
+            yield _result(
+                name,
+                why,
+                [read_a.ref(), read_b.ref(), write_a.ref(), write_b.ref()],
+                commit_ref(last),
+                [read_a, read_b, write_a, write_b],
+            )
+
+
+def _stale_reads(m: _Missed, outcome: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Racer a acted after b's commit on what it had read before it, writing other rows or,
+    if it writes nothing at all, returning (``outcome`` is a's, as the round holds it)."""
+    read_a, write_b, mine, a = m.read, m.write, m.mine, m.read.racer
+    if any(overlap(read_a.effect, w.effect) for w in mine):
+        return  # it wrote what it read: no stale read
+    b_at = write_b.committed_at or 0
+    acted = [w for w in mine if (w.committed_at or 0) > b_at]
+    end = outcome["released_ms"] + outcome["took_ms"]
+    reader = not any(op.effect.writes for op in m.ops_a)  # wrote nothing at all
+    if acted or (reader and not outcome.get("error") and end > b_at):
+        mark = commit_ref(acted[0]) if acted else [a, len(outcome["steps"])]
+        what = f"then wrote {acted[0].effect.table}" if acted else "then returned"
+        yield _result(
+            STALE_READ,
+            f"{describe(read_a)}; {describe(write_b)} committed; "
+            f"racer {a} {what} on what it had read",
+            [read_a.ref(), write_b.ref(), *(w.ref() for w in acted[:1])],
+            mark,
+            [read_a, *acted[:1], *_reads_of(m.ops_a, read_a, acted)],
+        )
+
+
+def _reads_of(ops: Sequence[Op], read: Op, acted: Sequence[Op]) -> list[Op]:
     """A reader that wrote nothing (read skew): its other reads, which its stale read was
     combined with; they must share the stale read's transaction for a level to help."""
     if acted:
         return []
     return [op for op in ops if op.effect.reads and not op.failed and op is not read]
+
+
+def classify(round_data: dict[str, Any]) -> dict[str, Any]:
+    """The anomaly of a round (``first_failure`` of a race's summary): its name, Adya's
+    phenomenon, why, the steps that make it ``[racer, step index]`` and the step to mark."""
+    by_racer = {r["racer"]: racer_ops(r) for r in round_data.get("racers") or []}
+    found = _lock_released_early(by_racer)
+    if found is not None:
+        return found
+    racers = {r["racer"]: r for r in round_data.get("racers") or []}
+    candidates: list[dict[str, Any]] = []
+    for m in _missed_writes(by_racer):
+        candidates.extend(_lost_updates(m))
+        candidates.extend(_read_write_cycles(m))
+        candidates.extend(_stale_reads(m, racers[m.read.racer]))
+    if candidates:
+        return min(candidates, key=lambda c: ORDER.index(c["name"]))
+    none = {"name": UNCLASSIFIED, "adya": None, "why": None, "steps": [], "marked": None}
+    return {**none, **hermitage(UNCLASSIFIED, one_transaction=False)}
 
 
 def summary_line(anomaly: dict[str, Any]) -> str:
