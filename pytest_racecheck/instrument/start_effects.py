@@ -81,11 +81,13 @@ def shares(event: str, args: tuple[Any, ...]) -> str | None:
 def hold_steps(on_step: Callable[[str], None] | None) -> None:
     """From now on (None: no longer) call ``on_step`` before each shared act of this thread."""
     global _on_step, _thread, _installed
+    _on_step = on_step
+    if on_step is None:
+        return  # a racer that never explores never gets the hook: it would run on every event
     _thread = threading.get_ident()
     if not _installed:
         sys.addaudithook(_hook)
         _installed = True
-    _on_step = on_step
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
