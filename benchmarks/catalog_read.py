@@ -10,14 +10,14 @@ PostgreSQL figures need the server binaries or RACECHECK_POSTGRES_URL; they are 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench import postgres  # the throwaway server every benchmark uses
 
 from pytest_racecheck.backends.sqlite import SqliteDatabase
 from pytest_racecheck.sql import catalog
@@ -162,29 +162,6 @@ def measure(
         ("statement_effects(writable CTE over 3 views), unparsed", *timed(statement, repeat))
     )
     return rows
-
-
-@contextmanager
-def postgres() -> Iterator[Any]:
-    try:
-        from pytest_racecheck.backends import postgres as pg
-    except ImportError:
-        yield None
-        return
-    url = os.environ.get("RACECHECK_POSTGRES_URL")
-    with tempfile.TemporaryDirectory() as shared:
-        if url:
-            provider = pg.PostgresServer.external(url)
-        else:
-            bindir = pg.find_bindir(None)
-            if bindir is None:
-                yield None
-                return
-            provider = pg.PostgresServer.throwaway(Path(shared), bindir)
-        try:
-            yield provider
-        finally:
-            provider.close()
 
 
 def main() -> None:
