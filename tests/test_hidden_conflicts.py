@@ -285,3 +285,26 @@ def test_marker_file_created_with_o_excl_passes(
     race: Any, race_db: Database, tmp_path: Path
 ) -> None:
     _marker_race(race, race_db, tmp_path / "claimed", exclusive=True).assert_exactly_one("created")
+
+
+# -- a database whose catalog could not be read ----------------------------------------------
+
+
+def test_a_catalog_that_cannot_be_read_is_reported_not_guessed(tmp_path: Path) -> None:
+    """What explore's controller reads before each round: a database whose catalog cannot be
+    read (here a file that is not a database) is named in ``unread``, which keeps the race
+    from being called exhausted; a readable one is read."""
+    from pytest_racecheck import database
+    from pytest_racecheck.controller.catalogs import RaceCatalogs
+
+    broken = tmp_path / "broken.sqlite3"
+    broken.write_bytes(b"not a database, " * 64)
+    catalogs = RaceCatalogs([database(str(broken))])
+    assert catalogs() == {}
+    assert catalogs.unread and "sqlite" in catalogs.unread[0]
+
+    good = tmp_path / "good.sqlite3"
+    database(str(good)).executescript("CREATE TABLE t (x INTEGER);")
+    readable = RaceCatalogs([database(str(good))])
+    assert "t" in readable()["sqlite"].tables
+    assert readable.unread == []

@@ -29,12 +29,15 @@ class RaceCatalogs:
     """Called once per round: the catalog of each backend's first database, by backend.
 
     A database whose catalog cannot be read is left out: its statements keep their text's
-    footprints, and any function they call conflicts with everything.
+    footprints, and any function they call conflicts with everything. Such footprints may miss
+    what the database does, so the race is then never called exhausted (:attr:`unread`).
     """
 
     def __init__(self, databases: Sequence[Database]) -> None:
         self._databases = list(databases)
         self._connections: dict[int, Any] = {}
+        self.unread: list[str] = []
+        """Why a database's catalog could not be read (at most one line each)."""
 
     def __call__(self) -> dict[str, Catalog]:
         found: dict[str, Catalog] = {}
@@ -43,8 +46,11 @@ class RaceCatalogs:
                 continue
             try:
                 found[db.backend] = read(db, connection=self._connection(i, db))
-            except Exception:
+            except Exception as exc:
                 self._drop(i)
+                why = f"{db.backend}: {type(exc).__name__}: {exc}"[:300]
+                if why not in self.unread:
+                    self.unread.append(why)
         return found
 
     def _connection(self, i: int, db: Database) -> Any:

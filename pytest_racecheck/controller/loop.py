@@ -122,6 +122,8 @@ class Controller(RacerMessages, Diagnosis):
             result.without_reduction = self.coordinator.without_reduction()
             result.elapsed_s = time.monotonic() - started
             self.coordinator.account(result)
+            if self.catalogs is not None and self.catalogs.unread:
+                result.exhausted = False  # footprints from the text alone may miss conflicts
             shutdown(self.racers, gate)
             if self.catalogs is not None:
                 self.catalogs.close()
