@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/catalog_read.py   # 11 tables, 3 views, 3 triggers, 2 functions
     .venv/bin/python benchmarks/catalog_read.py --repeat 200
+    .venv/bin/python benchmarks/catalog_read.py --wide 200 --repeat 20   # the hard case: a
+        schema 200 tables wider, each with a view over it and a trigger that keeps a counter
 
 Prints a markdown table of milliseconds (median and 90th percentile of ``--repeat`` tries).
 PostgreSQL figures need the server binaries or RACECHECK_POSTGRES_URL; they are left out otherwise.
@@ -164,14 +166,42 @@ def measure(
     return rows
 
 
+def wide(n: int, backend: str) -> str:
+    """``n`` more tables, each with a view and a trigger (a counter in a table of its own)."""
+    key = "INTEGER PRIMARY KEY" if backend == "sqlite" else "serial PRIMARY KEY"
+    parts = []
+    for i in range(n):
+        parts.append(
+            f"CREATE TABLE w{i} (id {key}, v INTEGER);"
+            f"CREATE TABLE w{i}_count (n INTEGER);"
+            f"CREATE VIEW w{i}_v AS SELECT id FROM w{i} WHERE v > 0;"
+        )
+        if backend == "sqlite":
+            parts.append(
+                f"CREATE TRIGGER w{i}_t AFTER INSERT ON w{i}"
+                f" BEGIN UPDATE w{i}_count SET n = n + 1; END;"
+            )
+        else:
+            parts.append(
+                f"CREATE FUNCTION w{i}_f() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN UPDATE w{i}_count SET n = n + 1; RETURN NEW; END $$;"
+                f"CREATE TRIGGER w{i}_t AFTER INSERT ON w{i}"
+                f" FOR EACH ROW EXECUTE FUNCTION w{i}_f();"
+            )
+    return "\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=100)
+    parser.add_argument(
+        "--wide", type=int, default=0, help="tables (with a view and a trigger each) added"
+    )
     options = parser.parse_args()
     results: dict[str, list[tuple[str, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         db = SqliteDatabase.create(Path(tmp) / "catalog.sqlite3")
-        db.executescript(TABLES + SQLITE_TRIGGERS)
+        db.executescript(TABLES + SQLITE_TRIGGERS + wide(options.wide, "sqlite"))
         results["sqlite"] = measure(
             db, lambda: catalog.read_sqlite(db.path), db.connect, options.repeat
         )
@@ -181,6 +211,8 @@ def main() -> None:
             pdb = provider.create_database()
             pdb.executescript(TABLES.replace("INTEGER PRIMARY KEY", "serial PRIMARY KEY"))
             pdb.executescript(PG_TRIGGERS_AND_FUNCTIONS)
+            if options.wide:
+                pdb.executescript(wide(options.wide, "postgres"))
             results["postgres"] = measure(
                 pdb, lambda: catalog.read_postgres(pdb.dsn), pdb.connect, options.repeat
             )
