@@ -53,9 +53,12 @@ class Racer:
     finished: bool = False
     backend_pids: set[int] = field(default_factory=set)
     connecting: bool = False
+    host: str | None = None
+    """The simulated host it runs on (``replicas=``), None on this one."""
 
     def describe(self) -> str:
-        return f"racer {self.index} (pid {self.process.pid})"
+        on = f", host {self.host}" if self.host is not None else ""
+        return f"racer {self.index} (pid {self.process.pid}{on})"
 
     def view(self) -> RacerView:
         return RacerView(

@@ -29,17 +29,24 @@ from pytest_racecheck.controller.crew import (
 )
 from pytest_racecheck.controller.diagnosis import Diagnosis
 from pytest_racecheck.controller.errors import (
+    RaceError,
     RacerDied,
     RaceTimeout,
 )
 from pytest_racecheck.controller.messages import RacerMessages
+from pytest_racecheck.controller.replicas import make_hosts
 from pytest_racecheck.controller.spec import RaceSpec, pickle_call
 from pytest_racecheck.controller.stall import ProgressWatch
 from pytest_racecheck.policies.coordinator import PROBE_INTERVAL_S
 from pytest_racecheck.processes.barrier import StartGate
-from pytest_racecheck.processes.hosts import Host
+from pytest_racecheck.processes.hosts import CannotForkRacer, Host
 from pytest_racecheck.processes.hosts import pool as host_pool
 from pytest_racecheck.processes.racer import racer_main
+from pytest_racecheck.processes.replicas import (
+    HostsUnavailable,
+    SimulatedHosts,
+    namespaces_possible,
+)
 from pytest_racecheck.processes.spares import SpareGroup
 from pytest_racecheck.processes.spares import pool as spare_pool
 from pytest_racecheck.results.result import RaceResult
@@ -87,6 +94,7 @@ class Controller(RacerMessages, Diagnosis):
         self._awaiting: set[int] = set()
         self.progress = ProgressWatch(spec.stall_timeout)
         self.clock: VirtualClock | None = None
+        self.hosts: SimulatedHosts | None = None
 
     # The race's life.
 
@@ -96,23 +104,14 @@ class Controller(RacerMessages, Diagnosis):
         started = time.monotonic()
         self.deadline = started + spec.timeout
         ctx = multiprocess.get_context(spec.start_method)
-        hosted = spares = None
-        if spec.start_method == "spawn" and not spec.fresh_racers:
-            hosted = host_pool.take(spec.processes)
-        if hosted is None:
-            spares = spare_pool.take(spec.start_method, spec.processes)
-        gate = (
-            hosted[0]
-            if hosted is not None
-            else spares.gate
-            if spares is not None
-            else StartGate(ctx, spec.processes)
-        )
-        result.racers = "hosted" if hosted is not None else "spares" if spares else "fresh"
+        hosted, spares, gate = self._take_racers(ctx)
         try:
             if spec.clock == "virtual":
                 self.clock = VirtualClock()
                 self.coordinator.on_clock = self._clock_step
+            if spec.replicas > 1:
+                shared = [self.clock.path] if self.clock is not None else []
+                self.hosts = make_hosts(spec, shared)
             gate = self._start_crew(ctx, gate, call, hosted, spares)
             gate.arm(0)
             self._await_all("warm")
@@ -125,6 +124,8 @@ class Controller(RacerMessages, Diagnosis):
             if self.catalogs is not None and self.catalogs.unread:
                 result.exhausted = False  # footprints from the text alone may miss conflicts
             shutdown(self.racers, gate)
+            if self.hosts is not None:
+                self.hosts.close()  # and with each host's init, whatever is left on it
             if self.catalogs is not None:
                 self.catalogs.close()
             if self.clock is not None:
@@ -136,6 +137,29 @@ class Controller(RacerMessages, Diagnosis):
             if isinstance(sys.exc_info()[1], Exception | None) and hosted is None:
                 spare_pool.race_ended(spec.start_method, spec.processes)
         return result
+
+    def _take_racers(
+        self, ctx: Any
+    ) -> tuple[tuple[StartGate, list[Host]] | None, SpareGroup | None, StartGate]:
+        """Where the racers come from: hosts, spares or fresh; and the gate they share."""
+        spec = self.spec
+        hosted = spares = None
+        if spec.start_method == "spawn" and not spec.fresh_racers:
+            hosted = host_pool.take(spec.processes)
+        if hosted is None and spec.replicas > 1:
+            why = namespaces_possible() or "racer hosts cannot run here (no pidfd_open)"
+            raise HostsUnavailable(f"replicas={spec.replicas}: {why}")
+        if hosted is None:
+            spares = spare_pool.take(spec.start_method, spec.processes)
+        gate = (
+            hosted[0]
+            if hosted is not None
+            else spares.gate
+            if spares is not None
+            else StartGate(ctx, spec.processes)
+        )
+        self.result.racers = "hosted" if hosted is not None else "spares" if spares else "fresh"
+        return hosted, spares, gate
 
     def _start_crew(
         self,
@@ -153,10 +177,12 @@ class Controller(RacerMessages, Diagnosis):
                 self._start(ctx, gate, call, spares)
             self.progress.moved()
             self._await_all("ready")
+        except CannotForkRacer as exc:
+            raise RaceError(f"race of {self.spec.fn_name}: {exc}", self.result) from None
         except (RacerDied, OSError, EOFError) as exc:
             host_failed = hosted is not None and isinstance(exc, OSError | EOFError)
-            if spares is None and not host_failed:
-                raise
+            if (spares is None and not host_failed) or self.hosts is not None:
+                raise  # never a silent run on one host instead of the race's replicas
             # A spare died, or a host failed, before the race began: start fresh racers.
             spare_pool.stats.fallbacks += 1
             shutdown(self.racers, gate)
@@ -191,13 +217,17 @@ class Controller(RacerMessages, Diagnosis):
         """Have each host fork its racer, on a pipe of its own (see :mod:`.hosts`)."""
         token = f"racecheck-{uuid.uuid4().hex[:8]}"
         assignment = Assignment.now()
+        places = self.hosts.places if self.hosts is not None else [None]
         for host in hosts:
+            place = places[host.slot % len(places)]
             ours, theirs = ctx.Pipe()
             try:
-                process = host.launch(theirs, assignment)
+                process = host.launch(theirs, dataclasses.replace(assignment, place=place))
             finally:
                 theirs.close()
-            self.racers.append(Racer(host.slot, process, ours, f"{token}-{host.slot}"))
+            racer = Racer(host.slot, process, ours, f"{token}-{host.slot}")
+            racer.host = place.name if place is not None else None
+            self.racers.append(racer)
         for racer in self.racers:
             if not racer.process.forked(self.deadline):
                 raise RaceTimeout(

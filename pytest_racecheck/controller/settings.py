@@ -9,12 +9,15 @@ defaults and the rules here means the four places agree by construction.
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import multiprocess as _multiprocess
 
 from pytest_racecheck.clock.control import validate_clock
+from pytest_racecheck.processes.hosts import HOST_CAPACITY
 from pytest_racecheck.wire.isolation import level_name
 
 multiprocess: Any = _multiprocess  # an untyped package
@@ -47,6 +50,13 @@ class RaceSettings:
     """The isolation level of every transaction the racers begin on the race's PostgreSQL
     database without naming one (see :mod:`pytest_racecheck.controller.isolation`); None
     leaves the database's own default."""
+
+    replicas: int = 1
+    """Simulated hosts the racers are spread over (racer ``i`` on host ``i mod replicas``),
+    each with its own hostname, process IDs, ``/tmp``, ``/var/tmp``, ``/run`` and
+    ``/dev/shm`` (see :mod:`pytest_racecheck.processes.replicas`); 1 runs them on this one."""
+    host_paths: tuple[str, ...] = ()
+    """More paths each simulated host has its own of (absolute; no effect with one host)."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -117,5 +127,43 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
     if settings.seed is not None and not _is_int(settings.seed):
         raise TypeError(f"{where}: seed must be an int, got {settings.seed!r}")
     validate_clock(settings.clock, where)
+    _validate_replicas(settings, where)
     if settings.isolation is not None:
         level_name(settings.isolation, where)
+
+
+def host_paths(value: Any) -> tuple[str, ...]:
+    """``host_paths`` as a tuple of path strings (any sequence of str or PathLike)."""
+    if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Iterable):
+        return (value,)  # type: ignore[return-value]  # validation names it
+    return tuple(os.fspath(p) if isinstance(p, os.PathLike) else p for p in value)
+
+
+def _validate_replicas(settings: RaceSettings, where: str) -> None:
+    replicas = settings.replicas
+    if not _is_int(replicas):
+        raise TypeError(f"{where}: replicas must be an int (simulated hosts), got {replicas!r}")
+    if replicas < 1:
+        raise ValueError(f"{where}: replicas must be at least 1, got {replicas}")
+    if replicas > settings.processes:
+        raise ValueError(
+            f"{where}: replicas={replicas} is more hosts than racers (processes="
+            f"{settings.processes}): a host without a racer races nothing"
+        )
+    if replicas > 1 and (settings.start_method != "spawn" or settings.fresh_racers):
+        raise ValueError(
+            f"{where}: replicas= forks each racer into its host from the session's racer "
+            f"hosts: it needs start_method='spawn' and fresh_racers=False"
+        )
+    if replicas > 1 and settings.processes > HOST_CAPACITY:
+        raise ValueError(
+            f"{where}: replicas= works with at most {HOST_CAPACITY} racers, "
+            f"got processes={settings.processes}"
+        )
+    paths = host_paths(settings.host_paths)
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isabs(path) or path.rstrip("/") == "":
+            raise ValueError(
+                f"{where}: host_paths takes absolute directory paths (each host gets its own "
+                f"empty one), got {path!r}"
+            )

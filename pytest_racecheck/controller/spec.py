@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_racecheck.clock.control import is_time_step
-from pytest_racecheck.controller.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
+from pytest_racecheck.controller.settings import (
+    DEFAULTS,
+    NAMES,
+    RaceSettings,
+    host_paths,
+    validate_settings,
+)
 from pytest_racecheck.policies.choose import make_coordinator
 from pytest_racecheck.policies.coordinator import Coordinator
 from pytest_racecheck.results.result import RaceResult
@@ -39,6 +45,11 @@ class RaceSpec:
     stall_timeout: float = DEFAULTS.stall_timeout
     fresh_racers: bool = DEFAULTS.fresh_racers
     isolation: str | None = DEFAULTS.isolation
+    replicas: int = DEFAULTS.replicas
+    host_paths: tuple[str, ...] = DEFAULTS.host_paths
+    shared_paths: tuple[str, ...] = ()
+    """Paths every simulated host shares even inside its private ones (the plugin gives the
+    test's temporary directory): see :mod:`pytest_racecheck.controller.replicas`."""
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None
@@ -59,6 +70,7 @@ class RaceSpec:
     """Called in the test process after every round (progress lines)."""
 
     def __post_init__(self) -> None:
+        self.host_paths = host_paths(self.host_paths)
         validate(self)
 
     @property

@@ -31,7 +31,6 @@ from pytest_racecheck.plugin.options import (
     GITHUB_SUMMARY_ENV,
     add_options,
     call_failed_key,
-    check_report_path,
     isolation_levels,
     run_settings,
     settings_key,
@@ -43,6 +42,7 @@ from pytest_racecheck.plugin.options import (
     spares_key,
 )
 from pytest_racecheck.plugin.race_fixture import Race, RaceResultNeverChecked, race, race_key
+from pytest_racecheck.plugin.report_paths import check_report_path
 from pytest_racecheck.plugin.summary import SummaryTable, add_html_extras
 from pytest_racecheck.processes import hosts, spares
 

@@ -7,9 +7,7 @@ bad values into a :class:`pytest.UsageError` naming where they were set.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +64,17 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
         "'read committed', 'repeatable read' or 'serializable'; on the command line also "
         "all, or a comma list: every race test then runs once per level",
         "default the database's own",
+    ),
+    "replicas": (
+        int,
+        "spread every race's racers over N simulated hosts (Linux namespaces: each its own "
+        "hostname, process IDs, /tmp, /var/tmp, /run, /dev/shm); the databases stay shared",
+        f"default {DEFAULTS.replicas}",
+    ),
+    "host_paths": (
+        tuple,
+        "more paths each simulated host has its own of (comma-separated absolute paths)",
+        "default none",
     ),
 }
 """The settings a race takes from outside its call: type, help, default as text."""
@@ -137,7 +146,11 @@ def _add_race_settings(parser: pytest.Parser, group: Any) -> None:
             group,
             name,
             f"{text} ({default}); a race() argument or @pytest.mark.race overrides it",
-            metavar="N" if name in ("explore", "seed") else None,
+            metavar="N"
+            if name in ("explore", "seed", "replicas")
+            else "PATHS"
+            if name == "host_paths"
+            else None,
         )
 
 
@@ -242,6 +255,8 @@ def _convert(name: str, raw: Any, source: str) -> Any:
         if str(raw).strip().lower() not in BOOLEANS:
             raise pytest.UsageError(f"{source} must be true or false, got {raw!r}")
         return BOOLEANS[str(raw).strip().lower()]
+    if kind is tuple:
+        return tuple(p.strip() for p in str(raw).replace("\n", ",").split(",") if p.strip())
     try:
         return kind(raw)
     except (TypeError, ValueError):
@@ -332,58 +347,6 @@ def spare_groups(config: pytest.Config) -> int:
 def stop_early(config: pytest.Config) -> bool:
     cli = config.getoption("racecheck_stop_early")
     return bool(config.getini("racecheck_stop_early")) if cli is None else bool(cli)
-
-
-def report_path(config: pytest.Config, name: str = "report") -> Path | None:
-    """Where to write the JSON report (``name="html"``: the HTML page): the option's path is
-    taken from the directory pytest was started in, the ini key's from the ini file's
-    directory (as pytest does for paths)."""
-    cli = config.getoption(f"racecheck_{name}")
-    if cli:
-        return config.invocation_params.dir / cli
-    ini = config.getini(f"racecheck_{name}")
-    if ini:
-        base = config.inipath.parent if config.inipath is not None else config.rootpath
-        return base / str(ini)
-    return None
-
-
-def check_report_path(config: pytest.Config, name: str = "report") -> Path | None:
-    """The report's path (``name="html"``: the HTML page's), checked before any test runs: a
-    run of an hour must not learn at its end that its report cannot be written. A UsageError
-    names the setting and the path."""
-    path = report_path(config, name)
-    if path is None:
-        return None
-    source = (
-        f"--racecheck-{name}" if config.getoption(f"racecheck_{name}") else f"ini racecheck_{name}"
-    )
-    problem = report_path_problem(path)
-    if problem is not None:
-        raise pytest.UsageError(
-            f"{source}={path}: the report cannot be written there: {problem}; "
-            "give a file path in a writable directory"
-        )
-    return path
-
-
-def report_path_problem(path: Path) -> str | None:
-    """Why the report could not be written to ``path`` (its directory is made if missing),
-    or None."""
-    if path.is_dir():
-        return "it is a directory"
-    if path.exists() and not os.access(path, os.W_OK):
-        return "the file is not writable"
-    parent = path.parent
-    while not parent.exists():
-        if parent == parent.parent:
-            return f"no part of {path.parent} exists"
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"the directory {parent} is not writable"
-    return None
 
 
 def marker_settings(node: pytest.Item) -> dict[str, Any]:

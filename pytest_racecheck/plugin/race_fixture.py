@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -16,7 +17,7 @@ from pytest_racecheck.controller.blocking import AnyProbe, race_probe
 from pytest_racecheck.controller.errors import RaceError, ServerDied
 from pytest_racecheck.controller.isolation import Plan, applied, record
 from pytest_racecheck.controller.loop import Controller
-from pytest_racecheck.controller.settings import DEFAULTS
+from pytest_racecheck.controller.settings import DEFAULTS, NAMES
 from pytest_racecheck.controller.spec import RaceSpec
 from pytest_racecheck.plugin.hookspecs import ConftestHooks
 from pytest_racecheck.plugin.isolation import isolation_plan
@@ -32,6 +33,7 @@ from pytest_racecheck.plugin.options import (
     stop_early,
 )
 from pytest_racecheck.plugin.progress import Progress
+from pytest_racecheck.processes.replicas import HostsUnavailable
 from pytest_racecheck.results import report as race_report
 from pytest_racecheck.results.result import RaceResult
 
@@ -152,6 +154,8 @@ class Race:
         stall_timeout: float | None = None,
         fresh_racers: bool | None = None,
         isolation: str | None = None,
+        replicas: int | None = None,
+        host_paths: Sequence[str | os.PathLike[str]] | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -164,18 +168,8 @@ class Race:
         __tracebackhide__ = True
         caller = sys._getframe(1)
         where = (caller.f_code.co_filename, caller.f_lineno)
-        settings = {
-            "processes": processes,
-            "rounds": rounds,
-            "timeout": timeout,
-            "start_method": start_method,
-            "explore": explore,
-            "seed": seed,
-            "clock": clock,
-            "stall_timeout": stall_timeout,
-            "fresh_racers": fresh_racers,
-            "isolation": isolation,
-        }
+        here = locals()
+        settings = {name: here[name] for name in NAMES}
         given = {k: v for k, v in settings.items() if v is not None}
         spec, budget_s = self._spec(
             given,
@@ -221,11 +215,20 @@ class Race:
                 on_round=_AfterRound(
                     Progress(config, self._request.node.nodeid, budget_s), self._check_servers
                 ),
+                shared_paths=self._shared_paths(chosen),
                 **chosen,
             )
         except (TypeError, ValueError) as exc:
             raise exc.with_traceback(None) from None  # bad input: the message says it all
         return spec, budget_s
+
+    def _shared_paths(self, chosen: dict[str, Any]) -> tuple[str, ...]:
+        """What simulated hosts share inside their private paths: the session's temporary
+        directory, where ``tmp_path`` and the fixtures' databases live."""
+        if chosen.get("replicas") in (None, 1):
+            return ()
+        factory = self._request.getfixturevalue("tmp_path_factory")
+        return (str(factory.getbasetemp()),)
 
     def _fit_pytest_timeout(self, chosen: dict[str, Any]) -> None:
         """End the race, with its report naming the racers, before pytest-timeout ends the
@@ -260,6 +263,8 @@ class Race:
                 own_probes.close()
             self._check_servers(result)
             record(result, level, spec.mode)
+        except HostsUnavailable as exc:
+            pytest.skip(str(exc))
         except RaceError as exc:
             if exc.result is not None:
                 exc.result.budget_s = budget_s

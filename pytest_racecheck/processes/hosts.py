@@ -46,9 +46,16 @@ import multiprocess as _multiprocess
 import multiprocess.connection
 import multiprocess.reduction
 
+from pytest_racecheck.linux import namespaces
 from pytest_racecheck.processes.barrier import StartGate
 from pytest_racecheck.processes.racer import racer_main
-from pytest_racecheck.wire.assignment import Assignment, interpreter_env, preload, preload_names
+from pytest_racecheck.wire.assignment import (
+    Assignment,
+    HostPlace,
+    interpreter_env,
+    preload,
+    preload_names,
+)
 
 multiprocess: Any = _multiprocess  # an untyped package
 
@@ -62,6 +69,10 @@ END_GRACE_S = 0.5
 """How long ended hosts get to exit before SIGKILL."""
 
 
+class CannotForkRacer(Exception):
+    """A host could not fork its racer where the race asked (its simulated host)."""
+
+
 # What a host and the controller say to each other on the host's control pipe.
 
 
@@ -70,6 +81,13 @@ class Forked:
     """The host forked the race's racer (the controller's signals and probes use its pid)."""
 
     pid: int
+
+
+@dataclass(frozen=True)
+class CannotFork:
+    """The host could not fork the racer (into its simulated host): why."""
+
+    why: str
 
 
 @dataclass(frozen=True)
@@ -103,7 +121,12 @@ def host_main(slot: int, control: Any, gate: StartGate, preloaded: tuple[str, ..
         if assignment is None:
             os._exit(0)
         channel_fd = multiprocess.reduction.recv_handle(control)
-        pid = os.fork()
+        try:
+            pid = _fork(assignment.place)
+        except OSError as exc:
+            os.close(channel_fd)
+            control.send(CannotFork(f"{type(exc).__name__}: {exc}"))
+            continue
         if pid == 0:
             _racer(slot, channel_fd, gate, control, assignment)
         os.close(channel_fd)
@@ -113,6 +136,30 @@ def host_main(slot: int, control: Any, gate: StartGate, preloaded: tuple[str, ..
             control.send(Exited(exitcode))
         except OSError:
             os._exit(0)
+
+
+def _fork(place: HostPlace | None) -> int:
+    """Fork the racer, into its simulated host if it has one: its PID namespace is the
+    child's from the start (this process goes back to its own at once), the mount and UTS
+    namespaces are entered by the child, which has one thread."""
+    if place is None:
+        return os.fork()
+    own = namespaces.children_join(place.ns_dir)
+    try:
+        pid = os.fork()
+    except BaseException:
+        namespaces.children_return(own)
+        raise
+    if pid != 0:
+        namespaces.children_return(own)
+        return pid
+    os.close(own)
+    try:
+        namespaces.enter_host(place.ns_dir)
+    except OSError:
+        traceback.print_exc()
+        os._exit(3)
+    return 0
 
 
 def _next_race(control: Any, parent: int) -> Assignment | None:
@@ -194,6 +241,8 @@ class HostedRacer:
         if not self.host.control.poll(max(deadline - time.monotonic(), 0)):
             return False
         message = self.host.control.recv()
+        if isinstance(message, CannotFork):
+            raise CannotForkRacer(f"racer host {self.host.slot} could not fork: {message.why}")
         if not isinstance(message, Forked):
             raise OSError(f"racer host {self.host.slot} sent {message!r:.100}")
         self.pid = message.pid

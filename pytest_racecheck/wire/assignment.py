@@ -25,12 +25,22 @@ most of a racer's start-up (0.3 s of CPU for SQLAlchemy's, per racer per race)."
 
 
 @dataclass(frozen=True)
+class HostPlace:
+    """A simulated host a racer runs on: its name and its namespaces (``/proc/PID/ns``)."""
+
+    name: str
+    ns_dir: str
+
+
+@dataclass(frozen=True)
 class Assignment:
     """The test process's context at race time, handed to a process started earlier."""
 
     environ: dict[str, str]
     cwd: str
     sys_path: list[str]
+    place: HostPlace | None = None
+    """The simulated host to fork the racer into (``replicas=``), None for this one."""
 
     @classmethod
     def now(cls) -> Assignment:
