@@ -8,7 +8,10 @@ database lock. Whether that is right depends on what the lock covers:
   go of it: a check-then-act, only with a different lock. Two workers both see the job free and
   both claim it.
 - ``claim_under_lock`` holds the file lock across the look-up and the write: correct on one
-  host, whatever the database is.
+  host, whatever the database is, and wrong as soon as the service runs on two machines: each
+  has its own lock file, so each machine's worker holds "the" lock at once.
+- ``claim_in_database`` needs no lock outside the database: one conditional ``UPDATE`` takes
+  the job only if it is still free, and the database lets one worker do that, on any host.
 
 The harness cannot see inside ``flock``: a worker waiting for the file lock is asleep in the
 kernel, neither at a point nor using CPU, and that is how it is told apart from a worker that
@@ -69,3 +72,18 @@ def claim_under_lock(db: Database, lock_path: str) -> str:
             return NOTHING
         _claim(db, job)
         return CLAIMED
+
+
+def claim_in_database(db: Database, lock_path: str) -> str:
+    """``lock_path`` is unused: the database is the lock."""
+    worker = current_racer() or 0
+    point("checked")
+    taken = db.execute(
+        f"UPDATE jobs SET claimed_by = {worker} "
+        "WHERE id = (SELECT min(id) FROM jobs WHERE claimed_by IS NULL) AND claimed_by IS NULL "
+        "RETURNING id"
+    )
+    if not taken:
+        return NOTHING
+    db.execute(f"INSERT INTO claims (job_id, worker) VALUES ({taken[0][0]}, {worker})")
+    return CLAIMED

@@ -20,7 +20,15 @@ Why the verdicts cannot vary:
 from __future__ import annotations
 
 import pytest
-from job_queue import CLAIMED, SCHEMA, claim_check_under_lock, claim_under_lock, claims, reset
+from job_queue import (
+    CLAIMED,
+    SCHEMA,
+    claim_check_under_lock,
+    claim_in_database,
+    claim_under_lock,
+    claims,
+    reset,
+)
 
 from pytest_racecheck.backends.base import Database
 
@@ -54,5 +62,53 @@ def test_one_claim_per_job(race, race_db: Database, tmp_path, strategy, how) -> 
         check=lambda: claims(race_db) == 1,
         timeout=60,
         **HOW[how],
+    )
+    result.assert_exactly_one(CLAIMED)
+
+
+# --- the same service on two machines -------------------------------------------------------
+
+ACROSS = [
+    pytest.param(claim_under_lock, 1, id="file-lock-one-host"),
+    pytest.param(
+        claim_under_lock,
+        2,
+        marks=pytest.mark.xfail(
+            strict=True, raises=AssertionError, reason="each replica has its own lock file"
+        ),
+        id="file-lock-two-replicas",
+    ),
+    pytest.param(claim_in_database, 1, id="database-one-host"),
+    pytest.param(claim_in_database, 2, id="database-two-replicas"),
+]
+
+
+@pytest.mark.parametrize(("strategy", "replicas"), ACROSS)
+def test_one_claim_across_replicas(race, race_db: Database, tmp_path, strategy, replicas) -> None:
+    """The lock file lives in a directory of the machine (``/var/lock/job_queue`` in
+    production); ``host_paths`` gives each simulated host its own. Four workers, two per host
+    with ``replicas=2``.
+
+    Why the verdicts cannot vary: ``meet_at="checked"`` holds each worker after its look-up
+    until every worker has looked or sleeps on a lock. On one host the file lock lets one
+    worker look at a time, and the next one sees the claim. On two, each host's first worker
+    holds its own host's lock: both look, both are held, both claim, in every round. The
+    database's conditional update lets one worker take the job wherever it runs.
+    """
+    race_db.executescript(SCHEMA)
+    lock_dir = tmp_path / "lock"
+    lock_dir.mkdir()
+    result = race(
+        strategy,
+        race_db,
+        str(lock_dir / "claim.lock"),
+        reset=lambda: reset(race_db),
+        check=lambda: claims(race_db) == 1,
+        processes=4,
+        rounds=3,
+        meet_at="checked",
+        replicas=replicas,
+        host_paths=[lock_dir],
+        timeout=60,
     )
     result.assert_exactly_one(CLAIMED)

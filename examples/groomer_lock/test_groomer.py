@@ -115,8 +115,9 @@ def reasons(rnd: Round, *found: str | None) -> str | None:
 # --- 1. the acquire race ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one_host", "two_replicas"])
 @pytest.mark.parametrize("run", VERSIONS)
-def test_many_groomers_at_once(race: Race, db: Database, run: Groomer) -> None:
+def test_many_groomers_at_once(race: Race, db: Database, run: Groomer, replicas: int) -> None:
     """Eight groomers fire at once: one holder at a time, and no issue groomed twice.
 
     ``meet_at="selected"`` keeps the holder at its slow LLM call until every other groomer has
@@ -133,6 +134,10 @@ def test_many_groomers_at_once(race: Race, db: Database, run: Groomer) -> None:
     worst rate seen, 30%, 40 clean rounds in a row happen with a probability of 0.7**40, below
     one in a million. Corrected, it cannot fail: a holder's lock row exists and is fresh until
     its release, so any other acquire in that time matches nothing.
+
+    ``two_replicas`` runs the groomers on two simulated hosts, four each, as the groomer runs
+    in production: the lease is a row in the database, so it holds across machines as it does
+    on one (a lock file or a PID file would not: tests/test_replicas.py).
     """
     result = race(
         run,
@@ -142,6 +147,7 @@ def test_many_groomers_at_once(race: Race, db: Database, run: Groomer) -> None:
         reset=lambda: groomer.reset(db),
         check=no_issue_groomed_twice(db),
         meet_at="selected",
+        replicas=replicas,
     )
     result.assert_each_round(
         "expected one holder at a time, no crash other than a unique violation, and no issue "

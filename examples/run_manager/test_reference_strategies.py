@@ -3,6 +3,10 @@
 The broken ones (``naive`` and ``in_process_lock``, the original bug) are expected failures that
 must fail: with 8 racers, they create more than one run in most rounds on both databases, so 50
 rounds are never all clean. The fixes cannot fail: their verdict does not depend on timing.
+
+Each runs on one host and on two simulated replicas (``replicas=2``, four racers each): every
+fix keeps its lock in the database, so none depends on the racers sharing a machine, and the
+verdicts are the same.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ PARAMS = [
 
 
 @pytest.mark.race(processes=8, rounds=50)
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one_host", "two_replicas"])
 @pytest.mark.parametrize(("backend", "strategy", "kwargs", "unique"), PARAMS)
-def test_start_one_run(race, request, backend, strategy, kwargs, unique):
+def test_start_one_run(race, request, backend, strategy, kwargs, unique, replicas):
     db = request.getfixturevalue(f"{backend}_db")
     runs.create_schema(db, unique_active=unique)
     result = race(
@@ -48,6 +53,7 @@ def test_start_one_run(race, request, backend, strategy, kwargs, unique):
         db,
         reset=lambda: runs.reset(db),
         check=lambda: runs.active_count(db) == 1,
+        replicas=replicas,
         **kwargs,
     )
     result.assert_exactly_one(runs.CREATED)
