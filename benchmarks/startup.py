@@ -18,7 +18,9 @@ pools each setting's races: the machine's load then weighs on every setting alik
   only, so this shows that turning them on costs the default nothing);
 - ``fresh``: ``fresh_racers=True``, a new interpreter per racer per race (what every race
   did before hosts: the cold start);
-- ``fresh+spares``: fresh racers with one spare group per size, used only once ready.
+- ``fresh+spares``: fresh racers with one spare group per size, used only once ready;
+- ``replicas=2``: racers forked from racer hosts into two simulated hosts, made for the race
+  (docs/replicas.md).
 
 The memory of waiting hosts and spares is the sum of their resident sets (VmRSS) and of their
 proportional sets (Pss, shared pages divided among the processes sharing them), from /proc,
@@ -43,12 +45,13 @@ from pytest_racecheck.processes import hosts, spares
 ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS = (
-    ("defaults", False, 0),
-    ("defaults+spares", False, 1),
-    ("fresh", True, 0),
-    ("fresh+spares", True, 1),
+    ("defaults", False, 0, 1),
+    ("defaults+spares", False, 1, 1),
+    ("fresh", True, 0, 1),
+    ("fresh+spares", True, 1, 1),
+    ("replicas=2", False, 0, 2),
 )
-"""(name, fresh_racers, spare groups per size)."""
+"""(name, fresh_racers, spare groups per size, replicas)."""
 
 
 def nothing() -> int:
@@ -60,12 +63,21 @@ def _end_all() -> None:
     hosts.end_all()
 
 
-def race_times(processes: int, fresh: bool, limit: int, races: int, gap: float) -> list[float]:
+def race_times(
+    processes: int, fresh: bool, limit: int, races: int, gap: float, replicas: int = 1
+) -> list[float]:
     """The timed races of one session; the spare pool's counts are in ``spares.pool.stats``."""
     spares.configure(limit)
     _end_all()
     spares.pool.stats = spares.PoolStats()
-    spec = RaceSpec(fn=nothing, processes=processes, rounds=1, timeout=120, fresh_racers=fresh)
+    spec = RaceSpec(
+        fn=nothing,
+        processes=processes,
+        rounds=1,
+        timeout=120,
+        fresh_racers=fresh,
+        replicas=replicas,
+    )
     run_race(spec)  # the session's first race: nothing is ready yet
     times = []
     for _ in range(races):
@@ -137,11 +149,11 @@ def main() -> None:
     )
     for size in (int(s) for s in args.sizes.split(",")):
         for gap in (float(g) for g in args.gaps.split(",")):
-            times: dict[str, list[float]] = {name: [] for name, _, _ in chosen}
-            used: dict[str, list[int]] = {name: [0, 0, 0] for name, _, _ in chosen}
+            times: dict[str, list[float]] = {name: [] for name, *_ in chosen}
+            used: dict[str, list[int]] = {name: [0, 0, 0] for name, *_ in chosen}
             for _ in range(args.repeats):
-                for name, fresh, limit in chosen:
-                    times[name] += race_times(size, fresh, limit, args.races, gap)
+                for name, fresh, limit, replicas in chosen:
+                    times[name] += race_times(size, fresh, limit, args.races, gap, replicas)
                     counts = spares.pool.stats
                     for i, n in enumerate((counts.started, counts.used, counts.discarded)):
                         used[name][i] += n

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from filelock import FileLock
+from host_leftovers import left_in, now_ticks
 
 from pytest_racecheck.backends.base import Database
 
@@ -209,21 +210,12 @@ def _namespaces(name: str) -> set[str]:
     return set(Path(_namespaces_file(name)).read_text().split())
 
 
-def _in_namespaces(wanted: set[str]) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.readlink(entry / "ns" / "pid") in wanted:
-                    found.append(int(entry.name))
-    return found
-
-
 def _nothing_left(name: str, mounts_before: list[str]) -> None:
     """No lock file on this machine, no mount of a host here, no process of a host; and
     the racers did run in two PID namespaces of their own."""
+    ended = now_ticks()
     assert not any(os.path.exists(p) for p in _lock_paths(name))
     assert _mounts() == mounts_before
     hosts = _namespaces(name)
     assert len(hosts) == 2 and os.readlink("/proc/self/ns/pid") not in hosts
-    assert not _in_namespaces(hosts)
+    assert not left_in(hosts, ended)

@@ -40,6 +40,8 @@ def _bind_back(path: str, fd: int) -> None:
 
 def make_host(hostname: str, private: list[str], keep: list[str]) -> None:
     """In this process: the namespaces, the private mounts, the kept paths, the name."""
+    if os.geteuid() != 0:
+        ns.own_user_namespace()
     ns.unshare(ns.HOST_NAMESPACES)
     ns.mount("none", "/", None, ns.MS_REC | ns.MS_PRIVATE, None)
     inside = [k for k in keep if any(_under(k, p) for p in private) and os.path.exists(k)]
@@ -97,7 +99,9 @@ def main() -> None:
     try:
         make_host(plan["hostname"], plan["private"], plan["keep"])
     except OSError as exc:
-        unshare_refused = exc.errno in ns.UNAVAILABLE and "unshare" in str(exc)
+        unshare_refused = exc.errno in ns.UNAVAILABLE and (
+            "unshare" in str(exc) or "_map" in str(exc) or "setgroups" in str(exc)
+        )
         _say(**{"unavailable" if unshare_refused else "error": str(exc)})
         sys.exit(1)
     read_end, write_end = os.pipe()

@@ -16,6 +16,7 @@ import os
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
 HOST_NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID
 
 MS_NOSUID = 0x2
@@ -66,43 +67,42 @@ def die_with_parent(signum: int) -> None:
     _call("prctl", ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signum), 0, 0, 0)
 
 
-def _join(ns_dir: str, kind: str, nstype: int) -> None:
-    fd = os.open(os.path.join(ns_dir, kind), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns(fd, nstype)
-    finally:
-        os.close(fd)
+def own_user_namespace() -> None:
+    """Unprivileged: a user namespace of this process's own, in which it may make the others
+    (where the kernel lets unprivileged users make user namespaces). Its user and group stay
+    what they are outside."""
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER)
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as out:
+            out.write(text)
 
 
-def children_join(ns_dir: str) -> int:
-    """Have this process's next children start in the PID namespace at ``ns_dir``
-    (``/proc/PID/ns``); a descriptor of its own, for :func:`children_return`."""
-    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _join(ns_dir, "pid", CLONE_NEWPID)
-    except BaseException:
-        os.close(own)
-        raise
-    return own
-
-
-def children_return(own: int) -> None:
-    """Undo :func:`children_join`: next children start in this process's PID namespace."""
-    try:
-        setns(own, CLONE_NEWPID)
-    finally:
-        os.close(own)
+_KINDS = (
+    ("user", CLONE_NEWUSER),
+    ("mnt", CLONE_NEWNS),
+    ("uts", CLONE_NEWUTS),
+    ("pid", CLONE_NEWPID),
+)
 
 
 def enter_host(ns_dir: str) -> None:
-    """Move this process into the host's mount and UTS namespaces (single-threaded only: a
-    forked child). Its root and working directory become the host's root."""
-    # Both opened first: the host's /proc, seen once inside, has other process IDs.
-    fds = [
-        (os.open(os.path.join(ns_dir, k), os.O_RDONLY | os.O_CLOEXEC), t)
-        for k, t in (("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))
-    ]
+    """Move this process into the host at ``ns_dir`` (``/proc/PID/ns`` of its init): its user
+    namespace if it has one of its own, its mount and UTS namespaces, and its PID namespace
+    for the children this process forks next. Single-threaded only (a forked child); its
+    root and working directory become the host's root."""
+    # All opened first: once inside, /proc is the host's, with other process IDs.
+    fds = []
     try:
+        for kind, nstype in _KINDS:
+            path = os.path.join(ns_dir, kind)
+            if kind == "user" and os.stat(path).st_ino == os.stat("/proc/self/ns/user").st_ino:
+                continue  # made by root: no user namespace of its own
+            fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), nstype))
         for fd, nstype in fds:
             setns(fd, nstype)
     finally:

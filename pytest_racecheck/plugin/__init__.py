@@ -73,7 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=, "
-        "fresh_racers=, isolation=): "
+        "fresh_racers=, isolation=, replicas=, host_paths=): "
         "defaults for the race fixture in this test",
     )
     config.addinivalue_line(

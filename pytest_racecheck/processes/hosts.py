@@ -122,44 +122,68 @@ def host_main(slot: int, control: Any, gate: StartGate, preloaded: tuple[str, ..
             os._exit(0)
         channel_fd = multiprocess.reduction.recv_handle(control)
         try:
-            pid = _fork(assignment.place)
+            pid, racer = _fork(assignment.place, channel_fd)
         except OSError as exc:
             os.close(channel_fd)
-            control.send(CannotFork(f"{type(exc).__name__}: {exc}"))
+            control.send(CannotFork(str(exc)))
             continue
         if pid == 0:
             _racer(slot, channel_fd, gate, control, assignment)
         os.close(channel_fd)
-        control.send(Forked(pid))
-        exitcode = _watch(pid, control, parent)
+        control.send(Forked(racer))
+        exitcode = _watch(pid, racer, control, parent)
         try:
             control.send(Exited(exitcode))
         except OSError:
             os._exit(0)
 
 
-def _fork(place: HostPlace | None) -> int:
-    """Fork the racer, into its simulated host if it has one: its PID namespace is the
-    child's from the start (this process goes back to its own at once), the mount and UTS
-    namespaces are entered by the child, which has one thread."""
+def _fork(place: HostPlace | None, channel_fd: int) -> tuple[int, int]:
+    """Fork the racer: (the child to wait for, the racer's pid), (0, 0) in the racer.
+
+    Into a simulated host, through a relay: a child that enters the host's namespaces (which
+    takes a process of one thread, and for the user namespace of an unprivileged host, one
+    that never goes back), forks the racer into its PID namespace, and ends as the racer
+    ends. Its pid (in this namespace) is what the controller signals and probes."""
     if place is None:
-        return os.fork()
-    own = namespaces.children_join(place.ns_dir)
-    try:
         pid = os.fork()
-    except BaseException:
-        namespaces.children_return(own)
-        raise
-    if pid != 0:
-        namespaces.children_return(own)
-        return pid
-    os.close(own)
+        return pid, pid
+    report_r, report_w = os.pipe()
+    relay = os.fork()
+    if relay == 0:
+        os.close(report_r)
+        _relay(place, report_w, channel_fd)
+        return 0, 0
+    os.close(report_w)
+    with os.fdopen(report_r, "rb") as report:
+        said = report.read().decode()
+    if not said.isdigit():
+        os.waitpid(relay, 0)
+        raise OSError(f"could not enter simulated host {place.name}: {said or 'no answer'}")
+    return relay, int(said)
+
+
+def _relay(place: HostPlace, report: int, channel_fd: int) -> None:
+    """In the relay: returns only in the racer it forks."""
+    namespaces.die_with_parent(signal.SIGKILL)  # the host gone, the race is
     try:
         namespaces.enter_host(place.ns_dir)
-    except OSError:
-        traceback.print_exc()
+        racer = os.fork()
+    except OSError as exc:
+        os.write(report, f"{type(exc).__name__}: {exc}".encode())
         os._exit(3)
-    return 0
+    if racer == 0:
+        os.close(report)
+        return
+    os.write(report, str(racer).encode())
+    os.close(report)
+    os.close(channel_fd)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(racer, signum))
+    status = os.waitpid(racer, 0)[1]
+    if os.WIFSIGNALED(status):  # die the same way, for the host's report
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))
 
 
 def _next_race(control: Any, parent: int) -> Assignment | None:
@@ -192,8 +216,9 @@ def _racer(slot: int, channel_fd: int, gate: StartGate, control: Any, job: Assig
         os._exit(code)
 
 
-def _watch(pid: int, control: Any, parent: int) -> int:
-    """Wait for the racer to end, signalling it when asked; its exit code."""
+def _watch(pid: int, racer: int, control: Any, parent: int) -> int:
+    """Wait for the racer (or its relay, ``pid``) to end, signalling the racer when asked;
+    its exit code."""
     pidfd = os.pidfd_open(pid)
     try:
         while True:
@@ -206,12 +231,13 @@ def _watch(pid: int, control: Any, parent: int) -> int:
                 except (EOFError, OSError):
                     message = None
                 if isinstance(message, Signal):
-                    os.kill(pid, message.signum)  # not reaped yet: the pid is still its
+                    # Not reaped yet (nor its relay, which ends with it): the pid is still its.
+                    os.kill(racer, message.signum)
                     continue
             elif os.getppid() == parent:
                 continue
             # The controller is gone: so is the race.
-            os.kill(pid, signal.SIGKILL)
+            os.kill(racer, signal.SIGKILL)
             os.waitpid(pid, 0)
             os._exit(0)
     finally:

@@ -1,0 +1,195 @@
+"""``replicas=`` as a user meets it: the option, the ini key and the marker; schedules and the
+virtual clock across hosts; bad input; a racer that dies on a host; a killed test run.
+
+Every verdict here is fixed: the racers report where they ran (hostname, PID namespace), the
+clock is virtual, and the schedule orders the racers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from host_leftovers import left_in, now_ticks
+
+from pytest_racecheck import point
+from pytest_racecheck.controller.errors import RacerDied
+
+
+def where() -> tuple[str, str]:
+    return socket.gethostname(), os.readlink("/proc/self/ns/pid")
+
+
+RACE_TEST = """
+import socket
+def where():
+    return socket.gethostname()
+
+def test_hosts(race):
+    result = race(where, processes=4, rounds=2{args})
+    names = {{o.value for r in result.rounds for o in r.outcomes}}
+    assert names == {expected!r}, names
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "args"),
+    [
+        ("argument", ", replicas=2"),
+        ("option", ""),
+        ("ini", ""),
+        ("marker", ""),
+    ],
+)
+def test_replicas_from_each_place(pytester: pytest.Pytester, how: str, args: str) -> None:
+    source = RACE_TEST.format(args=args, expected={"replica-0", "replica-1"})
+    if how == "marker":
+        source = source.replace("def test_hosts", "@pytest.mark.race(replicas=2)\ndef test_hosts")
+        source = "import pytest\n" + source
+    pytester.makepyfile(source)
+    if how == "ini":
+        pytester.makeini("[pytest]\nracecheck_replicas = 2\n")
+    cli = ["--racecheck-replicas=2"] if how == "option" else []
+    pytester.runpytest_subprocess(*cli).assert_outcomes(passed=1)
+
+
+def test_one_host_is_this_one(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(RACE_TEST.format(args="", expected={socket.gethostname()}))
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"replicas": 0}, "replicas must be at least 1"),
+        ({"replicas": "2"}, "replicas must be an int"),
+        ({"replicas": 3, "processes": 2}, "replicas=3 is more hosts than racers"),
+        ({"replicas": 2, "start_method": "fork"}, "needs start_method='spawn'"),
+        ({"replicas": 2, "fresh_racers": True}, "fresh_racers=False"),
+        ({"replicas": 2, "host_paths": ["var/lock"]}, "host_paths takes absolute"),
+        ({"replicas": 2, "host_paths": "/var/lock"}, None),
+    ],
+)
+def test_bad_input_is_named(race: Any, kwargs: dict[str, Any], message: str | None) -> None:
+    kwargs = {"processes": 2, "rounds": 1, **kwargs}
+    if message is None:  # one path as a string is one path
+        result = race(where, **kwargs)
+        assert {o.value[0] for o in result.rounds[0].outcomes} == {"replica-0", "replica-1"}
+        return
+    with pytest.raises((TypeError, ValueError), match=message):
+        race(where, **kwargs)
+
+
+def test_bad_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest_subprocess("--racecheck-replicas=two")
+    assert "--racecheck-replicas must be an integer, got 'two'" in result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_database_in_a_private_path_is_refused(race: Any) -> None:
+    from pytest_racecheck import database
+
+    path = Path("/tmp") / f"racecheck-{os.getpid()}.sqlite3"
+    db = database(path)
+    try:
+        with pytest.raises(ValueError, match=r"every host its own /tmp.*put it in tmp_path"):
+            race(_touch, db, processes=2, rounds=1, replicas=2)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _touch(db: Any) -> None:
+    db.execute("SELECT 1")
+
+
+def ordered() -> str:
+    point("first")
+    return socket.gethostname()
+
+
+def test_schedule_orders_racers_on_two_hosts(race: Any) -> None:
+    """The schedule lets racer 1 (replica-1) through its point before racer 0 (replica-0)."""
+    result = race(ordered, processes=2, rounds=3, replicas=2, schedule=["1:first", "0:first"])
+    for rnd in result.rounds:
+        ends = {o.racer: o.ended_ns for o in rnd.outcomes}
+        assert ends[1] < ends[0]
+        assert [o.value for o in sorted(rnd.outcomes, key=lambda o: o.racer)] == [
+            "replica-0",
+            "replica-1",
+        ]
+
+
+def sleep_an_hour() -> float:
+    start = time.time()
+    time.sleep(3600)
+    return time.time() - start
+
+
+def test_virtual_clock_is_shared_by_hosts(race: Any) -> None:
+    """Each host reads the one virtual clock: an hour's sleep ends at once and lasts an hour."""
+    started = time.monotonic()
+    result = race(sleep_an_hour, processes=2, rounds=2, replicas=2, clock="virtual", timeout=60)
+    assert time.monotonic() - started < 60
+    assert all(3600 <= o.value < 3700 for r in result.rounds for o in r.outcomes)
+
+
+def dies_on_second_host() -> str:
+    if socket.gethostname() == "replica-1":
+        os._exit(3)
+    return "ok"
+
+
+def test_dead_racer_is_named_with_its_host(race: Any) -> None:
+    with pytest.raises(RacerDied, match=r"racer 1 \(pid \d+, host replica-1\)"):
+        race(dies_on_second_host, processes=2, rounds=1, replicas=2)
+
+
+KILLED_RUN = """
+import os, time
+
+def note_and_wait(path):
+    with open(path, "a") as out:
+        out.write(os.readlink("/proc/self/ns/pid") + "\\n")
+    time.sleep(600)
+
+def test_long(race):
+    race(note_and_wait, {path!r}, processes=4, rounds=1, replicas=2, timeout=600)
+"""
+
+
+def test_killed_run_leaves_no_host_behind(pytester: pytest.Pytester) -> None:
+    """SIGKILL of the test process mid-race: each host's anchor sees its pipe close and ends
+    the host's init, and with it every process on the host. (The notes are written in the
+    run's working directory, which the hosts share.)"""
+    notes = pytester.path / "namespaces"
+    pytester.makepyfile(KILLED_RUN.format(path=str(notes)))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(pytester.path)],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if notes.exists() and len(notes.read_text().split()) == 4:
+                break
+            time.sleep(0.1)
+        hosts = set(notes.read_text().split())
+        assert len(hosts) == 2
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    killed = now_ticks()
+    deadline = time.monotonic() + 10
+    while left_in(hosts, killed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left_in(hosts, killed)
