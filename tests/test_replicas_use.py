@@ -193,3 +193,99 @@ def test_killed_run_leaves_no_host_behind(pytester: pytest.Pytester) -> None:
     while left_in(hosts, killed) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left_in(hosts, killed)
+
+
+HOSTS_TEST = """
+import socket
+
+def where():
+    return socket.gethostname()
+
+def test_hosts(race):
+    result = race(where, processes=2, rounds=1, replicas=2)
+    assert {o.value for o in result.rounds[0].outcomes} == {"replica-0", "replica-1"}
+"""
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switches to another user")
+
+
+def _no_mount_namespaces() -> None:
+    """In the child, before it runs pytest: a user namespace of its own where no mount
+    namespace may be made (the limit is per user namespace)."""
+    from pytest_racecheck.linux import namespaces
+
+    namespaces.own_user_namespace()
+    Path("/proc/sys/user/max_mnt_namespaces").write_text("0")
+
+
+@root_only
+def test_skips_where_namespaces_cannot_be_made(pytester: pytest.Pytester) -> None:
+    """Never a silent run on one host: the race skips, and says why."""
+    pytester.makepyfile(HOSTS_TEST)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", str(pytester.path)],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        preexec_fn=_no_mount_namespaces,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 skipped" in run.stdout
+    assert "cannot make Linux namespaces" in run.stdout
+    assert "max_*_namespaces" in run.stdout
+
+
+NOBODY = 65534
+
+
+def _as_nobody(*argv: str, cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        env={**os.environ, "HOME": cwd},
+        timeout=180,
+    )
+
+
+@root_only
+def test_unprivileged_user_gets_hosts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """An unprivileged user's race runs on two hosts where the kernel lets such a user make a
+    user namespace (this machine's answer is probed first), and skips with the reason
+    where it does not."""
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="racecheck-nobody-")
+    try:
+        os.chmod(work, 0o777)
+        Path(work, "test_hosts.py").write_text(HOSTS_TEST)
+        probe = _as_nobody(
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from pytest_racecheck.linux import namespaces; namespaces.own_user_namespace()",
+            str(Path(__file__).resolve().parents[1]),
+            cwd=work,
+        )
+        run = _as_nobody(
+            "-m",
+            "pytest",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={work}/tmp",
+            work,
+            cwd=work,
+        )
+        if probe.returncode == 0:
+            assert "1 passed" in run.stdout, run.stdout + run.stderr
+        else:
+            assert "1 skipped" in run.stdout and "user namespaces" in run.stdout, run.stdout
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

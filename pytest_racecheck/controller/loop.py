@@ -75,6 +75,7 @@ class Controller(RacerMessages, Diagnosis):
             processes=spec.processes,
             rounds_requested=spec.explore if spec.explore is not None else spec.rounds,
             start_method=spec.start_method,
+            replicas=spec.replicas,
             mode=spec.mode,
             seed=spec.seed_used if spec.explore is not None else spec.seed,
             search=self.coordinator.search_name,

@@ -14,6 +14,7 @@ mounts go with the last process.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -88,6 +89,12 @@ def _init(ready: int) -> None:
         signal.pause()
 
 
+_HINTS = {
+    errno.ENOSPC: ": a limit in /proc/sys/user/max_*_namespaces is 0 or reached",
+    errno.EPERM: ": not root, and no user namespaces for other users here",
+}
+
+
 def _say(**message: object) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -102,7 +109,8 @@ def main() -> None:
         unshare_refused = exc.errno in ns.UNAVAILABLE and (
             "unshare" in str(exc) or "_map" in str(exc) or "setgroups" in str(exc)
         )
-        _say(**{"unavailable" if unshare_refused else "error": str(exc)})
+        why = f"{exc}{_HINTS.get(exc.errno or 0, '') if unshare_refused else ''}"
+        _say(**{"unavailable" if unshare_refused else "error": why})
         sys.exit(1)
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -376,7 +376,8 @@ def race(request: pytest.FixtureRequest, _racecheck_isolation: str | None) -> It
     """Race a function in several real OS processes against a shared database.
 
     ``race(fn, *args, processes=, rounds=, reset=, check=, timeout=, stall_timeout=,
-    start_method=, explore=, seed=, clock=, fresh_racers=, isolation=, meet_at=, pause_after=,
+    start_method=, explore=, seed=, clock=, fresh_racers=, isolation=, replicas=, host_paths=,
+    meet_at=, pause_after=,
     pause_before=, schedule=, racer_setup=, racer_teardown=, **kwargs)`` runs
     ``fn(*args, **kwargs)`` in every racer, every round, and returns a RaceResult to assert on
     (a result never checked gets a warning). Defaults come from @pytest.mark.race(...), then

@@ -39,6 +39,7 @@ def summary_data(result: RaceResult) -> dict[str, Any]:
         "rounds": run,
         "rounds_requested": result.rounds_requested,
         "start_method": result.start_method,
+        "replicas": result.replicas,
         "elapsed_s": round(result.elapsed_s, 3),
         "startup_s": round(result.startup_s, 3),
         "histogram": [[k, n] for k, n in result.outcome_histogram()[:HISTOGRAM_ROWS]],

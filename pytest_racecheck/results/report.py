@@ -124,6 +124,7 @@ def race_entry(test_id: str, verdict: str, race: dict[str, Any]) -> dict[str, An
         "rounds_run": race["rounds"],
         "rounds_requested": race["rounds_requested"],
         "racers": race["processes"],
+        "replicas": race.get("replicas", 1),
         "start_method": race.get("start_method"),
         "mode": race.get("mode", "stress"),
         "seed": race.get("seed"),

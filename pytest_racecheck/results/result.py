@@ -36,6 +36,8 @@ class RaceResult:
     rounds_requested: int = 0
     start_method: str = "spawn"
     racers: str = "fresh"
+    replicas: int = 1
+    """Simulated hosts the racers ran on (``replicas=``); 1: this one."""
     """How the racers were started: "hosted" (forked by racer hosts), "spares" or "fresh"."""
     startup_s: float = 0.0
     elapsed_s: float = 0.0
