@@ -289,3 +289,30 @@ def test_unprivileged_user_gets_hosts(tmp_path_factory: pytest.TempPathFactory) 
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+
+
+def leave_marks(shared: str, private: str) -> list[str]:
+    name = socket.gethostname()
+    Path(shared, name).touch()
+    Path(private, name).touch()
+    return sorted(os.listdir(private))
+
+
+def test_host_path_inside_tmp_path_is_the_hosts_own(race: Any, tmp_path: Path) -> None:
+    """tmp_path is shared by the hosts; a host path declared inside it is each host's own,
+    empty at the start and gone afterwards."""
+    shared, private = tmp_path / "shared", tmp_path / "lock"
+    shared.mkdir()
+    private.mkdir()
+    result = race(
+        leave_marks,
+        str(shared),
+        str(private),
+        processes=2,
+        rounds=1,
+        replicas=2,
+        host_paths=[private],
+    )
+    assert sorted(os.listdir(shared)) == ["replica-0", "replica-1"]
+    assert {tuple(o.value) for o in result.rounds[0].outcomes} == {("replica-0",), ("replica-1",)}
+    assert os.listdir(private) == []

@@ -71,7 +71,22 @@ def shared_paths(spec: RaceSpec, private: list[str], extra: list[str]) -> list[s
                 f"racers need shared (their code or working directory is there): run from, "
                 f"and keep the code in, another directory"
             )
-    return sorted({os.path.realpath(p) for p in keep if os.path.exists(p)})
+    found = sorted({os.path.realpath(p) for p in keep if os.path.exists(p)})
+    return [k for k in found if not _covered(k, found, roots)]
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _covered(path: str, kept: list[str], private: list[str]) -> bool:
+    """Shared already: inside another kept path, with no private path in between."""
+    return any(
+        other != path
+        and _within(path, other)
+        and not any(_within(p, other) and p != other and _within(path, p) for p in private)
+        for other in kept
+    )
 
 
 def make_hosts(spec: RaceSpec, extra_shared: list[str]) -> SimulatedHosts:
