@@ -22,6 +22,7 @@ import socket
 import sys
 
 from pytest_racecheck.linux import namespaces as ns
+from pytest_racecheck.linux.descendants import reap_children
 
 
 def _depth(path: str) -> int:
@@ -75,16 +76,7 @@ def _init(ready: int) -> None:
     os.write(ready, b"1")
     os.close(ready)
 
-    def reap(signum: int, frame: object) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
-    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: reap_children())
     while True:
         signal.pause()
 

@@ -95,13 +95,13 @@ def end_descendants() -> int:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         killed.update(pids)
-        _reap()
+        reap_children()
         if not pids or time.monotonic() > deadline:
             return len(killed)
         time.sleep(0.005)
 
 
-def _reap() -> None:
+def reap_children() -> None:
     """Collect this process's ended children (its own, and orphans handed to it)."""
     while True:
         try:

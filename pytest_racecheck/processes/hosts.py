@@ -46,12 +46,11 @@ import multiprocess as _multiprocess
 import multiprocess.connection
 import multiprocess.reduction
 
-from pytest_racecheck.linux import namespaces
 from pytest_racecheck.processes.barrier import StartGate
 from pytest_racecheck.processes.racer import racer_main
+from pytest_racecheck.processes.relay import fork_racer
 from pytest_racecheck.wire.assignment import (
     Assignment,
-    HostPlace,
     interpreter_env,
     preload,
     preload_names,
@@ -122,7 +121,7 @@ def host_main(slot: int, control: Any, gate: StartGate, preloaded: tuple[str, ..
             os._exit(0)
         channel_fd = multiprocess.reduction.recv_handle(control)
         try:
-            pid, racer = _fork(assignment.place, channel_fd)
+            pid, racer = fork_racer(assignment.place, channel_fd)
         except OSError as exc:
             os.close(channel_fd)
             control.send(CannotFork(str(exc)))
@@ -136,54 +135,6 @@ def host_main(slot: int, control: Any, gate: StartGate, preloaded: tuple[str, ..
             control.send(Exited(exitcode))
         except OSError:
             os._exit(0)
-
-
-def _fork(place: HostPlace | None, channel_fd: int) -> tuple[int, int]:
-    """Fork the racer: (the child to wait for, the racer's pid), (0, 0) in the racer.
-
-    Into a simulated host, through a relay: a child that enters the host's namespaces (which
-    takes a process of one thread, and for the user namespace of an unprivileged host, one
-    that never goes back), forks the racer into its PID namespace, and ends as the racer
-    ends. Its pid (in this namespace) is what the controller signals and probes."""
-    if place is None:
-        pid = os.fork()
-        return pid, pid
-    report_r, report_w = os.pipe()
-    relay = os.fork()
-    if relay == 0:
-        os.close(report_r)
-        _relay(place, report_w, channel_fd)
-        return 0, 0
-    os.close(report_w)
-    with os.fdopen(report_r, "rb") as report:
-        said = report.read().decode()
-    if not said.isdigit():
-        os.waitpid(relay, 0)
-        raise OSError(f"could not enter simulated host {place.name}: {said or 'no answer'}")
-    return relay, int(said)
-
-
-def _relay(place: HostPlace, report: int, channel_fd: int) -> None:
-    """In the relay: returns only in the racer it forks."""
-    namespaces.die_with_parent(signal.SIGKILL)  # the host gone, the race is
-    try:
-        namespaces.enter_host(place.ns_dir)
-        racer = os.fork()
-    except OSError as exc:
-        os.write(report, f"{type(exc).__name__}: {exc}".encode())
-        os._exit(3)
-    if racer == 0:
-        os.close(report)
-        return
-    os.write(report, str(racer).encode())
-    os.close(report)
-    os.close(channel_fd)
-    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(racer, signum))
-    status = os.waitpid(racer, 0)[1]
-    if os.WIFSIGNALED(status):  # die the same way, for the host's report
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
-    os._exit(os.waitstatus_to_exitcode(status))
 
 
 def _next_race(control: Any, parent: int) -> Assignment | None:
