@@ -175,7 +175,7 @@ def test_every_lock_holds_on_one_host(race, race_db: Database, lock_name, lock, 
 def test_host_locks_fail_across_replicas(race, race_db: Database, lock_name, lock, how) -> None:
     before = _mounts()
     result = _race(race, race_db, lock, lock_name, 2, how)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=r"(?s)claimed.*\d on replica-\d"):
         result.assert_exactly_one("claimed")
     assert result.failing_rounds(), "two hosts, each with its own lock, make two claims"
     # The claims name both hosts: each took its own lock.

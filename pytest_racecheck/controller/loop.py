@@ -237,6 +237,7 @@ class Controller(RacerMessages, Diagnosis):
                     "is slow on this machine",
                     self.result,
                 )
+        self.result.hosts = tuple(r.host for r in self.racers if r.host is not None)
         self._send_setups(call)
 
     def _start(

@@ -38,6 +38,8 @@ class RaceResult:
     racers: str = "fresh"
     replicas: int = 1
     """Simulated hosts the racers ran on (``replicas=``); 1: this one."""
+    hosts: tuple[str, ...] = ()
+    """With ``replicas=``: racer ``i``'s simulated host is ``hosts[i]``."""
     """How the racers were started: "hosted" (forked by racer hosts), "spares" or "fresh"."""
     startup_s: float = 0.0
     elapsed_s: float = 0.0
@@ -182,7 +184,7 @@ class RaceResult:
 
     def format_round(self, rnd: Round) -> str:
         """A round racer by racer: outcome, time from the first release, duration, last point."""
-        return format_round(rnd)
+        return format_round(rnd, self.hosts)
 
     def _fail(self, rule: str, bad: list[tuple[Round, str]]) -> None:
         __tracebackhide__ = True

@@ -26,15 +26,16 @@ def format_histogram(histogram: list[tuple[str, int]], bad: Iterable[Round] = ()
     return "\n".join(lines)
 
 
-def format_round(rnd: Round) -> str:
-    """A round racer by racer: outcome, time from the first release, duration, last point."""
+def format_round(rnd: Round, hosts: tuple[str, ...] = ()) -> str:
+    """A round racer by racer: outcome, time from the first release, duration, last point;
+    with ``hosts`` (``replicas=``), the simulated host each racer ran on."""
     first = min(o.released_ns for o in rnd.outcomes)
     rows = [("racer", "outcome", "released", "took", "last point", "waited on a lock")]
     for o in sorted(rnd.outcomes, key=lambda o: o.racer):
         outcome = str(o.error) if o.error is not None else repr(o.value)
         rows.append(
             (
-                str(o.racer),
+                f"{o.racer} on {hosts[o.racer]}" if o.racer < len(hosts) else str(o.racer),
                 outcome if len(outcome) <= 70 else outcome[:67] + "...",
                 f"+{(o.released_ns - first) / 1e6:.3f} ms",
                 f"{o.duration_ns / 1e6:.3f} ms",
