@@ -24,7 +24,7 @@ import multiprocess.synchronize
 from pytest_racecheck.controller.blocking import BlockedProbe, RacerView
 from pytest_racecheck.controller.stall import LOOK_EVERY_S
 from pytest_racecheck.linux.descendants import kill_group
-from pytest_racecheck.processes.barrier import StartGate
+from pytest_racecheck.processes.barrier import Gate
 from pytest_racecheck.wire.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -53,9 +53,12 @@ class Racer:
     finished: bool = False
     backend_pids: set[int] = field(default_factory=set)
     connecting: bool = False
+    host: str = ""
+    """The gateway it runs on, "" for this machine (its pid is then another machine's)."""
 
     def describe(self) -> str:
-        return f"racer {self.index} (pid {self.process.pid})"
+        where = f" on {self.host}" if self.host else ""
+        return f"racer {self.index} (pid {self.process.pid}{where})"
 
     def view(self) -> RacerView:
         return RacerView(
@@ -64,6 +67,7 @@ class Racer:
             self.app_name,
             frozenset(self.backend_pids),
             self.connecting,
+            self.host,
         )
 
 
@@ -135,7 +139,7 @@ def wait_for(racers: list[Racer], deadline: float, timeout: float | None = None)
     return multiprocess.connection.wait(objects, timeout=max(remaining, 0))
 
 
-def shutdown(racers: list[Racer], gate: StartGate) -> None:
+def shutdown(racers: list[Racer], gate: Gate) -> None:
     """Stop every racer: politely through the gate, then SIGTERM, then SIGKILL."""
     gate.stop()
     for racer in racers:
@@ -151,7 +155,9 @@ def shutdown(racers: list[Racer], gate: StartGate) -> None:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
         # What a racer that could not clean up (it was killed) left in its process group.
-        if racer.process.pid is not None:  # a host's racer that was never forked has none
+        # A host's racer that was never forked has no pid; a gateway's remote host ends its
+        # racer's group itself (the pid is that machine's).
+        if racer.process.pid is not None and not racer.host:
             kill_group(racer.process.pid)
         if racer.process.exitcode is not None:
             racer.process.close()

@@ -47,6 +47,10 @@ class RaceSettings:
     """The isolation level of every transaction the racers begin on the race's PostgreSQL
     database without naming one (see :mod:`pytest_racecheck.controller.isolation`); None
     leaves the database's own default."""
+    replicas: int = 1
+    """Hosts the racers are spread over (racer i on host i mod N); 1 is this machine alone.
+    With ``--racecheck-replica-gateways``, a race of more than one runs on that many
+    execnet gateways (see :mod:`pytest_racecheck.processes.gateways`)."""
 
     def replace(self, **changes: Any) -> RaceSettings:
         """A copy with ``changes`` applied; None values are ignored (not given)."""
@@ -119,3 +123,10 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
     validate_clock(settings.clock, where)
     if settings.isolation is not None:
         level_name(settings.isolation, where)
+    if not _is_int(settings.replicas):
+        raise TypeError(f"{where}: replicas must be an int, got {settings.replicas!r}")
+    if not 1 <= settings.replicas <= settings.processes:
+        raise ValueError(
+            f"{where}: replicas must be from 1 to processes={settings.processes} (every host "
+            f"runs a racer), got {settings.replicas}"
+        )

@@ -39,6 +39,7 @@ class RaceSpec:
     stall_timeout: float = DEFAULTS.stall_timeout
     fresh_racers: bool = DEFAULTS.fresh_racers
     isolation: str | None = DEFAULTS.isolation
+    replicas: int = DEFAULTS.replicas
     reset: Callable[[], Any] | None = None
     check: Callable[[], Any] | None = None
     meet_at: str | None = None

@@ -32,7 +32,9 @@ from pytest_racecheck.plugin.options import (
     add_options,
     call_failed_key,
     check_report_path,
+    gateways_key,
     isolation_levels,
+    replica_gateways,
     run_settings,
     settings_key,
     soak_factor,
@@ -44,7 +46,7 @@ from pytest_racecheck.plugin.options import (
 )
 from pytest_racecheck.plugin.race_fixture import Race, RaceResultNeverChecked, race, race_key
 from pytest_racecheck.plugin.summary import SummaryTable, add_html_extras
-from pytest_racecheck.processes import hosts, spares
+from pytest_racecheck.processes import gateways, hosts, spares
 
 __all__ = [  # the fixtures are found here by pytest; the names stay importable from here
     "Race",
@@ -73,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "race(processes=, rounds=, timeout=, start_method=, explore=, seed=, stall_timeout=, "
-        "fresh_racers=, isolation=): "
+        "fresh_racers=, isolation=, replicas=): "
         "defaults for the race fixture in this test",
     )
     config.addinivalue_line(
@@ -83,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[settings_key] = run_settings(config)
     config.stash[spares_key] = spares.configure(spare_groups(config))
+    config.stash[gateways_key] = gateways.pool.configure(replica_gateways(config))
     config.stash[soak_key] = soak_factor(config)
     config.stash[soak_seconds_key] = soak_seconds(config)
     if config.stash[soak_key] > 1 and config.stash[soak_seconds_key] is not None:
@@ -113,9 +116,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # Hosts and spares never outlive the session (an in-process pytester run ends them too).
     hosts.end_all()
     spares.end_all()
+    gateways.end_all()
     previous = config.stash.get(spares_key, None)
     if previous is not None:
         spares.configure(previous)
+    specs = config.stash.get(gateways_key, None)
+    if specs is not None:
+        gateways.pool.configure(specs)
 
 
 @pytest.hookimpl(hookwrapper=True)

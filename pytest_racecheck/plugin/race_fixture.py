@@ -152,6 +152,7 @@ class Race:
         stall_timeout: float | None = None,
         fresh_racers: bool | None = None,
         isolation: str | None = None,
+        replicas: int | None = None,
         meet_at: str | None = None,
         pause_after: str | None = None,
         pause_before: str | None = None,
@@ -175,6 +176,7 @@ class Race:
             "stall_timeout": stall_timeout,
             "fresh_racers": fresh_racers,
             "isolation": isolation,
+            "replicas": replicas,
         }
         given = {k: v for k, v in settings.items() if v is not None}
         spec, budget_s = self._spec(
