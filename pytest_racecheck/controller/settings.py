@@ -123,6 +123,10 @@ def validate_settings(settings: RaceSettings, where: str = "race()") -> None:
     validate_clock(settings.clock, where)
     if settings.isolation is not None:
         level_name(settings.isolation, where)
+    _validate_replicas(settings, where)
+
+
+def _validate_replicas(settings: RaceSettings, where: str) -> None:
     if not _is_int(settings.replicas):
         raise TypeError(f"{where}: replicas must be an int, got {settings.replicas!r}")
     if not 1 <= settings.replicas <= settings.processes:

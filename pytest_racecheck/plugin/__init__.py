@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_racecheck.plugin import gateway_option
 from pytest_racecheck.plugin import hookspecs as hooks
 from pytest_racecheck.plugin.db_fixtures import (
     _racecheck_server,
@@ -32,9 +33,7 @@ from pytest_racecheck.plugin.options import (
     add_options,
     call_failed_key,
     check_report_path,
-    gateways_key,
     isolation_levels,
-    replica_gateways,
     run_settings,
     settings_key,
     soak_factor,
@@ -46,7 +45,7 @@ from pytest_racecheck.plugin.options import (
 )
 from pytest_racecheck.plugin.race_fixture import Race, RaceResultNeverChecked, race, race_key
 from pytest_racecheck.plugin.summary import SummaryTable, add_html_extras
-from pytest_racecheck.processes import gateways, hosts, spares
+from pytest_racecheck.processes import hosts, spares
 
 __all__ = [  # the fixtures are found here by pytest; the names stay importable from here
     "Race",
@@ -69,6 +68,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    gateway_option.add_gateway_option(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,7 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[settings_key] = run_settings(config)
     config.stash[spares_key] = spares.configure(spare_groups(config))
-    config.stash[gateways_key] = gateways.pool.configure(replica_gateways(config))
+    gateway_option.configure(config)
     config.stash[soak_key] = soak_factor(config)
     config.stash[soak_seconds_key] = soak_seconds(config)
     if config.stash[soak_key] > 1 and config.stash[soak_seconds_key] is not None:
@@ -116,13 +116,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # Hosts and spares never outlive the session (an in-process pytester run ends them too).
     hosts.end_all()
     spares.end_all()
-    gateways.end_all()
+    gateway_option.unconfigure(config)
     previous = config.stash.get(spares_key, None)
     if previous is not None:
         spares.configure(previous)
-    specs = config.stash.get(gateways_key, None)
-    if specs is not None:
-        gateways.pool.configure(specs)
 
 
 @pytest.hookimpl(hookwrapper=True)

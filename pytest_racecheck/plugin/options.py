@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_racecheck.controller.settings import DEFAULTS, NAMES, RaceSettings, validate_settings
-from pytest_racecheck.processes import gateways, spares
+from pytest_racecheck.processes import spares
 from pytest_racecheck.wire.isolation import parse_levels
 
 SETTINGS: dict[str, tuple[type, str, str]] = {
@@ -69,8 +69,7 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
     ),
     "replicas": (
         int,
-        "hosts the racers are spread over, racer i on host i mod N (with "
-        "--racecheck-replica-gateways: the first N gateways)",
+        "hosts the racers are spread over, racer i on host i mod N",
         f"default {DEFAULTS.replicas}",
     ),
 }
@@ -86,8 +85,6 @@ soak_key = pytest.StashKey[int]()
 soak_seconds_key = pytest.StashKey["float | None"]()
 probes_key = pytest.StashKey[list[Any]]()
 spares_key = pytest.StashKey[int]()
-gateways_key = pytest.StashKey[list[str]]()
-"""The gateway specs from before this session configured its own (to put back)."""
 call_failed_key = pytest.StashKey[bool]()
 servers_key = pytest.StashKey[list[Callable[[], str | None]]]()
 """Per test: how to ask each server its databases are on whether it died (None: it runs)."""
@@ -229,23 +226,6 @@ def _add_environment_options(parser: pytest.Parser, group: Any) -> None:
         metavar="N",
     )
     group.addoption(
-        "--racecheck-replica-gateways",
-        dest="racecheck_replica_gateways",
-        action="append",
-        default=None,
-        metavar="SPEC",
-        help="an execnet gateway (popen//python=PYTHON, ssh=USER@HOST//python=PYTHON) to run "
-        "racers on: a race with replicas=N runs racer i on gateway i mod N of the list. Repeat "
-        "the option for each gateway; N*SPEC is N alike. The plugin must be installed there "
-        "(also ini racecheck_replica_gateways, one spec per line)",
-    )
-    parser.addini(
-        "racecheck_replica_gateways",
-        "execnet gateway specs to run the racers of races with replicas=N on, one per line",
-        type="linelist",
-        default=[],
-    )
-    group.addoption(
         "--racecheck-require-postgres",
         dest="racecheck_require_postgres",
         action="store_true",
@@ -352,24 +332,6 @@ def spare_groups(config: pytest.Config) -> int:
             f"{source} must be a whole number (0 turns spares off), got {raw!r}"
         )
     return int(raw)
-
-
-def replica_gateways(config: pytest.Config) -> list[str]:
-    """The gateway specs races with ``replicas=N`` run on: the option's (repeated) over the ini
-    key's lines; a UsageError names a spec that is not one."""
-    cli = config.getoption("racecheck_replica_gateways")
-    values, source = (
-        (cli, gateways.OPTION)
-        if cli
-        else (
-            config.getini("racecheck_replica_gateways"),
-            "ini racecheck_replica_gateways",
-        )
-    )
-    try:
-        return gateways.parse_specs(values or [], source)
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
 
 
 def stop_early(config: pytest.Config) -> bool:

@@ -153,6 +153,8 @@ class RemoteHost:
         self.spec = spec
         self.name = f"gateway {number} ({spec})"
         self.racers: dict[int, RemoteRacer] = {}
+        self.token = ""
+        """The current race's: the remote host's news of a racer carries its race's."""
         self.released = -1
         self.broken = ""
         self._lock = threading.Lock()
@@ -167,8 +169,10 @@ class RemoteHost:
     def _received(self, message: Any) -> None:
         """In execnet's receiving thread: what the remote host says."""
         kind = message[0]
+        racer = None
         with self._lock:
-            racer = self.racers.get(message[1]) if kind in ("forked", "exited") else None
+            if kind in ("forked", "exited") and message[3] == self.token:
+                racer = self.racers.get(message[1])
         if kind == "forked" and racer is not None:
             racer.pid = message[2]
         elif kind == "exited" and racer is not None:
@@ -183,12 +187,14 @@ class RemoteHost:
                     racer.ended(-signal.SIGKILL)  # its host is gone, and so is it
 
     def _closed_reason(self) -> str:
-        error = self.channel._getremoteerror()  # what the remote code raised, if anything
+        # What the remote code raised, if anything (execnet keeps it on the channel).
+        error = getattr(self.channel, "_getremoteerror", lambda: None)()
         return f"its remote host ended: {error}" if error else "its connection closed"
 
     def begin(self, slots: list[int], race: dict[str, Any]) -> list[RemoteRacer]:
         with self._lock:
             self.racers = {i: RemoteRacer(self, i) for i in slots}
+            self.token = race["token"]
         self.released = -1
         self.send(("race", {**race, "slots": slots}))
         return list(self.racers.values())

@@ -22,8 +22,10 @@ Messages on the execnet channel are tuples of plain values (execnet sends nothin
 
     controller -> here: ("race", {...}), ("arm", generation), ("stop",), ("signal", racer,
                         signum), ("end",)
-    here -> controller: ("forked", racer, pid), ("exited", racer, exitcode),
+    here -> controller: ("forked", racer, pid, token), ("exited", racer, exitcode, token),
                         ("released", generation), ("error", text)
+
+(``token`` is the race's: news of an earlier race's racer is never taken for this one's.)
 
 When the channel closes (the test process ended, was killed, or its machine is gone), this side
 ends its hosts, which end their racers; hosts and racers also watch their parents.
@@ -86,6 +88,8 @@ class _Server:
         self.pool = HostPool()
         self.gate: StartGate | None = None
         self.racers: dict[int, HostedRacer] = {}
+        self.tokens: dict[int, str] = {}
+        """The race each racer serves, by racer number."""
         self.released = -1
         self.commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
@@ -157,6 +161,7 @@ class _Server:
             try:
                 channel.send(("racer", slot, race["token"]))
                 self.racers[slot] = host.launch(channel, assignment)
+                self.tokens[slot] = race["token"]
             finally:
                 channel.close()
 
@@ -170,13 +175,13 @@ class _Server:
                 except (OSError, EOFError):
                     racer.exitcode = -signal.SIGKILL  # its host is gone
                 else:
-                    self._send(("forked", slot, racer.pid))
+                    self._send(("forked", slot, racer.pid, self.tokens[slot]))
             if racer.is_alive():
                 continue
             if racer.pid is not None:
                 kill_group(racer.pid)  # what it left in its process group
             del self.racers[slot]
-            self._send(("exited", slot, racer.exitcode))
+            self._send(("exited", slot, racer.exitcode, self.tokens.pop(slot)))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with contextlib.suppress(Exception):  # the controller is gone: the loop ends soon
