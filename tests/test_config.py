@@ -37,7 +37,7 @@ def test_built_in_defaults(pytester: pytest.Pytester) -> None:
         [
             "*SETTINGS {'processes': 4, 'rounds': 50, 'timeout': 60.0, 'start_method': 'spawn', "
             "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0, "
-            "'fresh_racers': False, 'isolation': None}",
+            "'fresh_racers': False, 'isolation': None, 'replicas': 1}",
             "RAN 4 50",
         ]
     )
@@ -69,7 +69,7 @@ def test_marker_over_command_line(pytester: pytest.Pytester) -> None:
         [
             "*SETTINGS {'processes': 3, 'rounds': 4, 'timeout': 9.0, 'start_method': 'spawn', "
             "'explore': None, 'seed': None, 'clock': 'real', 'stall_timeout': 10.0, "
-            "'fresh_racers': False, 'isolation': None}",
+            "'fresh_racers': False, 'isolation': None, 'replicas': 1}",
             "RAN 3 4",
         ]
     )
