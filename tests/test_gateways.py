@@ -303,3 +303,54 @@ def test_bad_specs_and_too_few_gateways_as_a_user_sees_them(pytester: pytest.Pyt
     pytester.makeini(f"[pytest]\nracecheck_replica_gateways =\n    {POPEN}\n    {POPEN}\n")
     ini = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     ini.assert_outcomes(passed=1)
+
+
+def sleep_after_telling(path: str) -> None:
+    from pytest_racecheck import current_racer
+
+    if current_racer() == 1:
+        Path(path).write_text(str(where()[1]))  # its gateway's interpreter
+    time.sleep(60)
+
+
+def test_a_gateway_that_dies_fails_the_race_and_the_next_race_runs(
+    two_gateways: gateways.GatewayPool, tmp_path: Path
+) -> None:
+    """SIGKILL gateway 1's interpreter while its racer sleeps: the race fails at once naming
+    the racer on that gateway (not at its timeout of 120 s), nothing of that gateway is left,
+    and the next race starts a new gateway. Reliable: the kill comes after the racer said
+    where it runs, whatever the timing."""
+    told = tmp_path / "gateway"
+    killed: list[int] = []
+
+    def kill_when_told() -> None:
+        deadline = time.monotonic() + 60
+        while not told.exists() or not told.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        killed.append(int(told.read_text()))
+        os.kill(killed[0], signal.SIGKILL)
+
+    import threading
+
+    killer = threading.Thread(target=kill_when_told)
+    killer.start()
+    began = time.monotonic()
+    with pytest.raises(RacerDied, match=r"racer 1 \(pid \d+ on gateway 1 .*killed by SIGKILL"):
+        run_race(
+            RaceSpec(
+                fn=sleep_after_telling,
+                args=(str(told),),
+                processes=2,
+                rounds=1,
+                replicas=2,
+                timeout=120,
+                stall_timeout=120,
+            )
+        )
+    killer.join()
+    assert killed and time.monotonic() - began < 60
+    wait_gone(killed, "the killed gateway")
+    result = run_race(RaceSpec(fn=where, processes=2, rounds=1, replicas=2))
+    assert killed[0] not in [g for _, g in (o.value for o in result.rounds[0].outcomes)]

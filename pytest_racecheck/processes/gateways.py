@@ -112,6 +112,8 @@ class RemoteRacer:
         self.pid: int | None = None
         """Its pid on the gateway's machine (for reports: never looked up here)."""
         self.exitcode: int | None = None
+        self.channel: Any = None
+        """The racer's connection, once it connected."""
         self._ended_r, self._ended_w = os.pipe()
 
     @property
@@ -123,6 +125,15 @@ class RemoteRacer:
             self.exitcode = exitcode
             with contextlib.suppress(OSError):
                 os.write(self._ended_w, b"x")
+
+    def lost(self) -> None:
+        """Its gateway is gone: it counts as killed, and its connection is shut down, so that
+        a controller reading it gets EOF now even if that machine can no longer say so."""
+        self.ended(-signal.SIGKILL)
+        if self.channel is not None:
+            fd = self.channel.fileno
+            with contextlib.suppress(OSError, ValueError), socket.socket(fileno=os.dup(fd())) as s:
+                s.shutdown(socket.SHUT_RDWR)
 
     def is_alive(self) -> bool:
         return self.exitcode is None
@@ -184,7 +195,7 @@ class RemoteHost:
             self.broken = self.broken or f"{self.name}: {why}".rstrip()
             if kind == "closed":
                 for racer in list(self.racers.values()):
-                    racer.ended(-signal.SIGKILL)  # its host is gone, and so is it
+                    racer.lost()
 
     def _closed_reason(self) -> str:
         # What the remote code raised, if anything (execnet keeps it on the channel).
@@ -205,7 +216,7 @@ class RemoteHost:
         except Exception as exc:  # the channel or gateway is gone
             self.broken = self.broken or f"{self.name}: cannot send to it: {exc}"
             for racer in list(self.racers.values()):
-                racer.ended(-signal.SIGKILL)
+                racer.lost()
 
     def end(self) -> None:
         with contextlib.suppress(Exception):
@@ -299,6 +310,8 @@ class GatewayPool:
         channels = _accept(
             self._listener, self._authkey, token, set(remote), deadline, _broken(hosts)
         )
+        for index, channel in channels.items():
+            remote[index].channel = channel
         while any(r.pid is None and r.exitcode is None for r in remote.values()):
             _broken(hosts)()
             if time.monotonic() >= deadline:
