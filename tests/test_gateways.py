@@ -137,7 +137,9 @@ def test_a_wait_outside_the_database_is_explained(
 ) -> None:
     """Reliable: the racer that does not hold the lock sleeps in flock until the holder, held
     at "locked" by the meeting, returns; the controller cannot see that sleep on another
-    machine, so the meeting never completes and the no-progress bound must fire."""
+    machine, so the meeting never completes and the no-progress bound must fire. Start-up is
+    not taken for a hang on a busy machine: the gateways' remote hosts report their racers'
+    CPU."""
     spec = RaceSpec(
         fn=hold_a_file_lock,
         args=(str(tmp_path / "lock"),),
@@ -145,7 +147,7 @@ def test_a_wait_outside_the_database_is_explained(
         processes=2,
         rounds=1,
         meet_at="locked",
-        stall_timeout=2,
+        stall_timeout=3,
     )
     with pytest.raises(RaceStalled, match="racers on gateways run on other machines"):
         run_race(spec)
@@ -354,3 +356,21 @@ def test_a_gateway_that_dies_fails_the_race_and_the_next_race_runs(
     wait_gone(killed, "the killed gateway")
     result = run_race(RaceSpec(fn=where, processes=2, rounds=1, replicas=2))
     assert killed[0] not in [g for _, g in (o.value for o in result.rounds[0].outcomes)]
+
+
+def burn_cpu() -> None:
+    end = time.process_time() + 3
+    while time.process_time() < end:
+        pass
+
+
+def test_a_busy_start_up_on_gateways_is_progress(two_gateways: gateways.GatewayPool) -> None:
+    """Each racer's set-up uses 3 s of CPU and sends nothing meanwhile: with stall_timeout=1.5
+    the race passes only if the gateways' remote hosts report that CPU (the controller cannot
+    read their racers' /proc). Reliable: 3 s of CPU time takes at least 3 s, twice the bound."""
+    result = run_race(
+        RaceSpec(
+            fn=nothing, racer_setup=burn_cpu, processes=2, rounds=1, replicas=2, stall_timeout=1.5
+        )
+    )
+    assert result.racers == "gateways" and result.rounds_run == 1

@@ -111,6 +111,9 @@ class Diagnosis(ControllerState):
             [r.process.pid for r in racers if not r.host]  # a gateway's pids are not ours
             + [p for r in racers for p in r.backend_pids]
         )
+        for racer in racers:
+            if racer.host:  # its gateway's remote host reads that machine's /proc for it
+                self.progress.moved_at(racer.process.host.cpu_moved_at)
         idle = self.progress.stalled_for()
         if idle is None:
             return

@@ -167,6 +167,8 @@ class RemoteHost:
         self.token = ""
         """The current race's: the remote host's news of a racer carries its race's."""
         self.released = -1
+        self.cpu_moved_at = 0.0
+        """When its remote host last said its racers used CPU (``time.monotonic()``)."""
         self.broken = ""
         self._lock = threading.Lock()
         try:
@@ -190,6 +192,8 @@ class RemoteHost:
             racer.ended(message[2])
         elif kind == "released":
             self.released = message[1]
+        elif kind == "cpu":
+            self.cpu_moved_at = time.monotonic()
         elif kind in ("error", "closed"):
             why = message[1] if kind == "error" else self._closed_reason()
             self.broken = self.broken or f"{self.name}: {why}".rstrip()

@@ -15,15 +15,17 @@ per racer number (kept for the session) and each host forks that race's racer, r
   for this gateway's racers, armed and stopped when the controller says so. Each gateway's
   gate opens when its own last racer checks in, so gateways open one message trip apart;
 - the controller cannot see this machine's ``/proc``: this side tells it each racer's pid
-  (for its reports only), exit code, and which generation the gate released, passes on its
-  signals, and ends what an ended racer left in its process group (``kill_group``).
+  (for its reports only), exit code, which generation the gate released, and when its racers
+  (and what they started) used CPU (``("cpu",)``, at most every :data:`LOOK_EVERY_S`, for the
+  controller's no-progress bound); it passes on the controller's signals, and ends what an
+  ended racer left in its process group (``kill_group``).
 
 Messages on the execnet channel are tuples of plain values (execnet sends nothing else):
 
     controller -> here: ("race", {...}), ("arm", generation), ("stop",), ("signal", racer,
                         signum), ("end",)
     here -> controller: ("forked", racer, pid, token), ("exited", racer, exitcode, token),
-                        ("released", generation), ("error", text)
+                        ("released", generation), ("cpu",), ("error", text)
 
 (``token`` is the race's: news of an earlier race's racer is never taken for this one's.)
 
@@ -45,12 +47,19 @@ from typing import Any
 import multiprocess as _multiprocess
 import multiprocess.connection
 
-from pytest_racecheck.linux.descendants import kill_group
+from pytest_racecheck.linux import procfs
+from pytest_racecheck.linux.descendants import descendants, kill_group
 from pytest_racecheck.processes.barrier import StartGate
 from pytest_racecheck.processes.hosts import POLL_S, HostedRacer, HostPool
 from pytest_racecheck.wire.assignment import Assignment
 
 multiprocess: Any = _multiprocess  # an untyped package
+
+LOOK_EVERY_S = 0.5
+"""How often this side looks at its racers' CPU time (as the controller's no-progress watch)."""
+
+MIN_CPU_NS = 2_000_000
+"""CPU between two looks that counts as progress (the controller's figure)."""
 
 _CLOSED = ("closed",)
 """What the channel's callback gets when the channel closes."""
@@ -91,6 +100,8 @@ class _Server:
         self.tokens: dict[int, str] = {}
         """The race each racer serves, by racer number."""
         self.released = -1
+        self.cpu: dict[int, int] = {}
+        self.looked = 0.0
         self.commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         channel.setcallback(self._received, endmarker=_CLOSED)
@@ -129,6 +140,7 @@ class _Server:
                 return False
             self._command(message)
         self._watch_racers()
+        self._look_at_cpu()
         if self.gate is not None and self.gate.released_generation != self.released:
             self.released = self.gate.released_generation
             self._send(("released", self.released))
@@ -182,6 +194,23 @@ class _Server:
                 kill_group(racer.pid)  # what it left in its process group
             del self.racers[slot]
             self._send(("exited", slot, racer.exitcode, self.tokens.pop(slot)))
+
+    def _look_at_cpu(self) -> None:
+        """Say ("cpu",) when this gateway's racers, or what they started, used CPU since the
+        last look: the controller cannot read this machine's ``/proc``."""
+        now = time.monotonic()
+        if not self.racers or now - self.looked < LOOK_EVERY_S:
+            return
+        self.looked = now
+        table = procfs.process_table()
+        watched = {r.pid for r in self.racers.values() if r.pid is not None}
+        for pid in list(watched):
+            watched.update(descendants(pid, table))
+        cpu = {p: ns for p in watched if (ns := procfs.process_cpu_ns(p)) is not None}
+        used = sum(max(ns - self.cpu.get(p, ns), 0) for p, ns in cpu.items())
+        self.cpu = cpu
+        if used >= MIN_CPU_NS:
+            self._send(("cpu",))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with contextlib.suppress(Exception):  # the controller is gone: the loop ends soon
