@@ -44,6 +44,7 @@ import execnet
 import multiprocess as _multiprocess
 import multiprocess.connection
 
+from pytest_racecheck.processes.racer_link import accept_racers
 from pytest_racecheck.wire.assignment import Assignment
 
 multiprocess: Any = _multiprocess  # an untyped package
@@ -311,7 +312,7 @@ class GatewayPool:
         for g, host in enumerate(hosts):
             slots = list(range(g, processes, replicas))
             remote.update(zip(slots, host.begin(slots, race), strict=True))
-        channels = _accept(
+        channels = accept_racers(
             self._listener, self._authkey, token, set(remote), deadline, _broken(hosts)
         )
         for index, channel in channels.items():
@@ -370,47 +371,6 @@ def _broken(hosts: Sequence[RemoteHost]) -> Callable[[], None]:
                 raise GatewayError(host.broken)
 
     return look
-
-
-def _accept(
-    listener: socket.socket,
-    authkey: bytes,
-    token: str,
-    expected: set[int],
-    deadline: float,
-    look: Callable[[], None],
-) -> dict[int, Any]:
-    """The racers' connections, by racer number; others (a stray client, an earlier race's)
-    are closed."""
-    found: dict[int, Any] = {}
-    while len(found) < len(expected):
-        look()
-        if time.monotonic() >= deadline:
-            missing = sorted(expected - set(found))
-            raise TimeoutError(f"racers {missing} on gateways did not connect in time")
-        if not select.select([listener], [], [], 0.05)[0]:
-            continue
-        sock, _ = listener.accept()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = multiprocess.connection.Connection(sock.detach())
-        try:
-            multiprocess.connection.deliver_challenge(conn, authkey)
-            multiprocess.connection.answer_challenge(conn, authkey)
-            hello = conn.recv()
-        except (OSError, EOFError, multiprocess.AuthenticationError):
-            conn.close()
-            continue
-        if (
-            isinstance(hello, tuple)
-            and len(hello) == 3
-            and hello[2] == token
-            and hello[1] in expected
-            and hello[1] not in found
-        ):
-            found[hello[1]] = conn
-        else:
-            conn.close()
-    return found
 
 
 pool = GatewayPool()

@@ -39,7 +39,6 @@ import contextlib
 import os
 import queue
 import signal
-import socket
 import time
 import traceback
 from typing import Any
@@ -51,6 +50,7 @@ from pytest_racecheck.linux import procfs
 from pytest_racecheck.linux.descendants import descendants, kill_group
 from pytest_racecheck.processes.barrier import StartGate
 from pytest_racecheck.processes.hosts import POLL_S, HostedRacer, HostPool
+from pytest_racecheck.processes.racer_link import connect_back, controller_host
 from pytest_racecheck.wire.assignment import Assignment
 
 multiprocess: Any = _multiprocess  # an untyped package
@@ -68,27 +68,6 @@ _CLOSED = ("closed",)
 def serve(channel: Any) -> None:
     """Serve races on this gateway until the controller ends it or goes away."""
     _Server(channel).run()
-
-
-def connect_back(host: str, port: int, authkey: bytes) -> Any:
-    """A racer's channel: a TCP connection to the controller, authenticated, without Nagle's
-    delay (a held racer's ``At`` and the controller's ``Pass`` are small and urgent)."""
-    conn = multiprocess.connection.Client((host, port), family="AF_INET", authkey=authkey)
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    with contextlib.closing(sock):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
-
-
-def controller_host(given: str | None) -> str:
-    """Where the controller listens: the address it gave, or for an ``ssh`` gateway (the
-    controller listens on every interface) the address this machine sees the ssh client at."""
-    if given:
-        return given
-    client = os.environ.get("SSH_CLIENT", "").split()
-    if not client:
-        raise OSError("the controller gave no address and this is no ssh session (no SSH_CLIENT)")
-    return client[0]
 
 
 class _Server:
