@@ -69,6 +69,9 @@ class RacerView:
     backend_pids: frozenset[int] = frozenset()
     connecting: bool = False
     """It is making a PostgreSQL connection and has no backend pid for it yet."""
+    gateway: str = ""
+    """The gateway it runs on ("" for this machine): its pid is that machine's, so no probe
+    reads this machine's ``/proc`` for it."""
 
 
 class BlockedProbe(Protocol):
@@ -99,7 +102,11 @@ class SleepingProbe:
             procfs.warn_unavailable("telling a racer that waits for a SQLite lock")
 
     def blocked(self, racers: Sequence[RacerView]) -> set[int]:
-        return {r.index for r in racers if procfs.syscall_number(r.pid) in self.syscalls}
+        return {
+            r.index
+            for r in racers
+            if not r.gateway and procfs.syscall_number(r.pid) in self.syscalls
+        }
 
     @property
     def available(self) -> bool:
@@ -293,6 +300,7 @@ class IdleProbe:
         now = time.monotonic()
         found: set[int] = set()
         self.timers = set()
+        racers = [r for r in racers if not r.gateway]  # another machine's pids
         current = {r.pid for r in racers}
         for pid in [p for p in self._seen if p not in current]:
             del self._seen[pid]  # held at a point, or done, since the last look: start again

@@ -24,7 +24,7 @@ import multiprocess.synchronize
 from pytest_racecheck.controller.blocking import BlockedProbe, RacerView
 from pytest_racecheck.controller.stall import LOOK_EVERY_S
 from pytest_racecheck.linux.descendants import kill_group
-from pytest_racecheck.processes.barrier import StartGate
+from pytest_racecheck.processes.barrier import Gate
 from pytest_racecheck.wire.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -55,10 +55,13 @@ class Racer:
     connecting: bool = False
     host: str | None = None
     """The simulated host it runs on (``replicas=``), None on this one."""
+    gateway: str = ""
+    """The gateway it runs on, "" for this machine (its pid is then another machine's)."""
 
     def describe(self) -> str:
         on = f", host {self.host}" if self.host is not None else ""
-        return f"racer {self.index} (pid {self.process.pid}{on})"
+        where = f" on {self.gateway}" if self.gateway else ""
+        return f"racer {self.index} (pid {self.process.pid}{where}{on})"
 
     def view(self) -> RacerView:
         return RacerView(
@@ -67,6 +70,7 @@ class Racer:
             self.app_name,
             frozenset(self.backend_pids),
             self.connecting,
+            self.gateway,
         )
 
 
@@ -138,7 +142,7 @@ def wait_for(racers: list[Racer], deadline: float, timeout: float | None = None)
     return multiprocess.connection.wait(objects, timeout=max(remaining, 0))
 
 
-def shutdown(racers: list[Racer], gate: StartGate) -> None:
+def shutdown(racers: list[Racer], gate: Gate) -> None:
     """Stop every racer: politely through the gate, then SIGTERM, then SIGKILL."""
     gate.stop()
     for racer in racers:
@@ -154,7 +158,9 @@ def shutdown(racers: list[Racer], gate: StartGate) -> None:
             racer.process.join(SHUTDOWN_GRACE_S)
     for racer in racers:
         # What a racer that could not clean up (it was killed) left in its process group.
-        if racer.process.pid is not None:  # a host's racer that was never forked has none
+        # A host's racer that was never forked has no pid; a gateway's remote host ends its
+        # racer's group itself (the pid is that machine's).
+        if racer.process.pid is not None and not racer.gateway:
             kill_group(racer.process.pid)
         if racer.process.exitcode is not None:
             racer.process.close()

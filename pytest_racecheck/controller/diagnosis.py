@@ -108,8 +108,12 @@ class Diagnosis(ControllerState):
         """Nothing arrived: did the racers (or what they started, or their database backends)
         use CPU? Fail the race as hung once nothing moved for ``stall_timeout`` seconds."""
         self.progress.look(
-            [r.process.pid for r in racers] + [p for r in racers for p in r.backend_pids]
+            [r.process.pid for r in racers if not r.gateway]  # a gateway's pids are not ours
+            + [p for r in racers for p in r.backend_pids]
         )
+        for racer in racers:
+            if racer.gateway:  # its gateway's remote host reads that machine's /proc for it
+                self.progress.moved_at(racer.process.host.cpu_moved_at)
         idle = self.progress.stalled_for()
         if idle is None:
             return
@@ -124,6 +128,13 @@ class Diagnosis(ControllerState):
         waiting = self.coordinator.describe_wait() if self.round is not None else ""
         if waiting:
             lines.append(f"  the controller was waiting for {waiting}")
+        if waiting and any(r.gateway for r in racers):
+            lines.append(
+                "  racers on gateways run on other machines: the controller cannot tell one "
+                "asleep outside the database (a file lock, a socket), which it reads from "
+                "this machine's /proc for its own racers; only PostgreSQL's own lock waits "
+                "count for them (docs/replica-gateways.md)"
+            )
         lines.append(
             "if the code under test waits that long on purpose, raise stall_timeout= "
             "(or --racecheck-stall-timeout); no racer outlives the race: they were stopped"

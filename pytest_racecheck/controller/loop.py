@@ -34,11 +34,14 @@ from pytest_racecheck.controller.errors import (
     RaceTimeout,
 )
 from pytest_racecheck.controller.messages import RacerMessages
+from pytest_racecheck.controller.replica_gateways import on_gateways
 from pytest_racecheck.controller.replicas import make_hosts
 from pytest_racecheck.controller.spec import RaceSpec, pickle_call
 from pytest_racecheck.controller.stall import ProgressWatch
 from pytest_racecheck.policies.coordinator import PROBE_INTERVAL_S
-from pytest_racecheck.processes.barrier import StartGate
+from pytest_racecheck.processes.barrier import Gate, StartGate
+from pytest_racecheck.processes.gateways import GatewayError, GatewayGate
+from pytest_racecheck.processes.gateways import pool as gateway_pool
 from pytest_racecheck.processes.hosts import CannotForkRacer, Host
 from pytest_racecheck.processes.hosts import pool as host_pool
 from pytest_racecheck.processes.racer import racer_main
@@ -105,15 +108,23 @@ class Controller(RacerMessages, Diagnosis):
         started = time.monotonic()
         self.deadline = started + spec.timeout
         ctx = multiprocess.get_context(spec.start_method)
-        hosted, spares, gate = self._take_racers(ctx)
+        remote = on_gateways(spec, result)
+        hosted, spares, local_gate = (None, None, None) if remote else self._take_racers(ctx)
+        gate: Gate = local_gate if local_gate is not None else GatewayGate([])
+        if remote:
+            result.racers = "gateways"
         try:
             if spec.clock == "virtual":
                 self.clock = VirtualClock()
                 self.coordinator.on_clock = self._clock_step
-            if spec.replicas > 1:
-                shared = [self.clock.path] if self.clock is not None else []
-                self.hosts = make_hosts(spec, shared)
-            gate = self._start_crew(ctx, gate, call, hosted, spares)
+            if local_gate is None:
+                gate = self._start_on_gateways(call)
+                self._await_all("ready")
+            else:
+                if spec.replicas > 1:
+                    shared = [self.clock.path] if self.clock is not None else []
+                    self.hosts = make_hosts(spec, shared)
+                gate = self._start_crew(ctx, local_gate, call, hosted, spares)
             gate.arm(0)
             self._await_all("warm")
             result.startup_s = time.monotonic() - started
@@ -135,7 +146,8 @@ class Controller(RacerMessages, Diagnosis):
             # Spares for the next race start now, not during this one's rounds; not when
             # Ctrl-C or a KeyboardInterrupt-like exit ends the race (sys.exc_info() in a
             # finally block is the exception passing through).
-            if isinstance(sys.exc_info()[1], Exception | None) and hosted is None:
+            ended = isinstance(sys.exc_info()[1], Exception | None)
+            if ended and hosted is None and not remote:
                 spare_pool.race_ended(spec.start_method, spec.processes)
         return result
 
@@ -194,7 +206,29 @@ class Controller(RacerMessages, Diagnosis):
             self._await_all("ready")
         return gate
 
-    def _run_rounds(self, gate: StartGate) -> None:
+    def _start_on_gateways(self, call: tuple[bytes, bytes]) -> Gate:
+        """Start the racers on the gateways (see :mod:`.replica_gateways`); the gate that
+        releases them. A gateway that fails fails the race, and every gateway is ended then,
+        so that no racer it was starting is left."""
+        spec = self.spec
+        try:
+            crew = gateway_pool.start(spec.processes, spec.replicas, self.deadline)
+        except (TimeoutError, GatewayError, OSError, EOFError) as exc:
+            gateway_pool.end_all()
+            kind = RaceTimeout if isinstance(exc, TimeoutError) else RaceError
+            raise kind(
+                f"race of {spec.fn_name} could not start its racers on gateways "
+                f"(timeout={spec.timeout:g}): {exc}",
+                self.result,
+            ) from None
+        token = f"racecheck-{uuid.uuid4().hex[:8]}"
+        for index, process, channel, where in crew.racers:
+            self.racers.append(Racer(index, process, channel, f"{token}-{index}", gateway=where))
+        self._send_setups(call)
+        self.progress.moved()
+        return crew.gate
+
+    def _run_rounds(self, gate: Gate) -> None:
         spec, result = self.spec, self.result
         # The budget is racing time: start-up, slow on a busy machine, does not spend it.
         racing = time.monotonic()
@@ -286,7 +320,7 @@ class Controller(RacerMessages, Diagnosis):
                 )
             )
 
-    def _run_round(self, number: int, gate: StartGate) -> Round:
+    def _run_round(self, number: int, gate: Gate) -> Round:
         if self.spec.reset is not None:
             self.spec.reset()
         self.progress.moved()  # the controller's own reset and the last check count

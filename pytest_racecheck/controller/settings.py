@@ -50,11 +50,12 @@ class RaceSettings:
     """The isolation level of every transaction the racers begin on the race's PostgreSQL
     database without naming one (see :mod:`pytest_racecheck.controller.isolation`); None
     leaves the database's own default."""
-
     replicas: int = 1
-    """Simulated hosts the racers are spread over (racer ``i`` on host ``i mod replicas``),
-    each with its own hostname, process IDs, ``/tmp``, ``/var/tmp``, ``/run`` and
-    ``/dev/shm`` (see :mod:`pytest_racecheck.processes.replicas`); 1 runs them on this one."""
+    """Hosts the racers are spread over (racer ``i`` on host ``i mod replicas``); 1 runs them
+    on this one. Simulated hosts of this machine, each with its own hostname, process IDs,
+    ``/tmp``, ``/var/tmp``, ``/run`` and ``/dev/shm`` (see
+    :mod:`pytest_racecheck.processes.replicas`); with ``--racecheck-replica-gateways``, that
+    many execnet gateways (see :mod:`pytest_racecheck.processes.gateways`)."""
     host_paths: tuple[str, ...] = ()
     """More paths each simulated host has its own of (absolute; no effect with one host)."""
 

@@ -60,6 +60,10 @@ class ProgressWatch:
         if used >= MIN_CPU_NS:
             self.moved()
 
+    def moved_at(self, when: float) -> None:
+        """Something happened at ``when`` (a gateway's remote host saw its racers use CPU)."""
+        self.last_move = max(self.last_move, when)
+
     def idle_s(self) -> float:
         """Seconds since the race last moved."""
         return time.monotonic() - self.last_move

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_racecheck.plugin import gateway_option
 from pytest_racecheck.plugin import hookspecs as hooks
 from pytest_racecheck.plugin.db_fixtures import (
     _racecheck_server,
@@ -67,6 +68,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    gateway_option.add_gateway_option(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[settings_key] = run_settings(config)
     config.stash[spares_key] = spares.configure(spare_groups(config))
+    gateway_option.configure(config)
     config.stash[soak_key] = soak_factor(config)
     config.stash[soak_seconds_key] = soak_seconds(config)
     if config.stash[soak_key] > 1 and config.stash[soak_seconds_key] is not None:
@@ -113,6 +116,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # Hosts and spares never outlive the session (an in-process pytester run ends them too).
     hosts.end_all()
     spares.end_all()
+    gateway_option.unconfigure(config)
     previous = config.stash.get(spares_key, None)
     if previous is not None:
         spares.configure(previous)

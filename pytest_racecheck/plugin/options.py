@@ -67,8 +67,9 @@ SETTINGS: dict[str, tuple[type, str, str]] = {
     ),
     "replicas": (
         int,
-        "spread every race's racers over N simulated hosts (Linux namespaces: each its own "
-        "hostname, process IDs, /tmp, /var/tmp, /run, /dev/shm); the databases stay shared",
+        "spread every race's racers over N hosts, racer i on host i mod N: simulated hosts "
+        "(Linux namespaces: each its own hostname, process IDs, /tmp, /var/tmp, /run, "
+        "/dev/shm), or the first N --racecheck-replica-gateways; the databases stay shared",
         f"default {DEFAULTS.replicas}",
     ),
     "host_paths": (

@@ -10,21 +10,37 @@ the CPU instead of being starved by spinners.
 
 A gate's semaphores can only be handed to a process when it starts, so a gate made for racer
 hosts (:mod:`pytest_racecheck.processes.hosts`) has room for more racers than one race has: each
-race :meth:`~StartGate.reset` s it for its own number of racers, which use the first slots.
+race :meth:`~StartGate.reset` s it for its own number of racers, which use the first slots, or
+the slots it names (a remote host of :mod:`pytest_racecheck.processes.remote_host` serves racers
+``g, g + N, ...`` of a race on ``N`` gateways).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 SPIN_BUDGET_NS = 2_000_000
 """How long a checked-in racer spins before it parks (ns)."""
 
 POLL_S = 0.2
 """How often a sleeping racer looks up from the gate to see whether its controller is alive."""
+
+
+class Gate(Protocol):
+    """The controller's side of a start gate: :class:`StartGate`, or the gates of racers on
+    execnet gateways (:class:`~pytest_racecheck.processes.gateways.GatewayGate`)."""
+
+    def reset(self, parties: int) -> None: ...
+
+    def arm(self, generation: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def released_generation(self) -> int: ...
 
 
 class GateClosed(Exception):
@@ -39,6 +55,10 @@ class StartGate:
         capacity = max(capacity or parties, parties)
         self.capacity = capacity
         self._parties = ctx.RawValue("i", parties)
+        self._top = ctx.RawValue("i", parties)
+        """One past the highest slot in use: the opener posts every ``go`` below it."""
+        self._slots: tuple[int, ...] = tuple(range(parties))
+        """The slots in use (the controller's side only: racers read ``_top``)."""
         self._released = ctx.RawValue("q", -1)
         self._target = ctx.RawValue("q", -1)
         self._stopped = ctx.RawValue("b", 0)
@@ -52,14 +72,20 @@ class StartGate:
 
     # The controller's side.
 
-    def reset(self, parties: int) -> None:
-        """Make a stopped gate ready for a new race of ``parties`` racers (none may wait)."""
+    def reset(self, parties: int, slots: Sequence[int] | None = None) -> None:
+        """Make a stopped gate ready for a new race of ``parties`` racers (none may wait), in
+        ``slots`` (``parties`` of them; default the first ``parties``)."""
         if not 0 < parties <= self.capacity:
             raise ValueError(f"a gate for {self.capacity} racers cannot serve {parties}")
+        chosen = tuple(range(parties)) if slots is None else tuple(slots)
+        if len(set(chosen)) != parties or not all(0 <= s < self.capacity for s in chosen):
+            raise ValueError(f"{parties} racers cannot use slots {chosen} of {self.capacity}")
         for sem in (*self._wake, *self._go):
             while sem.acquire(block=False):
                 pass  # tokens the last race's racers did not take
         self._parties.value = parties
+        self._slots = chosen
+        self._top.value = max(chosen) + 1
         self._released.value = -1
         self._target.value = -1
         self._stopped.value = 0
@@ -69,15 +95,15 @@ class StartGate:
         with self._checked_in.get_lock():
             self._checked_in.value = 0
         self._target.value = generation
-        for sem in self._wake[: self.parties]:
-            sem.release()
+        for slot in self._slots:
+            self._wake[slot].release()
 
     def stop(self) -> None:
         """Send every racer home, wherever it waits."""
         self._stopped.value = 1
-        n = self.parties
-        for sem in (*self._wake[:n], *self._go[:n]):
-            sem.release()
+        for slot in self._slots:
+            self._wake[slot].release()
+            self._go[slot].release()
 
     @property
     def released_generation(self) -> int:
@@ -100,8 +126,8 @@ class StartGate:
             last = self._checked_in.value == self.parties
         if last:
             self._released.value = generation
-            for sem in self._go[: self.parties]:
-                sem.release()
+            for sem in self._go[: self._top.value]:
+                sem.release()  # a slot no racer uses keeps a token until the next reset
             return generation
         deadline = time.monotonic_ns() + SPIN_BUDGET_NS
         while self._released.value != generation:

@@ -39,6 +39,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,10 +321,14 @@ class HostPool:
         self._interpreter_env: dict[str, str] = {}
         self._supported: bool | None = None
 
-    def take(self, processes: int) -> tuple[StartGate, list[Host]] | None:
-        """The gate and hosts ``0`` to ``processes - 1`` for a race, starting those missing;
-        None if hosts cannot serve it (the race spawns its own racers)."""
-        if os.getpid() != self._owner or processes > HOST_CAPACITY:
+    def take(
+        self, processes: int, slots: Sequence[int] | None = None
+    ) -> tuple[StartGate, list[Host]] | None:
+        """The gate and hosts ``0`` to ``processes - 1`` (or those of ``slots``, racer
+        numbers, for a remote host) for a race, starting those missing; None if hosts cannot
+        serve it (the race spawns its own racers)."""
+        wanted = list(range(processes)) if slots is None else list(slots)
+        if os.getpid() != self._owner or max(wanted) >= HOST_CAPACITY:
             return None  # a forked copy of the test process never touches the hosts
         if self._supported is None:
             self._supported = _pidfd_works()
@@ -341,12 +346,12 @@ class HostPool:
         if self.gate is None:
             self.gate = StartGate(ctx, processes, capacity=HOST_CAPACITY)
             self._interpreter_env = interpreter_env()
-        self.hosts += [None] * (processes - len(self.hosts))
-        for slot in range(processes):
+        self.hosts += [None] * (max(wanted) + 1 - len(self.hosts))
+        for slot in wanted:
             if self.hosts[slot] is None:
                 self.hosts[slot] = self._start(ctx, slot)
-        self.gate.reset(processes)
-        return self.gate, [h for h in self.hosts[:processes] if h is not None]
+        self.gate.reset(len(wanted), wanted)
+        return self.gate, [h for h in (self.hosts[s] for s in wanted) if h is not None]
 
     def _start(self, ctx: Any, slot: int) -> Host:
         assert self.gate is not None
