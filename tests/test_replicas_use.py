@@ -316,3 +316,20 @@ def test_host_path_inside_tmp_path_is_the_hosts_own(race: Any, tmp_path: Path) -
     assert sorted(os.listdir(shared)) == ["replica-0", "replica-1"]
     assert {tuple(o.value) for o in result.rounds[0].outcomes} == {("replica-0",), ("replica-1",)}
     assert os.listdir(private) == []
+
+
+def test_imported_packages_stay_shared(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A package found by an editable install's finder is on no sys.path entry; its directory
+    must still be shared, or a racer's later import of a submodule fails on the host (as it
+    did in CI, with the checkout under /tmp)."""
+    import pytest_racecheck
+    from pytest_racecheck.controller.replicas import shared_paths
+    from pytest_racecheck.controller.spec import RaceSpec
+
+    package = Path(pytest_racecheck.__file__).resolve().parent
+    monkeypatch.setattr(
+        sys, "path", [p for p in sys.path if Path(p or ".").resolve() != package.parent]
+    )
+    monkeypatch.chdir(tmp_path)
+    kept = shared_paths(RaceSpec(fn=print, processes=2, replicas=2), ["/tmp"], [])
+    assert any(package == Path(k) or Path(k) in package.parents for k in kept), kept

@@ -2,7 +2,9 @@
 
 A host's private paths (:data:`~pytest_racecheck.processes.replicas.PRIVATE_PATHS` and the
 race's ``host_paths``) start empty. What the racers need in order to run at all is shared
-through them: the interpreter and ``sys.path``, the working directory, the test's module, the
+through them: the interpreter and ``sys.path``, the directory of every imported top-level
+package (an editable install is found by a finder, not through ``sys.path``), the working
+directory, the test's module, the
 session's temporary directory (``tmp_path`` and the fixtures' databases), each database's
 file or socket directory, and the virtual clock's file. A database that lies directly in a
 private path cannot be shared that way, and is refused with a message that says where to
@@ -35,6 +37,12 @@ def _code_paths(spec: RaceSpec) -> list[str]:
     found = [os.getcwd(), sys.prefix, sys.base_prefix, sys.exec_prefix]
     found.append(os.path.dirname(os.path.realpath(sys.executable)))
     found += [p for p in sys.path if p and os.path.isabs(p)]
+    # Packages imported from elsewhere than sys.path (an editable install's finder): a racer
+    # imports their submodules later, from their directory.
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None) if "." not in name else None
+        if isinstance(where, str) and os.path.isabs(where):
+            found.append(os.path.dirname(where))
     with contextlib.suppress(TypeError, OSError):
         found.append(os.path.dirname(inspect.getfile(spec.fn)))
     return found
