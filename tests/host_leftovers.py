@@ -13,15 +13,12 @@ import os
 import time
 from pathlib import Path
 
+from pytest_racecheck.linux import procfs
+
 
 def now_ticks() -> int:
     """Now, in the unit of /proc/PID/stat's start time (clock ticks since boot)."""
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
-
-
-def _start_ticks(pid: str) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def left_in(namespaces: set[str], since: int) -> list[int]:
@@ -32,7 +29,7 @@ def left_in(namespaces: set[str], since: int) -> list[int]:
             continue
         try:
             if os.readlink(entry / "ns" / "pid") in namespaces and (
-                _start_ticks(entry.name) < since
+                int(procfs.start_time(int(entry.name)) or since) < since
             ):
                 found.append(int(entry.name))
         except (OSError, ValueError, IndexError):

@@ -333,3 +333,17 @@ def test_imported_packages_stay_shared(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.chdir(tmp_path)
     kept = shared_paths(RaceSpec(fn=print, processes=2, replicas=2), ["/tmp"], [])
     assert any(package == Path(k) or Path(k) in package.parents for k in kept), kept
+
+
+def what_the_host_shows() -> tuple[int, list[int]]:
+    return os.getpid(), sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+
+
+def test_a_host_shows_only_its_own_processes(race: Any) -> None:
+    """Its own process IDs and /proc: init is 1, its racers are small numbers, and nothing of
+    this machine (the test process, the other host) is listed."""
+    result = race(what_the_host_shows, processes=4, rounds=1, replicas=2)
+    for outcome in result.rounds[0].outcomes:
+        pid, listed = outcome.value
+        assert listed[0] == 1 and pid in listed and len(listed) <= 8, listed
+        assert os.getpid() not in listed or os.getpid() < 10
