@@ -1,37 +1,39 @@
-"""What a simulated host may have left: processes of its PID namespace.
+"""What a simulated host may have left: its init, and with it any process of the host.
 
 A namespace is known by its inode (``pid:[4026532176]``), and the kernel gives a freed inode
-to the next namespace made, which may be a concurrent test's (pytest-xdist). So a process
-counts as left only if it is in one of the namespaces and started before ``since`` (a
-:func:`now_ticks` taken when the race had ended): a process of a later namespace that
-reused the inode started after that.
+to the next namespace made, which may be a concurrent test's (pytest-xdist). So a host is
+named by its PID namespace *and* its init's start time (:func:`host_identity`, read inside
+the host). The kernel ends every process of a PID namespace before its init is reaped, so a
+host has left nothing once no process of that namespace has that start time.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from pytest_racecheck.linux import procfs
 
 
-def now_ticks() -> int:
-    """Now, in the unit of /proc/PID/stat's start time (clock ticks since boot)."""
-    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+def host_identity() -> str:
+    """Inside a racer: its PID namespace and the start time of that namespace's process 1."""
+    return f"{os.readlink('/proc/self/ns/pid')}@{procfs.start_time(1)}"
 
 
-def left_in(namespaces: set[str], since: int) -> list[int]:
-    """Processes in one of ``namespaces`` that started before ``since``."""
+def namespace_of(identity: str) -> str:
+    return identity.split("@")[0]
+
+
+def left_in(hosts: set[str]) -> list[int]:
+    """The inits of ``hosts`` (identities) still alive."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.readlink(entry / "ns" / "pid") in namespaces and (
-                int(procfs.start_time(int(entry.name)) or since) < since
-            ):
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
+            here = f"{os.readlink(entry / 'ns' / 'pid')}@{procfs.start_time(int(entry.name))}"
+        except OSError:
             continue
+        if here in hosts:
+            found.append(int(entry.name))
     return found

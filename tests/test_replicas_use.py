@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from host_leftovers import left_in, now_ticks
+from host_leftovers import left_in
 
 from pytest_racecheck import point
 from pytest_racecheck.controller.errors import RacerDied
@@ -154,10 +154,11 @@ def test_dead_racer_is_named_with_its_host(race: Any) -> None:
 
 KILLED_RUN = """
 import os, time
+from pytest_racecheck.linux import procfs
 
-def note_and_wait(path):
+def note_and_wait(path):  # the host: its PID namespace and its init's start time
     with open(path, "a") as out:
-        out.write(os.readlink("/proc/self/ns/pid") + "\\n")
+        out.write(f"{{os.readlink('/proc/self/ns/pid')}}@{{procfs.start_time(1)}}\\n")
     time.sleep(600)
 
 def test_long(race):
@@ -185,14 +186,14 @@ def test_killed_run_leaves_no_host_behind(pytester: pytest.Pytester) -> None:
             time.sleep(0.1)
         hosts = set(notes.read_text().split())
         assert len(hosts) == 2
+        assert len(left_in(hosts)) == 2  # the check sees both hosts' inits while they run
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait()
-    killed = now_ticks()
     deadline = time.monotonic() + 10
-    while left_in(hosts, killed) and time.monotonic() < deadline:
+    while left_in(hosts) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not left_in(hosts, killed)
+    assert not left_in(hosts)
 
 
 HOSTS_TEST = """
